@@ -1,0 +1,1 @@
+"""The integration gateway: idempotent, bounded calls to customer backends."""

@@ -1,0 +1,9 @@
+"""The integration service runs as a real process and keeps the service contract."""
+
+from typing import Any
+
+
+def test_integration_process_serves_probes_and_stops_on_sigterm(
+    check_service_lifecycle: Any,
+) -> None:
+    check_service_lifecycle("voicetyped_integration", "integration", [])

@@ -1,0 +1,1 @@
+"""The conversation runtime: the deterministic dialog FSM of every call."""

@@ -1,0 +1,7 @@
+"""The runtime service runs as a real process and keeps the service contract."""
+
+from typing import Any
+
+
+def test_runtime_process_serves_probes_and_stops_on_sigterm(check_service_lifecycle: Any) -> None:
+    check_service_lifecycle("voicetyped_runtime", "runtime", [])

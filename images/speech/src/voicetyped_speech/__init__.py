@@ -1,0 +1,1 @@
+"""The speech gateway: VAD, local speech recognition and synthesis."""
