@@ -1,0 +1,75 @@
+# voicetyped — build, test and run everything from a fresh machine.
+#
+#   make test    lint + every test suite (what CI runs via .ci/run)
+#   make install the whole uv workspace into .venv for development
+#   make proto   regenerate voicetyped.v1 Python code from proto/
+#   make lint    ruff, mypy, hadolint, lock freshness
+#   make bench   benchmarks; JSON results in bench/results/
+#
+# Tools and caches live outside the checkout so a fresh clone reuses them:
+# $(VOICETYPED_CACHE) (default ~/.cache/voicetyped, or $XDG_CACHE_HOME/voicetyped).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+XDG_CACHE_HOME ?= $(HOME)/.cache
+VOICETYPED_CACHE ?= $(XDG_CACHE_HOME)/voicetyped
+export VOICETYPED_CACHE
+
+UV_VERSION := 0.13.9
+TOOLS := $(VOICETYPED_CACHE)/tools/uv-$(UV_VERSION)
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(TOOLS)/bin:$(PATH)
+
+# Never let uv fetch a Python build: use the machine's 3.11.
+export UV_PYTHON := 3.11
+export UV_PYTHON_DOWNLOADS := never
+export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
+
+SRC_DIRS := common images conftest.py proto/generate.py bench tests
+DOCKERFILES := $(wildcard images/*/Dockerfile)
+
+.PHONY: help install proto lint format test unit bench clean
+
+help:
+	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
+
+$(UV):
+	python3 -m venv "$(TOOLS)"
+	"$(TOOLS)/bin/pip" install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# The stamp makes repeated runs instant; uv.lock or any pyproject change re-syncs.
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard */pyproject.toml images/*/pyproject.toml)
+	"$(UV)" sync --locked --all-packages
+	touch "$@"
+
+install: $(VENV)/.synced
+
+proto: install
+	$(PY) proto/generate.py
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lint: install
+	"$(UV)" lock --check
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(SRC_DIRS)
+	$(VENV)/bin/hadolint $(DOCKERFILES)
+
+unit: install
+	$(VENV)/bin/pytest
+
+test: lint unit
+
+bench: install
+	mkdir -p bench/results
+	$(PY) bench/session_codec.py --out bench/results/session_codec.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

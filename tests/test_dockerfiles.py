@@ -1,0 +1,107 @@
+"""The service Dockerfiles: run as non-root, and their install step really works.
+
+No Docker engine runs here, so the build stage is replayed on the host: the
+Dockerfile's COPY instructions into a scratch context, then its `uv sync`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = ["media", "speech", "runtime", "integration"]
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            result.append((op.upper(), rest.strip()))
+    return result
+
+
+def _stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for op, rest in _instructions(dockerfile):
+        if op == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((op, rest))
+    return stages
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_final_image_runs_the_service_as_non_root(service: str) -> None:
+    final = _stages(REPO / "images" / service / "Dockerfile")[-1]
+    users = [rest for op, rest in final if op == "USER"]
+    assert users, "final stage sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit(), "USER must be numeric so runAsNonRoot can verify it"
+    assert int(uid) != 0
+    entrypoint = [rest for op, rest in final if op == "ENTRYPOINT"]
+    assert entrypoint == [f'["voicetyped-{service}"]']
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) -> None:
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is not on PATH (make test puts it there)")
+    build = _stages(REPO / "images" / service / "Dockerfile")[0]
+    context = tmp_path / "src"
+    context.mkdir()
+    env_dir = tmp_path / "venv"
+    syncs = 0
+    for op, rest in build:
+        if op == "COPY":
+            *sources, dest = shlex.split(rest)
+            target = context / dest
+            for src in sources:
+                origin = REPO / src
+                to = target / origin.name if dest.endswith("/") or len(sources) > 1 else target
+                to.parent.mkdir(parents=True, exist_ok=True)
+                if origin.is_dir():
+                    shutil.copytree(
+                        origin,
+                        to,
+                        dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "tests"),
+                    )
+                else:
+                    shutil.copy2(origin, to)
+        elif op == "RUN" and rest.startswith("uv sync"):
+            syncs += 1
+            env = {
+                **os.environ,
+                "UV_PROJECT_ENVIRONMENT": str(env_dir),
+                "UV_PYTHON_DOWNLOADS": "never",
+                "UV_COMPILE_BYTECODE": "0",
+            }
+            subprocess.run(
+                [uv, *shlex.split(rest)[1:]], cwd=context, env=env, check=True, capture_output=True
+            )
+    assert syncs == 1
+    assert (env_dir / "bin" / f"voicetyped-{service}").exists()
+    installed = {
+        p.name.split("-")[0] for p in (env_dir / "lib").glob("python3*/site-packages/*.dist-info")
+    }
+    others = {f"voicetyped_{s}" for s in SERVICES if s != service}
+    assert f"voicetyped_{service}" in installed
+    assert "voicetyped_common" in installed
+    assert not installed & others, f"image would ship other services: {installed & others}"
+    assert not installed & {"pytest", "mypy", "ruff", "hypothesis"}, "dev tools in the image"
+    result = subprocess.run(
+        [env_dir / "bin" / f"voicetyped-{service}", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"voicetyped-{service}" in result.stdout
