@@ -29,10 +29,13 @@ export UV_PYTHON := 3.11
 export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 
+# Debian packages the test suites need (real peers, not mocks).
+APT_PACKAGES := redis-server
+
 SRC_DIRS := common images conftest.py proto/generate.py bench tests
 DOCKERFILES := $(wildcard images/*/Dockerfile)
 
-.PHONY: help install proto lint format test unit bench clean
+.PHONY: help install system-deps proto lint format test unit bench clean
 
 help:
 	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -48,6 +51,15 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard */pyproject.toml images
 
 install: $(VENV)/.synced
 
+# Installs only what is missing; needs root (CI and dev machines run as root) or sudo.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing:$$missing"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 proto: install
 	$(PY) proto/generate.py
 
@@ -62,14 +74,15 @@ lint: install
 	$(VENV)/bin/mypy $(SRC_DIRS)
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
-unit: install
+unit: install system-deps
 	$(VENV)/bin/pytest
 
 test: lint unit
 
-bench: install
+bench: install system-deps
 	mkdir -p bench/results
 	$(PY) bench/session_codec.py --out bench/results/session_codec.json
+	$(PY) bench/session_store.py --out bench/results/session_store.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -1,0 +1,1 @@
+"""Helpers that start real local peers (Redis, ...) for tests, benchmarks and demos."""

@@ -1,0 +1,120 @@
+"""``voicetyped dialog``: validate, draw and simulate dialogs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from voicetyped_runtime.dialog.compiled import CompiledDialog, DialogError, load_dialog_file
+from voicetyped_runtime.dialog.graph import to_dot, to_mermaid
+
+app = typer.Typer(help="Validate, draw and simulate dialogs.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+def _load(path: Path) -> CompiledDialog:
+    try:
+        return load_dialog_file(path)
+    except DialogError as exc:
+        err.print(f"[red]✗[/red] {path}: {len(exc.issues)} problem(s)")
+        for issue in exc.issues:
+            err.print(f"  {issue}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[red]✗[/red] {path}: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Dialog YAML files.")],
+) -> None:
+    """Check dialogs; print every problem with the state and field it is in."""
+    failed = 0
+    for path in files:
+        try:
+            dialog = _load(path)
+        except typer.Exit:
+            failed += 1
+            continue
+        out.print(
+            f"[green]✓[/green] {path}: dialog {dialog.name!r}, {len(dialog.states)} states, "
+            f"hash {dialog.content_hash}"
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    file: Path,
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+) -> None:
+    """Print the state machine as Mermaid (paste into Markdown) or Graphviz DOT."""
+    dialog = _load(file)
+    typer.echo(to_mermaid(dialog) if fmt == GraphFormat.mermaid else to_dot(dialog), nl=False)
+
+
+@app.command()
+def simulate(
+    file: Path,
+    script: Annotated[Path, typer.Option(help="YAML list of caller steps.")],
+) -> None:
+    """Run a dialog against scripted caller events and print the path and the actions."""
+    from voicetyped_runtime.dialogs import prepare
+    from voicetyped_runtime.simulate import ExpectationError, ScriptStep, Simulator, describe
+
+    dialog = _load(file)
+    try:
+        raw = yaml.safe_load(script.read_text(encoding="utf-8"))
+        if not isinstance(raw, list):
+            raise ValueError("a script is a YAML list of steps")
+        steps = [ScriptStep.model_validate(step) for step in raw]
+    except (OSError, ValueError, ValidationError, yaml.YAMLError) as exc:
+        err.print(f"[red]✗[/red] {script}: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    version = prepare(dialog, str(file))
+    if version.intent_note:
+        err.print(f"[yellow]![/yellow] {version.intent_note}")
+    sim = Simulator(dialog, matcher=version.matcher)
+    failure = None
+    try:
+        sim.run(steps)
+    except ExpectationError as exc:
+        failure = str(exc)
+    t0 = sim.state.started_ms
+    table = Table(title=f"{dialog.name}: actions", show_lines=False)
+    table.add_column("t (s)", justify="right")
+    table.add_column("action")
+    for item in sim.emitted:
+        table.add_row(f"{(item.at_ms - t0) / 1000:.1f}", describe(item.effect))
+    out.print(table)
+    path = Table(title="path")
+    for col in ("t (s)", "event", "from", "to", "transition"):
+        path.add_column(col)
+    for step in sim.state.history:
+        path.add_row(
+            f"{(step.at_ms - t0) / 1000:.1f}",
+            step.event,
+            step.from_state,
+            step.to_state,
+            step.transition,
+        )
+    out.print(path)
+    out.print(f"final state: [bold]{sim.state.session.state}[/bold]; vars: {sim.state.vars}")
+    if failure:
+        err.print(f"[red]✗[/red] {failure}", markup=False)
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Dialogs: the YAML document, its CEL expressions, validation and rendering."""

@@ -1,0 +1,130 @@
+"""``{{ expr }}`` templates: text with embedded CEL expressions.
+
+``"Your order {{ vars.order_id }} ships {{ result.eta }}"`` renders each
+expression and inserts its text. A template that is exactly one expression
+(``"{{ result.items }}"``) keeps the value's type, which is how call_hook
+payloads pass numbers, lists and objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from voicetyped_runtime.dialog.cel import Expression
+
+_PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+class Template:
+    __slots__ = ("_parts", "_whole", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._parts: list[str | Expression] = []
+        pos = 0
+        for match in _PART.finditer(source):
+            if match.start() > pos:
+                self._parts.append(source[pos : match.start()])
+            expr = match.group(1).strip()
+            if not expr:
+                raise ValueError(f"empty {{{{ }}}} in template {source!r}")
+            self._parts.append(Expression(expr))
+            pos = match.end()
+        if pos < len(source):
+            self._parts.append(source[pos:])
+        if "{{" in _PART.sub("", source):
+            raise ValueError(f"unclosed {{{{ in template {source!r}")
+        self._whole = len(self._parts) == 1 and isinstance(self._parts[0], Expression)
+
+    @property
+    def expressions(self) -> list[Expression]:
+        return [p for p in self._parts if isinstance(p, Expression)]
+
+    def render(self, activation: Mapping[str, Any]) -> Any:
+        """The value (a whole-expression template) or the text."""
+        if self._whole:
+            expr = self._parts[0]
+            assert isinstance(expr, Expression)
+            return _plain(expr.evaluate(activation))
+        return "".join(
+            p if isinstance(p, str) else _text(p.evaluate(activation)) for p in self._parts
+        )
+
+    def render_text(self, activation: Mapping[str, Any]) -> str:
+        value = self.render(activation)
+        return value if isinstance(value, str) else _text(value)
+
+
+def _plain(value: Any) -> Any:
+    """CEL results as JSON-compatible Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(_plain(value), ensure_ascii=False)
+
+
+class JsonTemplate:
+    """A JSON value whose strings are templates (call_hook payloads)."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = _compile(value)
+
+    @property
+    def expressions(self) -> list[Expression]:
+        out: list[Expression] = []
+        _collect(self._value, out)
+        return out
+
+    def render(self, activation: Mapping[str, Any]) -> Any:
+        return _render(self._value, activation)
+
+
+def _compile(value: Any) -> Any:
+    if isinstance(value, str):
+        return Template(value) if "{{" in value else value
+    if isinstance(value, dict):
+        return {k: _compile(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile(v) for v in value]
+    return value
+
+
+def _collect(value: Any, out: list[Expression]) -> None:
+    if isinstance(value, Template):
+        out.extend(value.expressions)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _collect(v, out)
+
+
+def _render(value: Any, activation: Mapping[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(activation)
+    if isinstance(value, dict):
+        return {k: _render(v, activation) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, activation) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Durable storage of live call sessions (SQLite embedded, Redis in cluster)."""
