@@ -120,10 +120,12 @@ def check_service_lifecycle(start_service: Any) -> Any:
     import httpx
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    def check(module: str, service: str, grpc_services: list[str]) -> ServiceProcess:
+    def check(
+        module: str, service: str, grpc_services: list[str], env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         grace_s = 5.0
         proc: ServiceProcess = start_service(
-            module, env={"VOICETYPED_SHUTDOWN_GRACE_S": str(grace_s)}
+            module, env={"VOICETYPED_SHUTDOWN_GRACE_S": str(grace_s), **(env or {})}
         )
         started = proc.wait_for_log("service started")
         assert started["service"] == service

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from pydantic import Field
 from voicetyped.service.config import ServiceSettings
 
@@ -10,3 +13,37 @@ class RuntimeSettings(ServiceSettings):
     # Distinct default ports let all four services run side by side on one machine.
     http_port: int = Field(8083, ge=0, le=65535)
     grpc_port: int = Field(50063, ge=0, le=65535)
+
+    store_url: str = Field(
+        "sqlite:///voicetyped-runtime.db",
+        description="Where live sessions are kept: sqlite:///<relative path>, "
+        "sqlite:////<absolute path>, redis://host:6379/0 or rediss://...",
+    )
+    redis_password_file: Path | None = Field(None, description="Redis password (Secret mount).")
+    dialogs_dir: Path | None = Field(
+        None, description="Directory of dialog YAML files (the Dialog ConfigMap mount)."
+    )
+    dialog_poll_s: float = Field(2.0, gt=0, description="How often dialogs_dir is re-read.")
+    intent_model_dir: Path | None = Field(
+        None, description="Sentence-embedding model directory; default: the bundled MiniLM."
+    )
+    integration_target: str = Field(
+        "127.0.0.1:50064", description="host:port of the integration gateway."
+    )
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This replica's identity for session leases (the pod name).",
+    )
+    lease_s: float = Field(15.0, gt=1, description="Session ownership lease; renewed at 1/3.")
+    session_ttl_s: float = Field(
+        1800.0,
+        gt=10,
+        description="A live session's stored state (with its transcripts) expires this long "
+        "after its last save, if the runtime never comes back to it.",
+    )
+    media_reattach_s: float = Field(
+        30.0, gt=0, description="How long a call without a media stream waits for it to return."
+    )
+    admin_token_file: Path | None = Field(
+        None, description="Bearer token for the admin API; unset: no authentication."
+    )

@@ -36,6 +36,7 @@ Functions: CEL's standard library, the cel-go string/list/math extensions
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -96,7 +97,9 @@ def spoken_digits(text: str) -> str:
     no CEL library function does this, hence our own (voicetyped extension).
     """
     out = []
-    for raw in text.lower().replace("-", " ").replace(",", " ").replace(".", " ").split():
+    # Recognisers punctuate ("Is it 48213?", "order #4821."): only letters, figures and
+    # apostrophes (o'clock is not "o") make up a word.
+    for raw in re.sub(r"[^a-z0-9']+", " ", text.lower()).split():
         if raw.isdigit():
             out.append(raw)
         elif raw in _DIGIT_WORDS:
@@ -127,9 +130,17 @@ class Expression:
         except ValueError as exc:
             raise CelCompileError(_first_line(str(exc), source)) from None
         used = set(self._program.functions())
-        self._functions = {name: fn for name, fn in _EXTENSIONS.items() if name in used}
+        variables = set(self._program.variables())
+        # `math.greatest(...)` compiles to the variable `math` and the function `greatest`.
+        self._functions = {
+            name: fn
+            for name, fn in _EXTENSIONS.items()
+            if name in used
+            or (name.partition(".")[0] in variables and name.partition(".")[2] in used)
+        }
+        namespaces = {name.partition(".")[0] for name in self._functions if "." in name}
         self.var_refs = _vars_referenced(source)
-        unknown = _free_variables(self._program.variables(), source) - ACTIVATION_NAMES
+        unknown = _free_variables(variables - namespaces, source) - ACTIVATION_NAMES
         if unknown:
             raise CelCompileError(
                 f"unknown name(s) {', '.join(sorted(unknown))} in {source!r}; "
@@ -161,20 +172,16 @@ def _first_line(message: str, source: str) -> str:
     return f"CEL syntax error in {source!r}: {detail}"
 
 
-def _free_variables(names: list[str], source: str) -> set[str]:
+def _free_variables(names: set[str], source: str) -> set[str]:
     """Referenced names minus comprehension variables (``x`` in ``l.map(x, ...)``)."""
-    import re
-
     bound = set(
         re.findall(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)", source)
     )
-    return set(names) - bound
+    return names - bound
 
 
 def _vars_referenced(source: str) -> frozenset[str]:
     """Dialog variables read as ``vars.name`` or ``vars["name"]`` (for validation)."""
-    import re
-
     dotted = re.findall(r"\bvars\s*\.\s*([A-Za-z_]\w*)", source)
     indexed = re.findall(r"\bvars\s*\[\s*[\"']([A-Za-z_]\w*)[\"']\s*\]", source)
     guarded = set(re.findall(r"has\s*\(\s*vars\s*\.\s*([A-Za-z_]\w*)", source))

@@ -241,12 +241,15 @@ def _parse_indexed(field: str, index: int, value: Any) -> Any:
     try:
         return _parse_action(value)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        errors = exc.errors()
+        # A misspelt field also leaves the right one missing: name the misspelling.
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required field missing"
-        raise ValueError(f"{field}[{index}].{loc}: {msg}") from None
+        raise ValueError(f"{field}[{index}]{loc}: {msg}") from None
     except ValueError as exc:
         raise ValueError(f"{field}[{index}]: {exc}") from None
 

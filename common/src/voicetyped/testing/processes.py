@@ -1,0 +1,96 @@
+"""Run a voicetyped service as a real OS process (for tests that kill and restart it)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """``python -m <module>`` with the given environment, output appended to ``log``."""
+
+    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
+        self.module = module
+        self.env = {**env, "PYTHONUNBUFFERED": "1"}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_ready(self, http_port: int, timeout_s: float = 30.0) -> None:
+        """Until /readyz answers 200 (polled off the event loop)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout_s
+        while not await asyncio.to_thread(_ready, http_port):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.module} exited {self.proc.returncode}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.module} not ready after {timeout_s}s: {self.tail()}")
+            await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as in a crash or an OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def eventually(
+    check: Callable[[], Any], timeout_s: float, what: str, process: ServiceProcess | None = None
+) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), else fail saying ``what``."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        await asyncio.sleep(0.05)
+    tail = await asyncio.to_thread(process.tail) if process is not None else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")

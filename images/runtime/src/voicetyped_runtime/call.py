@@ -1,0 +1,276 @@
+"""One call's actor: an asyncio task that feeds the engine and carries out its effects.
+
+Each call has its own task, inbox and state; nothing mutable is shared between
+calls, and an exception ends only its own call (with a hangup), never the
+process. After every engine step the state is saved *before* the effects run,
+so a backend call is always on record (with its idempotency key) before it is
+sent, and a restarted runtime resends it with the same key instead of running
+it blindly a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicetyped.service.logs import get_logger, session_context
+
+from voicetyped_runtime import engine as e
+from voicetyped_runtime.dialogs import DialogVersion
+from voicetyped_runtime.state import CallState
+from voicetyped_runtime.store.base import SessionStore, StoreError
+
+log = get_logger("voicetyped.runtime.call")
+
+INBOX_LIMIT = 1000
+PENDING_GRACE_S = 10.0  # after the call ends, how long in-flight backend calls may finish
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CallPorts(Protocol):
+    """Where a call's effects go: the speech and media gateways, backends, the LLM."""
+
+    def speak(self, effect: e.Speak) -> None: ...
+
+    def cancel_speech(self, effect: e.CancelSpeech) -> None: ...
+
+    def command(self, effect: e.TransferCall | e.HangupCall) -> None: ...
+
+    async def execute_hook(self, session_id: str, effect: e.ExecuteHook) -> e.BackendAnswer: ...
+
+    async def ask_llm(self, effect: e.AskLlm) -> e.LlmAnswer: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    session_ttl_s: float = 1800.0
+    archive_retention_s: float = 7 * 24 * 3600
+
+
+class CallActor:
+    def __init__(
+        self,
+        state: CallState,
+        version: DialogVersion,
+        ports: CallPorts,
+        store: SessionStore,
+        settings: ActorSettings = ActorSettings(),
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.state = state
+        self.version = version
+        self.ports = ports
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.inbox: asyncio.Queue[e.Input] = asyncio.Queue(INBOX_LIMIT)
+        self._requests: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.handed_over = False
+
+    @property
+    def session_id(self) -> str:
+        return self.state.session_id
+
+    def post(self, item: e.Input) -> None:
+        """Deliver an input; a flooded inbox drops it with a warning (bounded memory)."""
+        try:
+            self.inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning(
+                "call inbox full; input dropped",
+                session_id=self.session_id,
+                input=type(item).__name__,
+            )
+
+    def start(self, resume: bool) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self.run(resume), name=f"call-{self.session_id}")
+        return self.task
+
+    async def run(self, resume: bool) -> None:
+        with session_context(self.session_id, dialog=self.version.name):
+            try:
+                if resume:
+                    await self._resume()
+                else:
+                    log.info("call started", state=self.state.fsm_state)
+                    await self._apply(self.version.engine.start(self.state, self.clock()))
+                await self._loop()
+            except asyncio.CancelledError:
+                await self._hand_over()
+                raise
+            except Exception:
+                log.exception("call failed; hanging up")
+                await self._fail()
+            await self._finish()
+
+    # -- the loop --
+
+    async def _loop(self) -> None:
+        engine = self.version.engine
+        while not self.state.ended:
+            deadline = engine.next_deadline(self.state)
+            timeout = None if deadline is None else max(deadline - self.clock(), 0) / 1000
+            try:
+                item: e.Input = await asyncio.wait_for(self.inbox.get(), timeout)
+            except TimeoutError:
+                item = e.Tick()
+            if isinstance(item, e.Transcript) and item.final and self.version.matcher is not None:
+                item = await self._with_intent(item)
+            effects = engine.step(self.state, item, self.clock())
+            if not isinstance(item, e.Tick):
+                effects += engine.step(self.state, e.Tick(), self.clock())
+            await self._apply(effects)
+
+    async def _with_intent(self, item: e.Transcript) -> e.Transcript:
+        pending = self.state.turn_in_progress
+        text = " ".join([*(pending.texts if pending else []), item.text]).strip()
+        matcher = self.version.matcher
+        assert matcher is not None
+        match = await asyncio.to_thread(matcher.match, text)
+        return e.Transcript(
+            item.utterance_id,
+            item.text,
+            item.final,
+            item.confidence,
+            item.start_ms,
+            item.end_ms,
+            match.intent or "",
+            match.score,
+        )
+
+    async def _apply(self, effects: list[e.Effect]) -> None:
+        await self._save()
+        for effect in effects:
+            match effect:
+                case e.Speak():
+                    self.ports.speak(effect)
+                case e.CancelSpeech():
+                    self.ports.cancel_speech(effect)
+                case e.TransferCall() | e.HangupCall():
+                    self.ports.command(effect)
+                case e.ExecuteHook():
+                    self._spawn(self._hook(effect))
+                case e.AskLlm():
+                    self._spawn(self._llm(effect))
+                case e.SessionEnded():
+                    log.info("call ended", reason=effect.reason, state=self.state.fsm_state)
+                case e.Warn():
+                    log.warning(effect.message, **effect.detail)
+
+    # -- requests that answer later --
+
+    def _spawn(self, coro: asyncio.Future[None] | object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _hook(self, effect: e.ExecuteHook) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await self.ports.execute_hook(self.session_id, effect)
+        except Exception as exc:  # a port must answer; never leave the dialog waiting
+            log.exception("call hook failed", key=effect.key)
+            answer = e.BackendAnswer(effect.key, False, None, "internal", type(exc).__name__)
+        log.info(
+            "call hook answered",
+            key=effect.key,
+            service=effect.service,
+            method=effect.method,
+            ok=answer.ok,
+            error_code=answer.error_code,
+            took_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        self.post(answer)
+
+    async def _llm(self, effect: e.AskLlm) -> None:
+        try:
+            answer = await self.ports.ask_llm(effect)
+        except Exception as exc:
+            log.exception("LLM request failed", key=effect.key)
+            answer = e.LlmAnswer(
+                effect.key, False, error_code="internal", error_message=type(exc).__name__
+            )
+        self.post(answer)
+
+    # -- persistence and lifecycle --
+
+    def document(self) -> bytes:
+        return self.state.model_dump_json().encode()
+
+    async def _save(self) -> None:
+        try:
+            await self.store.save(self.session_id, self.document(), self.settings.session_ttl_s)
+        except StoreError as exc:
+            log.error("session not saved; the call goes on without durability", error=str(exc))
+
+    async def _resume(self) -> None:
+        """Continue a stored call: settle what was in flight, then let due timers fire."""
+        log.info("call resumed", state=self.state.fsm_state, pending=len(self.state.pending))
+        engine = self.version.engine
+        effects: list[e.Effect] = []
+        # Prompts that were playing when the runtime stopped have finished by now.
+        for playback in list(self.state.playing):
+            effects += engine.step(self.state, e.PlaybackDone(playback.request_id), self.clock())
+        effects += engine.step(self.state, e.Tick(), self.clock())
+        await self._apply(effects)
+        # Backend and LLM requests still unanswered are sent again with the same keys.
+        for pending in list(self.state.pending.values()):
+            if pending.kind == "call_hook":
+                self._spawn(
+                    self._hook(
+                        e.ExecuteHook(
+                            pending.key,
+                            str(pending.action_index),
+                            pending.service,
+                            pending.method,
+                            dict(pending.payload),
+                            pending.deadline_ms,
+                        )
+                    )
+                )
+            else:
+                self._spawn(
+                    self._llm(e.AskLlm(pending.key, dict(pending.llm), pending.deadline_ms))
+                )
+
+    async def _fail(self) -> None:
+        if not self.state.ended:
+            self.ports.command(e.HangupCall(self.state.next_id("c"), e.TEMPORARY_FAILURE))
+            self.state.ended = True
+            self.state.end_reason = "runtime error"
+
+    async def _finish(self) -> None:
+        if self._requests:
+            # The call is over but a backend call it made may still be under way: let it
+            # complete (at-least-once), within a bound.
+            await asyncio.wait(set(self._requests), timeout=PENDING_GRACE_S)
+        settings = self.version.compiled.spec.settings
+        try:
+            if settings.persist_transcripts:
+                await self.store.archive(
+                    self.session_id, self.document(), settings.transcript_retention_s
+                )
+            await self.store.delete(self.session_id)
+        except StoreError as exc:
+            log.error("ended session not removed; it expires with its TTL", error=str(exc))
+        await self.ports.close()
+
+    async def _hand_over(self) -> None:
+        """Stop driving the call but keep it stored, for another replica (or our restart)."""
+        self.handed_over = True
+        for task in list(self._requests):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._save())
+        with contextlib.suppress(Exception):
+            await self.ports.close()

@@ -1,0 +1,77 @@
+"""ConversationRuntime over gRPC: one StreamCall per call from the media gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from voicetyped.service.app import GrpcRegistration
+from voicetyped.service.logs import get_logger, session_context
+from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc
+
+from voicetyped_runtime.calls import AttachError, CallManager
+
+log = get_logger("voicetyped.runtime.grpc")
+
+SERVICE_NAME = "voicetyped.v1.ConversationRuntime"
+
+
+class ConversationRuntimeServicer(runtime_pb2_grpc.ConversationRuntimeServicer):
+    def __init__(self, calls: CallManager) -> None:
+        self.calls = calls
+
+    async def StreamCall(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[runtime_pb2.CallEvent],
+        context: grpc.aio.ServicerContext[runtime_pb2.CallEvent, runtime_pb2.CallCommand],
+    ) -> AsyncIterator[runtime_pb2.CallCommand]:
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("event") != "started":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first CallEvent of a stream must be CallStarted",
+            )
+        sid = first.session_id
+        with session_context(sid):
+            try:
+                _, media = await self.calls.attach(first)
+            except AttachError as exc:
+                log.warning("call refused", code=exc.code.name, reason=exc.message)
+                await context.abort(exc.code, exc.message)
+            generation = media.attach()
+            log.info(
+                "media stream attached", reattach=first.started.reattach, generation=generation
+            )
+            reader = asyncio.create_task(self._read(sid, requests))
+            try:
+                async for command in media.commands(generation):
+                    yield command
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                self.calls.media_detached(sid, generation)
+
+    async def _read(self, sid: str, requests: AsyncIterator[runtime_pb2.CallEvent]) -> None:
+        with session_context(sid):
+            try:
+                async for msg in requests:
+                    self.calls.deliver(sid, msg)
+            except grpc.aio.AioRpcError:
+                pass  # the media side went away; the watchdog decides what happens to the call
+
+
+def register(calls: CallManager) -> GrpcRegistration:
+    def add(server: grpc.aio.Server) -> list[str]:
+        runtime_pb2_grpc.add_ConversationRuntimeServicer_to_server(
+            ConversationRuntimeServicer(calls), server
+        )
+        return [SERVICE_NAME]
+
+    return add

@@ -1,0 +1,180 @@
+"""Per-call links to the media gateway (StreamCall) and the speech gateway (Converse)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from voicetyped.service.grpc_client import create_channel
+from voicetyped.service.logs import get_logger
+from voicetyped.v1 import runtime_pb2, session_pb2, speech_pb2, speech_pb2_grpc
+
+from voicetyped_runtime import engine as e
+from voicetyped_runtime.dialog.model import BargeIn
+
+log = get_logger("voicetyped.runtime.links")
+
+_BARGE_IN = {
+    BargeIn.ALLOW: speech_pb2.SpeakRequest.BARGE_IN_ALLOW,
+    BargeIn.DENY: speech_pb2.SpeakRequest.BARGE_IN_DENY,
+}
+
+
+class MediaLink:
+    """Commands for the media gateway, buffered while its stream is away (a restart)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[runtime_pb2.CallCommand | None] = asyncio.Queue()
+        self.attached = asyncio.Event()
+        self.generation = 0
+
+    def send(self, command: runtime_pb2.CallCommand) -> None:
+        self._queue.put_nowait(command)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    def attach(self) -> int:
+        self.generation += 1
+        self.attached.set()
+        return self.generation
+
+    def detach(self, generation: int) -> None:
+        if generation == self.generation:
+            self.attached.clear()
+
+    async def commands(self, generation: int) -> AsyncIterator[runtime_pb2.CallCommand]:
+        """Commands for stream ``generation``; ends with the call or a newer stream."""
+        while generation == self.generation:
+            command = await self._queue.get()
+            if command is None:
+                self._queue.put_nowait(None)  # let any other reader see the end too
+                return
+            if generation != self.generation:
+                self._queue.put_nowait(command)  # not ours to deliver any more
+                return
+            yield command
+
+
+def command_for(effect: e.TransferCall | e.HangupCall) -> runtime_pb2.CallCommand:
+    if isinstance(effect, e.TransferCall):
+        return runtime_pb2.CallCommand(
+            command_id=effect.command_id, transfer=session_pb2.Transfer(target_uri=effect.target)
+        )
+    return runtime_pb2.CallCommand(
+        command_id=effect.command_id, hangup=session_pb2.Hangup(reason_code=effect.reason_code)
+    )
+
+
+class SpeechLink:
+    """The runtime's Converse stream to the speech replica holding one call's audio.
+
+    Reconnects with backoff when the stream breaks (speech replica restart);
+    updates are translated to engine inputs and handed to ``deliver``.
+    """
+
+    def __init__(
+        self, session_id: str, endpoint: str, partials: bool, deliver: Callable[[e.Input], None]
+    ) -> None:
+        self.session_id = session_id
+        self.endpoint = endpoint
+        self.partials = partials
+        self._deliver = deliver
+        self._outbox: asyncio.Queue[speech_pb2.SpeechCommand] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self.endpoint and self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"speech-link-{self.session_id}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def speak(self, effect: e.Speak) -> None:
+        self._outbox.put_nowait(
+            speech_pb2.SpeechCommand(
+                speak=speech_pb2.SpeakRequest(
+                    request_id=effect.request_id,
+                    text=effect.text,
+                    voice=effect.voice,
+                    barge_in=_BARGE_IN[effect.barge_in],
+                )
+            )
+        )
+
+    def cancel(self, effect: e.CancelSpeech) -> None:
+        for request_id in effect.request_ids or ("",):
+            self._outbox.put_nowait(
+                speech_pb2.SpeechCommand(cancel=speech_pb2.CancelSpeech(request_id=request_id))
+            )
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._closed:
+            try:
+                async with create_channel(self.endpoint) as channel:
+                    stub = speech_pb2_grpc.SpeechGatewayStub(channel)
+                    call = stub.Converse(self._requests())
+                    async for update in call:
+                        backoff = 0.2
+                        inp = _input_for(update)
+                        if inp is not None:
+                            self._deliver(inp)
+                        elif update.HasField("error"):
+                            log.warning(
+                                "speech gateway error",
+                                code=update.error.code,
+                                detail=update.error.message,
+                            )
+                return
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "speech stream broken; reconnecting",
+                    endpoint=self.endpoint,
+                    code=exc.code().name,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _requests(self) -> AsyncIterator[speech_pb2.SpeechCommand]:
+        yield speech_pb2.SpeechCommand(
+            start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
+        )
+        while True:
+            yield await self._outbox.get()
+
+
+def _input_for(update: speech_pb2.SpeechUpdate) -> e.Input | None:
+    kind = update.WhichOneof("msg")
+    if kind == "vad":
+        if update.vad.kind == speech_pb2.VadEvent.KIND_SPEECH_START:
+            return e.SpeechStarted(update.vad.utterance_id)
+        if update.vad.kind == speech_pb2.VadEvent.KIND_SPEECH_END:
+            return e.SpeechEnded(update.vad.utterance_id)
+    elif kind == "transcript":
+        t = update.transcript
+        return e.Transcript(
+            utterance_id=t.utterance_id,
+            text=t.speech.transcript,
+            final=t.kind == speech_pb2.TranscriptEvent.KIND_FINAL,
+            confidence=t.speech.confidence,
+            start_ms=t.speech.timing.start_ms,
+            end_ms=t.speech.timing.end_ms,
+        )
+    elif kind == "playback":
+        p = update.playback
+        if p.kind in (
+            speech_pb2.PlaybackEvent.KIND_FINISHED,
+            speech_pb2.PlaybackEvent.KIND_CANCELLED,
+        ):
+            return e.PlaybackDone(
+                p.request_id, cancelled=p.kind == speech_pb2.PlaybackEvent.KIND_CANCELLED
+            )
+    return None
