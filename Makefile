@@ -32,7 +32,7 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server
 
-SRC_DIRS := common images conftest.py proto/generate.py bench tests
+SRC_DIRS := common images conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile)
 
 .PHONY: help install system-deps proto lint format test unit bench clean
@@ -83,6 +83,7 @@ bench: install system-deps
 	mkdir -p bench/results
 	$(PY) bench/session_codec.py --out bench/results/session_codec.json
 	$(PY) bench/session_store.py --out bench/results/session_store.json
+	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -7,6 +7,7 @@ commands of what it ships, and a development install has them all.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 
 import typer
@@ -28,7 +29,11 @@ def build_app() -> typer.Typer:
         typer.echo(__version__)
 
     for ep in sorted(entry_points(group="voicetyped.cli"), key=lambda e: e.name):
-        sub = ep.load()
+        try:
+            sub = ep.load()
+        except Exception as exc:  # one broken package must not take every command down
+            print(f"voicetyped: command {ep.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
         if not isinstance(sub, typer.Typer):
             raise TypeError(f"entry point {ep.value} is not a typer.Typer")
         app.add_typer(sub, name=ep.name)

@@ -797,7 +797,7 @@ def test_variables_set_anywhere_count_as_defined() -> None:
 
 
 def test_comprehension_variables_are_not_unknown_names() -> None:
-    load(
+    dialog = load(
         """
         name: t
         initial: ask
@@ -810,6 +810,10 @@ def test_comprehension_variables_are_not_unknown_names() -> None:
           done: {terminal: true}
         """
     )
+    condition = dialog.states["ask"].transitions[0].condition
+    assert condition is not None
+    assert condition.evaluate({"result": {"items": [1, 5]}}) is True
+    assert condition.evaluate({"result": {"items": [1, 10]}}) is False
 
 
 def test_content_hash_ignores_formatting_but_not_content() -> None:

@@ -10,14 +10,16 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from voicetyped_runtime.dialog.compiled import CompiledDialog, DialogError, load_dialog_file
 from voicetyped_runtime.dialog.graph import to_dot, to_mermaid
 
 app = typer.Typer(help="Validate, draw and simulate dialogs.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+# Wide when not a terminal, so long validation messages stay on one line in logs and CI.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _load(path: Path) -> CompiledDialog:
@@ -84,7 +86,7 @@ def simulate(
             raise ValueError("a script is a YAML list of steps")
         steps = [ScriptStep.model_validate(step) for step in raw]
     except (OSError, ValueError, ValidationError, yaml.YAMLError) as exc:
-        err.print(f"[red]✗[/red] {script}: {exc}", markup=False)
+        err.print(f"[red]✗[/red] {escape(f'{script}: {exc}')}", highlight=False)
         raise typer.Exit(1) from None
     version = prepare(dialog, str(file))
     if version.intent_note:
@@ -116,5 +118,5 @@ def simulate(
     out.print(path)
     out.print(f"final state: [bold]{sim.state.session.state}[/bold]; vars: {sim.state.vars}")
     if failure:
-        err.print(f"[red]✗[/red] {failure}", markup=False)
+        err.print(f"[red]✗[/red] {escape(failure)}", highlight=False)
         raise typer.Exit(1)

@@ -304,6 +304,7 @@ class Engine:
         if interrupted:
             s.playing.clear()
             out.append(CancelSpeech(interrupted))
+            self._arm_first_digit(s, now)
             self._dispatch(s, _Event(EventType.BARGE_IN), now, out)
 
     def _transcript(self, s: CallState, ev: Transcript, now: int, out: list[Effect]) -> None:
@@ -384,17 +385,24 @@ class Engine:
         if self._state(s).terminal and not s.transferring:
             self._finish(s, "dialog reached a terminal state", now, out)
             return
+        self._arm_first_digit(s, now)
         self._arm_no_input(s, now)
 
     # -- digits --
 
     def _dtmf(self, s: CallState, ev: Dtmf, now: int, out: list[Effect]) -> None:
         s.timers.pop("no_input", None)
+        # A key press interrupts prompts that allow barge-in (callers who know the menu
+        # type ahead); prompts that deny it keep playing.
+        if s.playing and all(p.barge_in == BargeIn.ALLOW for p in s.playing):
+            out.append(CancelSpeech(tuple(p.request_id for p in s.playing)))
+            s.playing.clear()
         s.session.events.append(DTMFEvent(digit=ev.digit, duration_ms=ev.duration_ms))
         collecting = s.collecting
         if collecting is None:
             s.turn += 1
-            self._dispatch(s, _Event(EventType.DTMF, {"digit": ev.digit}), now, out)
+            if not self._dispatch(s, _Event(EventType.DTMF, {"digit": ev.digit}), now, out):
+                self._arm_no_input(s, now)
             return
         spec = collecting.spec
         if spec.terminator is not None and ev.digit == spec.terminator:
@@ -471,6 +479,16 @@ class Engine:
             if not handled and timer.name == "max_duration":
                 self._hangup(s, NORMAL_CLEARING, "maximum call duration reached", now, out)
 
+    def _arm_first_digit(self, s: CallState, now: int) -> None:
+        """Start the wait for the first digit once the prompts before it have finished."""
+        if s.collecting is None or s.collecting.digits or s.playing:
+            return
+        s.timers["collect_digits"] = Timer(
+            name="collect_digits",
+            started_ms=now,
+            deadline_ms=now + s.collecting.spec.timeout_ms,
+        )
+
     def _arm_no_input(self, s: CallState, now: int) -> None:
         state = self._state(s)
         if s.playing or s.collecting or s.turn_in_progress or s.ended:
@@ -534,6 +552,8 @@ class Engine:
                 continue
             if t.timer is not None and t.timer != ev.timer:
                 continue
+            if t.timer is None and ev.timer == "max_duration":
+                continue  # the call's time limit is only caught by name, never by accident
             act = self._activation(s, ev, now)
             if t.condition is not None:
                 try:
@@ -577,12 +597,17 @@ class Engine:
         try:
             self._run_actions(s, t.actions, act, now, out, leaving)
         except _ActionError as exc:
-            self._action_failed(s, ev, str(exc), now, out)
+            if leaving:  # the caller is gone: no error handling, no hangup of our own
+                out.append(Warn("action failed", {"error": str(exc)}))
+            else:
+                self._action_failed(s, ev.type == EventType.ERROR, str(exc), now, out)
             return
         if t.target is not None and not s.ended and not leaving:
-            self._enter(s, t.target, now, out)
+            self._enter(s, t.target, now, out, cause=ev)
 
-    def _enter(self, s: CallState, name: str, now: int, out: list[Effect]) -> None:
+    def _enter(
+        self, s: CallState, name: str, now: int, out: list[Effect], cause: _Event | None = None
+    ) -> None:
         s.session.state = name
         s.state_entered_ms = now
         for timer in ("no_input", "collect_digits", ENDPOINT_TIMER):
@@ -593,7 +618,9 @@ class Engine:
         try:
             self._run_actions(s, state.on_enter, act, now, out, leaving=False)
         except _ActionError as exc:
-            self._action_failed(s, _Event(EventType.ERROR), str(exc), now, out)
+            # An error event, unless this state was entered to handle one (no loops).
+            handling_error = cause is not None and cause.type == EventType.ERROR
+            self._action_failed(s, handling_error, str(exc), now, out)
             return
         if s.ended:
             return
@@ -603,10 +630,10 @@ class Engine:
             self._arm_no_input(s, now)
 
     def _action_failed(
-        self, s: CallState, ev: _Event, message: str, now: int, out: list[Effect]
+        self, s: CallState, handling_error: bool, message: str, now: int, out: list[Effect]
     ) -> None:
         out.append(Warn("action failed", {"error": message}))
-        if ev.type == EventType.ERROR:  # an error while handling an error: give up cleanly
+        if handling_error:  # an error while handling an error: give up cleanly
             self._hangup(s, TEMPORARY_FAILURE, message, now, out)
             return
         self._dispatch(
@@ -688,14 +715,12 @@ class Engine:
                     return  # the call is leaving: later actions would not be heard
                 case c.Hangup():
                     self._hangup(s, action.reason_code, "dialog hung up", now, out)
+                    return  # like transfer: later actions would not be heard
                 case c.CollectDigits():
                     s.collecting = DigitCollection(spec=action.spec)
                     s.timers.pop("no_input", None)
-                    s.timers["collect_digits"] = Timer(
-                        name="collect_digits",
-                        started_ms=now,
-                        deadline_ms=now + action.spec.timeout_ms,
-                    )
+                    s.timers.pop("collect_digits", None)
+                    self._arm_first_digit(s, now)
                 case c.StartTimer():
                     s.timers[action.name] = Timer(
                         name=action.name, started_ms=now, deadline_ms=now + action.ms
@@ -733,8 +758,8 @@ class Engine:
 
     def _defer(self, s: CallState, deferred: Deferred, now: int) -> None:
         s.deferred = deferred
-        for name in ("no_input", "collect_digits", ENDPOINT_TIMER):
-            s.timers.pop(name, None)
+        # Leaving: the dialog's own timers (named ones included) must not fire any more.
+        s.timers = {name: t for name, t in s.timers.items() if name == "max_duration"}
         s.collecting = None
         s.timers[DRAIN_TIMER] = Timer(
             name=DRAIN_TIMER, started_ms=now, deadline_ms=now + DRAIN_LIMIT_MS

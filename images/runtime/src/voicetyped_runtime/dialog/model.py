@@ -102,7 +102,9 @@ class CollectDigitsSpec(_Doc):
     min_digits: int = Field(1, ge=1, le=64)
     terminator: str | None = Field("#", pattern=r"^[0-9*#A-D]$")
     inter_digit_timeout_ms: int = Field(3000, gt=0)
-    timeout_ms: int = Field(10000, gt=0, description="For the first digit.")
+    timeout_ms: int = Field(
+        10000, gt=0, description="For the first digit, from the end of the prompts before it."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> CollectDigitsSpec:
