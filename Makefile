@@ -83,6 +83,7 @@ bench: install system-deps
 	mkdir -p bench/results
 	$(PY) bench/session_codec.py --out bench/results/session_codec.json
 	$(PY) bench/session_store.py --out bench/results/session_store.json
+	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 
 clean:

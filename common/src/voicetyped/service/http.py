@@ -6,7 +6,10 @@ also proves the loop is not blocked.
 
 from __future__ import annotations
 
+import hmac
 import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -70,3 +73,28 @@ class OpsServer:
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def bearer_guard(token_file: Path | None) -> Callable[[Handler], Handler]:
+    """Wrap admin handlers to require ``Authorization: Bearer <token>`` (token from a file).
+
+    With no file the handlers are returned unchanged (no authentication).
+    """
+    token = token_file.read_text().strip() if token_file else None
+
+    def guarded(handler: Handler) -> Handler:
+        if token is None:
+            return handler
+
+        async def check(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.json_response({"error": "unauthorized"}, status=401)
+            return await handler(request)
+
+        return check
+
+    return guarded

@@ -89,8 +89,12 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log is noise for health probes; keep warnings and up.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log is noise for health probes; keep warnings and up. Some
+    # libraries dump the data they handle at debug level (aiosqlite logs SQL arguments,
+    # hpack header values): never let them, whatever the level, so no payload or
+    # secret reaches the logs by way of a library.
+    for noisy in ("aiohttp.access", "aiosqlite", "hpack", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

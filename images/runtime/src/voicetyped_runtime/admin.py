@@ -13,18 +13,15 @@ Session data holds transcripts: set ``admin_token_file`` so the API needs
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from voicetyped.service.http import bearer_guard
 
 from voicetyped_runtime.calls import CallManager
 from voicetyped_runtime.dialog.compiled import DialogError, parse_yaml
 from voicetyped_runtime.dialogs import DialogRegistry
 from voicetyped_runtime.state import CallState
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _summary(state: CallState) -> dict[str, object]:
@@ -44,17 +41,7 @@ def _summary(state: CallState) -> dict[str, object]:
 def admin_routes(
     calls: CallManager, registry: DialogRegistry, token_file: Path | None
 ) -> list[web.RouteDef]:
-    token = token_file.read_text().strip() if token_file else None
-
-    def guarded(handler: Handler) -> Handler:
-        async def check(request: web.Request) -> web.StreamResponse:
-            if token is not None:
-                given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-                if not hmac.compare_digest(given.encode(), token.encode()):
-                    return web.json_response({"error": "unauthorized"}, status=401)
-            return await handler(request)
-
-        return check
+    guarded = bearer_guard(token_file)
 
     async def list_sessions(request: web.Request) -> web.Response:
         if request.query.get("all") in ("1", "true"):
