@@ -81,11 +81,11 @@ def _state(version: DialogVersion, sid: str) -> CallState:
     )
 
 
-async def _until(check: object, timeout_s: float = 30) -> None:
+async def _until(check: object, timeout_s: float = 90) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # 400 pollers: keep the loop free for the calls
 
 
 async def _caller(actor: CallActor, ports: Ports) -> None:

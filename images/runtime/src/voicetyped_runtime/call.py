@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +28,9 @@ from voicetyped_runtime.store.base import SessionStore, StoreError
 log = get_logger("voicetyped.runtime.call")
 
 INBOX_LIMIT = 1000
+# Intent matching is numpy work: two threads use both cores without oversubscribing
+# them (the default pool would run up to six encoders, each wanting BLAS threads).
+_INTENT_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="intent")
 PENDING_GRACE_S = 10.0  # after the call ends, how long in-flight backend calls may finish
 
 
@@ -136,7 +140,8 @@ class CallActor:
         text = " ".join([*(pending.texts if pending else []), item.text]).strip()
         matcher = self.version.matcher
         assert matcher is not None
-        match = await asyncio.to_thread(matcher.match, text)
+        loop = asyncio.get_running_loop()
+        match = await loop.run_in_executor(_INTENT_POOL, matcher.match, text)
         return e.Transcript(
             item.utterance_id,
             item.text,
