@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -19,20 +20,24 @@ def test_registered_as_voicetyped_models() -> None:
     assert "prepare" in result.output and "list" in result.output
 
 
-def test_prepare_skips_when_prepared_and_force_redoes(prepared: PrepareResult) -> None:
-    before = read_manifest(prepared.models_dir)
+def test_prepare_skips_when_prepared_and_force_redoes(
+    prepared: PrepareResult, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(prepared.models_dir, models)  # the session's directory stays as it is
+    before = read_manifest(models)
     assert before is not None
 
-    result = runner.invoke(app, ["prepare", "--models-dir", str(prepared.models_dir)])
+    result = runner.invoke(app, ["prepare", "--models-dir", str(models)])
     assert result.exit_code == 0, result.output
     assert "already prepared" in result.output
-    assert read_manifest(prepared.models_dir) == before
+    assert read_manifest(models) == before
 
-    result = runner.invoke(app, ["prepare", "--models-dir", str(prepared.models_dir), "--force"])
+    result = runner.invoke(app, ["prepare", "--models-dir", str(models), "--force"])
     assert result.exit_code == 0, result.output
     assert "converting Whisper tiny.en to ggml" in result.output
     assert "verified" in result.output and "status of my order" in result.output
-    after = read_manifest(prepared.models_dir)
+    after = read_manifest(models)
     assert after is not None and after.created_at > before.created_at
     assert after.asr.sha256 == before.asr.sha256
 

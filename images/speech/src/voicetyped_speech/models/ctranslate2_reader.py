@@ -50,6 +50,11 @@ CT2_DTYPES: dict[int, tuple[str, np.dtype[Any]]] = {
 }
 
 
+def bfloat16_to_float32(bits: NDArray[Any]) -> NDArray[np.float32]:
+    """bfloat16 stored as uint16 bits -> float32 (bfloat16 is the top half of a float32)."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 class CT2FormatError(ValueError):
     """The file is not a CTranslate2 model.bin this reader understands."""
 
@@ -69,8 +74,7 @@ class CT2Variable:
     def to_float32(self) -> NDArray[np.float32]:
         """The values as float32 (integers are *not* dequantized here; see the scale variables)."""
         if self.ct2_dtype == "bfloat16":
-            bits = self.data.astype(np.uint32) << np.uint32(16)
-            return bits.view(np.float32)
+            return bfloat16_to_float32(self.data)
         return self.data.astype(np.float32)
 
     def scalar(self) -> int | float:

@@ -28,7 +28,8 @@ Everything is derived from the model itself, so any Whisper size in CTranslate2 
   F16 kernel), so it is never written.
 * Vocabulary: ``vocabulary.txt`` (older ctranslate2), ``vocabulary.json`` (newer) or
   ``tokenizer.json``; the regular tokens are those before ``<|endoftext|>`` (50256 for English-only
-  models, 50257 for multilingual ones), decoded from GPT-2's byte-to-unicode alphabet to bytes.
+  models; whisper.cpp expects 50257 for multilingual ones, untested here: no multilingual CT2 model
+  is available offline), decoded from GPT-2's byte-to-unicode alphabet to bytes.
 * Mel filters are computed here (librosa's slaney-style filterbank, sr 16000, n_fft 400), not
   read from the model: CTranslate2 does not store them.
 
@@ -48,7 +49,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -57,7 +58,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from voicetyped_speech.models.ctranslate2_reader import CT2Model, CT2Variable, read_ct2_model
+from voicetyped_speech.models.ctranslate2_reader import (
+    CT2Model,
+    CT2Variable,
+    bfloat16_to_float32,
+    read_ct2_model,
+)
 
 GGML_MAGIC = 0x67676D6C
 GGML_TYPE_F32 = 0
@@ -283,7 +289,7 @@ class _Source:
         if self.var.ct2_dtype in ("float16", "float32"):
             return self.data
         if self.var.ct2_dtype == "bfloat16":
-            return (self.data.astype(np.uint32) << np.uint32(16)).view(np.float32)
+            return bfloat16_to_float32(self.data)
         values = self.data.astype(np.float32)
         if self.scale is not None:
             scale = self.scale.astype(np.float32)
@@ -452,12 +458,6 @@ def _write_ggml(
         done += tensor.nbytes + tensor.header_size()
         if progress is not None:
             progress(done, total)
-
-
-def iter_tensor_names(model: CT2Model) -> Iterator[tuple[str, tuple[int, ...], int]]:
-    """(ggml name, shape, ggml type) of every tensor the conversion writes."""
-    for t in _plan(model, derive_hparams(model)):
-        yield t.name, t.shape, t.ggml_type
 
 
 def convert_ct2_to_ggml(
