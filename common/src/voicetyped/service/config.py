@@ -103,3 +103,18 @@ class ServiceSettings(BaseSettings):
         if self.grpc_host in ("", "0.0.0.0", "::", "[::]"):
             return "127.0.0.1"
         return self.grpc_host
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def config_files(directory: Path) -> list[tuple[Path, float]]:
+    """YAML/JSON documents in ``directory`` with their mtimes, sorted (blocking: use a thread).
+
+    Dot-files are skipped: ConfigMap mounts keep their data behind ``..data`` symlinks.
+    """
+    return [
+        (p, p.stat().st_mtime)
+        for p in sorted(directory.iterdir())
+        if p.suffix in CONFIG_SUFFIXES and not p.name.startswith(".")
+    ]

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import yaml
 from pydantic import ValidationError
+from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
 from voicetyped_integration.auth import Authenticator, build_authenticator, build_client
@@ -27,7 +28,6 @@ from voicetyped_integration.spec import Integration
 
 log = get_logger("voicetyped.integration.registry")
 
-SUFFIXES = (".yaml", ".yml", ".json")
 CLOSE_AFTER_S = 60.0
 
 
@@ -123,7 +123,7 @@ class IntegrationRegistry:
         return handle
 
     async def sync_directory(self, directory: Path) -> None:
-        for path, mtime in await asyncio.to_thread(_files, directory):
+        for path, mtime in await asyncio.to_thread(config_files, directory):
             if self._files.get(path) == mtime:
                 continue
             self._files[path] = mtime
@@ -153,15 +153,6 @@ class IntegrationRegistry:
                 await task
         for handle in self.handles.values():
             await handle.aclose()
-
-
-def _files(directory: Path) -> list[tuple[Path, float]]:
-    # Skip dot-files: ConfigMap mounts keep their data behind ..data symlinks.
-    return [
-        (p, p.stat().st_mtime)
-        for p in sorted(directory.iterdir())
-        if p.suffix in SUFFIXES and not p.name.startswith(".")
-    ]
 
 
 def _token_ssl(spec: Integration) -> ssl.SSLContext:

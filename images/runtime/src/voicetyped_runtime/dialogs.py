@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
 from voicetyped_runtime.dialog.compiled import (
@@ -26,8 +27,6 @@ from voicetyped_runtime.engine import Engine
 from voicetyped_runtime.intents import IntentMatcher, build_intent_matcher
 
 log = get_logger("voicetyped.runtime.dialogs")
-
-DIALOG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class DialogRegistry:
     async def sync_directory(self, directory: Path) -> list[DialogVersion]:
         """Load new or changed dialog files; bad files are reported and keep the old version."""
         changed = []
-        for path, mtime in await asyncio.to_thread(_dialog_files, directory):
+        for path, mtime in await asyncio.to_thread(config_files, directory):
             seen = self._files.get(path)
             if seen and seen[0] == mtime:
                 continue
@@ -142,12 +141,3 @@ class DialogRegistry:
         """The only dialog, when exactly one is loaded (calls that name none use it)."""
         names = self.names()
         return self.current(names[0]) if len(names) == 1 else None
-
-
-def _dialog_files(directory: Path) -> list[tuple[Path, float]]:
-    # Skip dot-files: ConfigMap mounts keep their data behind ..data symlinks.
-    return [
-        (p, p.stat().st_mtime)
-        for p in sorted(directory.iterdir())
-        if p.suffix in DIALOG_SUFFIXES and not p.name.startswith(".")
-    ]

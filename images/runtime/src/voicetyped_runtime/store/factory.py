@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voicetyped.urls import redact_url
+
 from voicetyped_runtime.store.base import SessionStore
-from voicetyped_runtime.store.redis import RedisStore, redact_url
+from voicetyped_runtime.store.redis import RedisStore
 from voicetyped_runtime.store.sqlite import SqliteStore
 
 

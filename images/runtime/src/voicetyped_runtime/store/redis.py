@@ -19,13 +19,14 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
+from voicetyped.urls import redact_url
 
 from voicetyped_runtime.store.base import StoreError
 
@@ -63,20 +64,6 @@ return 0
 """
 
 TIMEOUT_S = 2.0
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://***@host`` (for messages and logs).
-
-    A ``password=`` query parameter (redis-py accepts one) is masked too.
-    """
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
-    if "password=" in parts.query:
-        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    return urlunsplit(parts)
 
 
 def _bytes(value: bytes | str | None) -> bytes | None:
