@@ -85,6 +85,7 @@ bench: install system-deps
 	$(PY) bench/session_store.py --out bench/results/session_store.json
 	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
+	$(PY) bench/speech.py --out bench/results/speech.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -6,6 +6,7 @@ Dockerfile's COPY instructions into a scratch context, then its `uv sync`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -62,6 +63,8 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
     context.mkdir()
     env_dir = tmp_path / "venv"
     syncs = 0
+    build_env = dict(os.environ)
+    replayed: list[list[str]] = []
     for op, rest in build:
         if op == "COPY":
             *sources, dest = shlex.split(rest)
@@ -90,6 +93,13 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
             subprocess.run(
                 [uv, *shlex.split(rest)[1:]], cwd=context, env=env, check=True, capture_output=True
             )
+        elif op == "RUN" and rest.startswith("/opt/voicetyped/bin/"):
+            # A build step with the installed tools (speech: prepare the models).
+            command = shlex.split(rest.replace("/opt/voicetyped", str(env_dir)))
+            subprocess.run(command, cwd=context, env=build_env, check=True, capture_output=True)
+            replayed.append(command)
+        elif op == "ENV":
+            build_env.update(_env_pairs(rest))
     assert syncs == 1
     assert (env_dir / "bin" / f"voicetyped-{service}").exists()
     installed = {
@@ -105,3 +115,25 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert f"voicetyped-{service}" in result.stdout
+    if service == "speech":  # models prepared at build time, where the image looks for them
+        assert [c[1:3] for c in replayed] == [["models", "prepare"]]
+        final_env = dict(
+            pair
+            for op, rest in _stages(REPO / "images" / service / "Dockerfile")[-1]
+            if op == "ENV"
+            for pair in _env_pairs(rest)
+        )
+        models = Path(
+            final_env["VOICETYPED_ASR__MODELS_DIR"].replace("/opt/voicetyped", str(env_dir))
+        )
+        manifest = json.loads((models / "manifest.json").read_text())
+        assert manifest["verification"]["passed"] is True
+        assert (models / manifest["asr"]["file"]).is_file()
+        assert final_env["GGML_NO_BACKTRACE"] == "1" and final_env["HF_HUB_OFFLINE"] == "1"
+    else:
+        assert not replayed
+
+
+def _env_pairs(rest: str) -> list[tuple[str, str]]:
+    """``ENV A=1 B=2`` as pairs."""
+    return [tuple(p.split("=", 1)) for p in shlex.split(rest)]  # type: ignore[misc]

@@ -224,3 +224,27 @@ async def test_wait_until_serving_times_out_on_an_absent_server() -> None:
     async with create_channel("127.0.0.1:1") as channel:
         with pytest.raises(TimeoutError, match="not serving"):
             await wait_until_serving(channel, timeout_s=0.5)
+
+
+async def test_accept_during_drain_serves_new_calls_until_the_hooks_finish() -> None:
+    release = asyncio.Event()
+    hook_done_at: list[float] = []
+
+    async def drain(remaining: float) -> None:
+        await release.wait()  # e.g. the last call of this replica still ends
+        hook_done_at.append(time.monotonic())
+
+    app = ServiceApp(
+        "t", _settings(grace_s=5), [_register], on_drain=[drain], accept_during_drain=True
+    )
+    runner, task = await _start(app)
+    assert runner.grpc is not None
+    async with create_channel(f"127.0.0.1:{runner.grpc.port}") as channel:
+        await wait_until_serving(channel, SERVICE, timeout_s=5)
+        runner.request_stop()
+        await asyncio.sleep(0.2)
+        # Draining, yet a new call (a client reconnecting to its work) is still served.
+        assert await _stub(channel, "Wait")(0.05, timeout=2) == 0.05
+        release.set()
+        await asyncio.wait_for(task, 5)
+    assert hook_done_at, "the hook ran to its end before the server stopped"

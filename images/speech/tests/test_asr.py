@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import soxr
 from piper import SynthesisConfig
-from voicetyped_speech.asr.base import Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.pool import Overloaded, RecognitionPool
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
+from voicetyped_speech.testing import phone_speech, word_errors
+from voicetyped_speech.vad import pcm16_to_float32
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -37,53 +38,12 @@ PHRASES = [
 ]
 
 
-_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_CONTRACTIONS = {"there's": "there is", "it's": "it is", "that's": "that is", "don't": "do not"}
-
-
-def _words(text: str) -> list[str]:
-    """Words for WER, normalised the way Whisper writes (digits, contractions)."""
-    out: list[str] = []
-    for raw in text.lower().split():
-        word = raw.strip('.,?!;:"')
-        for piece in _CONTRACTIONS.get(word, word).split():
-            if piece.isdigit():
-                out.extend(_DIGITS[int(d)] for d in piece)
-            elif piece:
-                out.append("".join(c for c in piece if c.isalnum()))
-    return [w for w in out if w]
-
-
-def _wer(ref: str, hyp: str) -> tuple[int, int]:
-    r, h = _words(ref), _words(hyp)
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return d[len(h)], len(r)
-
-
-def _mulaw_round_trip(audio16k: Audio) -> Audio:
-    """16 kHz -> 8 kHz G.711 mu-law -> 16 kHz, as the media gateway's path does."""
-    x = np.clip(soxr.resample(audio16k, 16000, 8000), -1, 1)
-    mu = 255.0
-    encoded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
-    quantized = np.round((encoded + 1) / 2 * 255) / 255 * 2 - 1  # 8-bit code
-    decoded = np.sign(quantized) * ((1 + mu) ** np.abs(quantized) - 1) / mu
-    return np.asarray(soxr.resample(decoded.astype(np.float32), 8000, 16000), dtype=np.float32)
-
-
 @pytest.fixture(scope="module")
 def phone_audio(voice: PiperVoice) -> list[tuple[str, Audio]]:
     quiet = SynthesisConfig(noise_scale=0, noise_w_scale=0)
-    out = []
-    for text in PHRASES:
-        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=quiet))
-        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-        audio16 = np.asarray(soxr.resample(audio, 22050, 16000), dtype=np.float32)
-        out.append((text, _mulaw_round_trip(audio16)))
-    return out
+    return [
+        (text, pcm16_to_float32(phone_speech(voice, text, quiet).tobytes())) for text in PHRASES
+    ]
 
 
 def _check_wer(transcribe: object, phone_audio: list[tuple[str, Audio]]) -> float:
@@ -92,7 +52,7 @@ def _check_wer(transcribe: object, phone_audio: list[tuple[str, Audio]]) -> floa
         result = transcribe(audio)  # type: ignore[operator]
         assert isinstance(result, Transcription)
         assert 0 <= result.confidence <= 1
-        e, n = _wer(text, result.text)
+        e, n = word_errors(text, result.text)
         errors, total = errors + e, total + n
     return errors / total
 
@@ -122,7 +82,7 @@ class _Slow:
         self.log = log
         self.gate = gate
 
-    def transcribe(self, audio: Audio) -> Transcription:
+    def transcribe(self, audio: Audio, abort: object = None) -> Transcription:
         self.gate.wait(5)
         self.log.append(f"{audio[0]:.0f}")
         return Transcription(f"{audio[0]:.0f}", 1.0, 0.0)
@@ -182,3 +142,80 @@ def test_pool_reports_a_model_that_cannot_load(tmp_path: object) -> None:
 
     with pytest.raises(FileNotFoundError, match="voicetyped models prepare"):
         RecognitionPool(lambda: WhisperCppRecognizer(Path("/nonexistent/ggml.bin")))
+
+
+class _Abortable:
+    """A recogniser that works until released and honours its abort check every 5 ms."""
+
+    name = "abortable"
+
+    def __init__(self, release: threading.Event, log: list[str]) -> None:
+        self.release = release
+        self.log = log
+
+    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
+        while not self.release.wait(0.005):
+            if abort is not None and abort():
+                self.log.append(f"aborted {audio[0]:.0f}")
+                raise Aborted
+        self.log.append(f"done {audio[0]:.0f}")
+        return Transcription(f"{audio[0]:.0f}", 1.0, 0.0)
+
+
+async def test_a_running_partial_yields_to_a_final() -> None:
+    release, log = threading.Event(), list[str]()
+    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1)
+    try:
+        partial = asyncio.ensure_future(pool.partial("a", _mark(1)))
+        await asyncio.sleep(0.05)
+        final = asyncio.ensure_future(pool.final("b", _mark(2)))
+        assert await asyncio.wait_for(partial, 1) is None, "aborted for the final"
+        release.set()
+        assert (await final).text == "2"
+        assert log == ["aborted 1", "done 2"]
+    finally:
+        release.set()
+        pool.close()
+
+
+async def test_a_promoted_partial_becomes_a_final_and_is_not_aborted() -> None:
+    release, log = threading.Event(), list[str]()
+    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1)
+    try:
+        running = pool.submit("a", _mark(1), "partial")
+        await asyncio.sleep(0.05)
+        queued = pool.submit("a", _mark(2), "partial")  # replaces nothing: the first one runs
+        assert pool.promote(running)
+        assert pool.promote(queued), "a waiting partial moves to the finals"
+        other = asyncio.ensure_future(pool.final("b", _mark(3)))
+        await asyncio.sleep(0.05)
+        release.set()
+        results = [await running.result(), await queued.result(), await other]
+        assert [r.text if r else None for r in results] == ["1", "2", "3"]
+        assert log == ["done 1", "done 2", "done 3"]
+        done = pool.submit("c", _mark(4), "partial")
+        await done.result()
+        assert not pool.promote(done), "a finished job cannot be promoted"
+    finally:
+        release.set()
+        pool.close()
+
+
+async def test_cancelled_jobs_are_dropped_or_stopped() -> None:
+    release, log = threading.Event(), list[str]()
+    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1, max_waiting=1)
+    try:
+        running = pool.submit("a", _mark(1), "final")
+        await asyncio.sleep(0.05)
+        waiting = pool.submit("b", _mark(2), "final")
+        assert not pool.can_accept_final()
+        waiting.cancel()
+        assert pool.can_accept_final(), "a cancelled waiting final frees its place"
+        running.cancel()
+        assert await asyncio.wait_for(running.result(), 1) is None
+        assert await waiting.result() is None
+        assert log == ["aborted 1"]
+        assert pool.queue_depth == 0
+    finally:
+        release.set()
+        pool.close()

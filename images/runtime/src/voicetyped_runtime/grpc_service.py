@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 from voicetyped.service.app import GrpcRegistration
 from voicetyped.service.logs import get_logger, session_context
+from voicetyped.service.streams import open_stream
 from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc
 
 from voicetyped_runtime.calls import AttachError, CallManager
@@ -27,16 +28,10 @@ class ConversationRuntimeServicer(runtime_pb2_grpc.ConversationRuntimeServicer):
         request_iterator: AsyncIterator[runtime_pb2.CallEvent],
         context: grpc.aio.ServicerContext[runtime_pb2.CallEvent, runtime_pb2.CallCommand],
     ) -> AsyncIterator[runtime_pb2.CallCommand]:
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        opened = await open_stream(request_iterator, context, "event", "started")
+        if opened is None:
             return
-        if first.WhichOneof("event") != "started":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "the first CallEvent of a stream must be CallStarted",
-            )
+        first, requests = opened
         sid = first.session_id
         with session_context(sid):
             try:

@@ -1,13 +1,164 @@
-"""Assembles the speech service process."""
+"""Assembles the speech service process.
+
+Models load once per process at start, off the event loop (the recognition pool loads one model
+per worker; the default Piper voice is loaded and warmed). The service reports ready only then.
+"""
 
 from __future__ import annotations
 
-from voicetyped.service.app import ServiceApp
+import asyncio
+import contextlib
 
+from prometheus_client import REGISTRY, CollectorRegistry
+from voicetyped.service.app import ServiceApp
+from voicetyped.service.logs import get_logger
+from voicetyped.v1 import speech_pb2
+
+from voicetyped_speech.asr.factory import recognizer_factory
+from voicetyped_speech.asr.pool import DecodeStats, RecognitionPool
+from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.config import SpeechSettings
+from voicetyped_speech.grpc_service import SpeechGatewayServicer, register
+from voicetyped_speech.metrics import SpeechMetrics
+from voicetyped_speech.tts import Synthesizer, TTSHooks, VoiceRegistry
+from voicetyped_speech.warmup import watch_and_warm
 
 SERVICE_NAME = "speech"
 
+log = get_logger("voicetyped.speech")
 
-def build_app(settings: SpeechSettings) -> ServiceApp:
-    return ServiceApp(name=SERVICE_NAME, settings=settings)
+
+class SpeechService:
+    """The process-wide parts: models, calls, metrics."""
+
+    def __init__(self, settings: SpeechSettings, registry: CollectorRegistry = REGISTRY) -> None:
+        self.settings = settings
+        self.metrics = SpeechMetrics(registry)
+        self.calls = CallRegistry()
+        self.pool: RecognitionPool | None = None
+        self.synth: Synthesizer | None = None
+        self.grpc_port = settings.grpc_port
+        self.accepting = True
+        self._background: list[asyncio.Task[None]] = []
+        self._vad = settings.vad.settings()
+        self._streaming = settings.streaming.settings()
+        self._backend = settings.asr.backend
+
+    async def start(self) -> None:
+        s = self.settings
+        factory = recognizer_factory(s.asr)  # raises at once for a missing or foreign model
+        self.pool = await asyncio.to_thread(
+            RecognitionPool,
+            factory,
+            s.asr.workers,
+            s.asr.max_waiting,
+            self._on_decode,
+        )
+        self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
+        voices = VoiceRegistry(s.tts.voices, allow_paths=False)
+        await voices.aget(s.tts.default_voice)
+        hooks = TTSHooks(
+            on_first_audio=lambda seconds, cached: self.metrics.tts_ttfa.labels(
+                str(cached).lower()
+            ).observe(seconds),
+            on_unit=lambda audio_s, compute_s: self.metrics.tts_rtf.observe(
+                compute_s / audio_s if audio_s else 0.0
+            ),
+        )
+        self.synth = Synthesizer(
+            voices,
+            workers=s.tts.workers,
+            cache_max_bytes=s.tts.cache_max_mb * 1024 * 1024,
+            max_active=s.tts.max_active,
+            hooks=hooks,
+        )
+        if s.tts.warmup_dialogs_dir is not None:
+            self._background.append(
+                asyncio.create_task(
+                    watch_and_warm(
+                        self.synth,
+                        s.tts.warmup_dialogs_dir,
+                        s.tts.warmup_rates,
+                        s.tts.default_voice,
+                        s.tts.warmup_poll_s,
+                    ),
+                    name="prompt-warm-up",
+                )
+            )
+        log.info("models loaded", asr_backend=s.asr.backend, workers=s.asr.workers)
+
+    def _on_decode(self, stats: DecodeStats) -> None:
+        # Called from a worker thread: prometheus-client metrics are thread-safe.
+        if stats.audio_s > 0:
+            self.metrics.asr_rtf.labels(self._backend, stats.kind).observe(
+                stats.compute_s / stats.audio_s
+            )
+        self.metrics.asr_wait.labels(stats.kind).observe(stats.waited_s)
+
+    def new_call(self, start: speech_pb2.AudioStreamStart) -> SpeechCall:
+        assert self.pool is not None and self.synth is not None
+        s = self.settings
+        call = SpeechCall(
+            start.session_id,
+            self.pool,
+            self.synth,
+            start.playback_format.sample_rate_hz,
+            self.metrics,
+            vad=self._vad,
+            streaming=self._streaming,
+            voice_default=s.tts.default_voice,
+            lead_ms=s.tts.lead_ms,
+            buffered_updates=s.buffered_updates,
+        )
+        return call
+
+    def endpoint(self) -> str:
+        return f"{self.settings.advertised_host()}:{self.grpc_port}"
+
+    async def ready(self) -> str | None:
+        return None if self.pool is not None and self.synth is not None else "loading models"
+
+    async def drain(self, remaining_s: float) -> None:
+        """Refuse new audio streams; let the calls in progress end within the grace period."""
+        self.accepting = False
+        if len(self.calls):
+            log.info("waiting for calls to end", calls=len(self.calls))
+        if not await self.calls.wait_empty(remaining_s):
+            log.warning("calls still active at the end of the grace period", calls=len(self.calls))
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.calls.close_all()
+        if self.synth is not None:
+            await self.synth.aclose()
+        if self.pool is not None:
+            await asyncio.to_thread(self.pool.close)
+
+
+def build_app(settings: SpeechSettings, registry: CollectorRegistry = REGISTRY) -> ServiceApp:
+    service = SpeechService(settings, registry)
+    servicer = SpeechGatewayServicer(
+        service.calls,
+        service.new_call,
+        service.endpoint,
+        settings.converse_wait_s,
+        lambda: service.accepting,
+    )
+
+    def listening(port: int) -> None:
+        service.grpc_port = port
+
+    return ServiceApp(
+        name=SERVICE_NAME,
+        settings=settings,
+        grpc_registrations=[register(servicer)],
+        readiness_checks={"models": service.ready},
+        on_startup=[service.start],
+        on_listening=[listening],
+        on_drain=[service.drain],
+        on_shutdown=[service.stop],
+        accept_during_drain=True,  # runtimes may reconnect to calls that are finishing
+    )

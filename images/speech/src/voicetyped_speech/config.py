@@ -1,12 +1,115 @@
-"""Settings of the speech service (see voicetyped.service.config for the common ones)."""
+"""Settings of the speech service (see voicetyped.service.config for the common ones).
+
+Nested groups map to environment variables with ``__``: ``VOICETYPED_ASR__BACKEND=faster-whisper``,
+``VOICETYPED_VAD__HANGOVER_MS=250``, ``VOICETYPED_TTS__VOICES='{"anna": "/voices/anna.onnx"}'``.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 from voicetyped.service.config import ServiceSettings
+
+from voicetyped_speech.streaming import StreamingSettings
+from voicetyped_speech.tts.voices import DEFAULT_VOICE
+from voicetyped_speech.vad import VadSettings
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AsrConfig(_Group):
+    backend: Literal["whispercpp", "faster-whisper"] = Field(
+        "whispercpp", description="Recognition backend."
+    )
+    model: Path | None = Field(
+        None,
+        description="whispercpp: a ggml file; faster-whisper: a CTranslate2 model directory. "
+        "Default: the prepared ggml file in models_dir / the bundled tiny.en directory.",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Where `voicetyped models prepare` put the ggml model (default: "
+        "$VOICETYPED_MODELS_DIR, else the user's cache directory).",
+    )
+    language: str = "en"
+    workers: int = Field(1, ge=1, le=64, description="Recognition threads, one model each.")
+    threads: int = Field(2, ge=1, le=64, description="Compute threads per worker.")
+    max_waiting: int = Field(
+        8, ge=1, description="Finals allowed to wait for a worker before new ones are refused."
+    )
+    min_audio_ctx: int = Field(
+        512,
+        ge=0,
+        le=1280,
+        multiple_of=256,
+        description="whispercpp: smallest encoder window in 20 ms positions (0: always the "
+        "full 30 s window).",
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="faster-whisper device.")
+    compute_type: str = Field("int8", description="faster-whisper compute type.")
+    beam_size: int = Field(1, ge=1, le=10, description="faster-whisper beam size.")
+
+
+class VadConfig(_Group):
+    aggressiveness: int = Field(3, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 20
+    start_required_ms: int = Field(60, gt=0)
+    hangover_ms: int = Field(300, gt=0, description="Silence that ends an utterance.")
+    pre_roll_ms: int = Field(200, ge=0)
+    max_utterance_ms: int = Field(30_000, ge=1000)
+    min_speech_dbfs: float | None = None
+
+    def settings(self) -> VadSettings:
+        return VadSettings(**self.model_dump())
+
+
+class StreamingConfig(_Group):
+    partial_interval_ms: int = Field(700, ge=100)
+    partial_min_ms: int = Field(400, ge=0)
+    speculate: bool = True
+
+    def settings(self) -> StreamingSettings:
+        return StreamingSettings(**self.model_dump())
+
+
+class TtsConfig(_Group):
+    default_voice: str = DEFAULT_VOICE
+    voices: dict[str, Path] = Field(
+        default_factory=dict, description="Extra Piper voices: name -> .onnx file or directory."
+    )
+    workers: int = Field(2, ge=1, le=64, description="Piper synthesis threads.")
+    cache_max_mb: int = Field(64, ge=0, description="Prompt cache size.")
+    max_active: int = Field(64, ge=1, description="Syntheses running or queued at once.")
+    lead_ms: int = Field(
+        100, ge=20, le=2000, description="Audio handed to the media gateway ahead of playout."
+    )
+    warmup_dialogs_dir: Path | None = Field(
+        None,
+        description="Dialog documents (the Dialog ConfigMap mount) whose fixed prompts are "
+        "synthesized into the cache at start and whenever they change.",
+    )
+    warmup_rates: list[Literal[8000, 16000]] = Field(
+        default=[8000], description="Playback rates to warm the cache for."
+    )
+    warmup_poll_s: float = Field(5.0, gt=0)
 
 
 class SpeechSettings(ServiceSettings):
     # Distinct default ports let all four services run side by side on one machine.
     http_port: int = Field(8082, ge=0, le=65535)
     grpc_port: int = Field(50062, ge=0, le=65535)
+
+    asr: AsrConfig = Field(default_factory=AsrConfig)
+    vad: VadConfig = Field(default_factory=VadConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    converse_wait_s: float = Field(
+        5.0, gt=0, description="How long a Converse stream waits for its call's audio stream."
+    )
+    buffered_updates: int = Field(
+        256, ge=16, description="Updates kept for a call while no runtime stream is attached."
+    )

@@ -301,6 +301,20 @@ class Segmenter:
     def in_utterance(self) -> bool:
         return self._utt is not None
 
+    @property
+    def position_ms(self) -> int | None:
+        """Call time up to which audio has been classified (the end of :meth:`current`'s audio)."""
+        return None if self._origin_ms is None else self._ms(self._next_frame)
+
+    @property
+    def last_voiced_ms(self) -> int | None:
+        """Call time of the end of the last frame webrtcvad called speech (its own hangover
+        included), or None before any. Inside an utterance, ``position_ms > last_voiced_ms``
+        means the caller has paused; a later change means speech resumed."""
+        if self._origin_ms is None or self._last_voiced < 0:
+            return None
+        return self._ms(self._last_voiced + 1)
+
     # -- internals -------------------------------------------------------------------------
 
     def _ms(self, frame: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,6 +11,14 @@ from numpy.typing import NDArray
 
 Audio = NDArray[np.float32]  # 16 kHz mono, [-1, 1]
 SAMPLE_RATE = 16_000
+
+AbortCheck = Callable[[], bool]
+"""Polled by a backend between decoding stages; True asks it to give up (a partial that a final
+overtook). Backends that cannot stop early ignore it."""
+
+
+class Aborted(Exception):  # noqa: N818 - a control-flow signal, not an error condition
+    """The decode was given up because its abort check said so."""
 
 
 @dataclass(frozen=True)
@@ -24,4 +33,4 @@ class Recognizer(Protocol):
 
     name: str
 
-    def transcribe(self, audio: Audio) -> Transcription: ...
+    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription: ...

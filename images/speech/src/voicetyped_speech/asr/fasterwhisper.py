@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicetyped_speech.asr.base import Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
 
 
 class FasterWhisperRecognizer:
@@ -30,7 +30,11 @@ class FasterWhisperRecognizer:
         self._beam_size = beam_size
         self._language = language
 
-    def transcribe(self, audio: Audio) -> Transcription:
+    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
+        # CTranslate2 cannot stop inside a decode: the check is polled before and between
+        # segments (one segment for a phone utterance), so it mostly saves nothing.
+        if abort is not None and abort():
+            raise Aborted
         started = time.perf_counter()
         segments, _ = self._model.transcribe(
             audio,
@@ -40,7 +44,11 @@ class FasterWhisperRecognizer:
             without_timestamps=True,
             vad_filter=False,
         )
-        parts = list(segments)
+        parts = []
+        for segment in segments:  # a lazy generator: decoding happens here
+            parts.append(segment)
+            if abort is not None and abort():
+                raise Aborted
         text = " ".join(s.text.strip() for s in parts).strip()
         logprobs = [s.avg_logprob for s in parts]
         confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0

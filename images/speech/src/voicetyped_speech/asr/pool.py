@@ -1,48 +1,102 @@
 """Recognition workers shared by every call of the process, fair and bounded.
 
-Each worker thread owns one loaded model (models are not safe to share between
-threads). Finals come before partials; among calls, work is taken round-robin
-so one talkative call cannot starve the others. A call keeps at most one
-partial waiting (a newer one replaces it: only the freshest hypothesis is
-worth computing). When finals queue up beyond ``max_waiting`` the pool
-refuses with :class:`Overloaded`, which the service reports to the runtime,
-instead of queueing without bound.
+Each worker thread owns one loaded model (models are not safe to share between threads).
+Two classes of work:
+
+- **finals** (including speculative finals, started when the caller pauses and kept if the pause
+  turns out to be the end of the utterance): taken round-robin across calls, so one talkative
+  call cannot starve the others. When ``max_waiting`` finals are queued, a new one is refused
+  with :class:`Overloaded` (the service reports it to the runtime) instead of queueing without
+  bound; a speculative final is simply not started then.
+- **partials**: at most one waiting per call (a newer one replaces it: only the freshest
+  hypothesis is worth computing), run only when no final waits. A partial that is running when
+  a final arrives is asked to abort (:data:`~.base.AbortCheck`), so partials delay finals as
+  little as the backend allows, unless it was promoted to a final
+  (:meth:`RecognitionPool.promote`).
+
+A submitted job can be cancelled: if it waits it is dropped, if it runs its abort check turns
+true. Thread-safe; the awaiting side is asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
 
-from voicetyped_speech.asr.base import Audio, Recognizer, Transcription
+from voicetyped_speech.asr.base import Aborted, Audio, Recognizer, Transcription
+
+Kind = Literal["final", "partial"]
 
 
 class Overloaded(Exception):  # noqa: N818 - the signal's name in the contract (CODE_OVERLOADED)
     """Recognition cannot keep up: this audio was not queued."""
 
 
-@dataclass
-class _Job:
+@dataclass(frozen=True)
+class DecodeStats:
+    """What one finished decode cost; given to ``on_decode``."""
+
+    kind: Kind
+    audio_s: float
+    compute_s: float
+    waited_s: float
+
+
+@dataclass(eq=False)
+class Job:
     session: str
     audio: Audio
+    kind: Kind
     future: Future[Transcription] = field(default_factory=Future)
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    _pool: RecognitionPool | None = None
+
+    def cancel(self) -> None:
+        """Drop the job if it waits; ask it to stop if it runs. Its result is then never used."""
+        if self._pool is not None:
+            self._pool._cancel(self)
+
+    async def result(self) -> Transcription | None:
+        """The transcription, or None when the job was cancelled or aborted."""
+        try:
+            return await asyncio.wrap_future(self.future)
+        except Aborted:
+            return None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.future.cancelled() and not (task is not None and task.cancelling()):
+                return None  # the job was cancelled or replaced, not the awaiting task
+            raise
 
 
 class RecognitionPool:
     def __init__(
-        self, factory: Callable[[], Recognizer], workers: int = 1, max_waiting: int = 8
+        self,
+        factory: Callable[[], Recognizer],
+        workers: int = 1,
+        max_waiting: int = 8,
+        on_decode: Callable[[DecodeStats], None] | None = None,
     ) -> None:
+        if workers < 1 or max_waiting < 1:
+            raise ValueError("workers and max_waiting must be >= 1")
         self._cond = threading.Condition()
-        self._finals: OrderedDict[str, deque[_Job]] = OrderedDict()
-        self._partials: OrderedDict[str, _Job] = OrderedDict()
+        self._finals: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._partials: OrderedDict[str, Job] = OrderedDict()
+        self._running: set[Job] = set()
         self._waiting_finals = 0
         self._max_waiting = max_waiting
+        self._on_decode = on_decode
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self.workers = workers
         ready: list[BaseException | None] = []
         for i in range(workers):
             t = threading.Thread(
@@ -59,43 +113,113 @@ class RecognitionPool:
 
     @property
     def queue_depth(self) -> int:
+        """Jobs waiting for a worker (finals and partials)."""
         with self._cond:
             return self._waiting_finals + len(self._partials)
 
-    async def final(self, session: str, audio: Audio) -> Transcription:
+    @property
+    def busy_workers(self) -> int:
         with self._cond:
-            if self._waiting_finals >= self._max_waiting:
-                raise Overloaded(f"{self._waiting_finals} finals already waiting")
-            job = _Job(session, audio)
-            self._finals.setdefault(session, deque()).append(job)
-            self._waiting_finals += 1
-            self._cond.notify()
-        return await asyncio.wrap_future(job.future)
+            return len(self._running)
 
-    async def partial(self, session: str, audio: Audio) -> Transcription | None:
-        """A hypothesis for the audio so far, or None when a newer request replaced this one."""
+    def submit(self, session: str, audio: Audio, kind: Kind) -> Job:
+        """Queue a job. A final raises :class:`Overloaded` when ``max_waiting`` finals wait; a
+        partial replaces the call's waiting partial (which then results in None)."""
+        job = Job(session, audio, kind, _pool=self)
+        old: Job | None = None
         with self._cond:
-            old = self._partials.pop(session, None)
-            job = _Job(session, audio)
-            self._partials[session] = job
+            if self._closed:
+                raise RuntimeError("the recognition pool is closed")
+            if kind == "final":
+                if self._waiting_finals >= self._max_waiting:
+                    raise Overloaded(f"{self._waiting_finals} finals already waiting")
+                self._finals.setdefault(session, deque()).append(job)
+                self._waiting_finals += 1
+            else:
+                old = self._partials.pop(session, None)
+                self._partials[session] = job
             self._cond.notify()
         if old is not None:
+            old.cancelled = True
             old.future.cancel()
+        return job
+
+    def promote(self, job: Job) -> bool:
+        """Make a partial a final (it will not be aborted for other finals): when a partial
+        turns out to cover a whole utterance, its result is the final. False when the job is
+        finished, cancelled, or no room is left for another waiting final."""
+        with self._cond:
+            if job.kind == "final" or job.cancelled or job.future.done():
+                return job.kind == "final" and not job.cancelled
+            if self._partials.get(job.session) is job:
+                if self._waiting_finals >= self._max_waiting:
+                    return False
+                del self._partials[job.session]
+                self._finals.setdefault(job.session, deque()).append(job)
+                self._waiting_finals += 1
+            elif job not in self._running:
+                return False
+            job.kind = "final"
+            return True
+
+    def can_accept_final(self) -> bool:
+        with self._cond:
+            return self._waiting_finals < self._max_waiting
+
+    async def final(self, session: str, audio: Audio) -> Transcription:
+        job = self.submit(session, audio, "final")
         try:
-            return await asyncio.wrap_future(job.future)
+            result = await job.result()
         except asyncio.CancelledError:
-            if job.future.cancelled():
-                return None
+            job.cancel()
+            raise
+        assert result is not None  # finals are only cancelled by their owner
+        return result
+
+    async def partial(self, session: str, audio: Audio) -> Transcription | None:
+        """A hypothesis for the audio so far, or None when a newer request replaced this one or
+        a final overtook it."""
+        job = self.submit(session, audio, "partial")
+        try:
+            return await job.result()
+        except asyncio.CancelledError:
+            job.cancel()
             raise
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            waiting = [j for jobs in self._finals.values() for j in jobs]
+            waiting += self._partials.values()
+            self._finals.clear()
+            self._partials.clear()
+            self._waiting_finals = 0
+            for job in self._running:
+                job.cancelled = True
             self._cond.notify_all()
+        for job in waiting:
+            job.cancelled = True
+            job.future.cancel()
         for t in self._threads:
             t.join(timeout=5)
 
-    def _next(self) -> _Job | None:
+    # -- internals ---------------------------------------------------------------------------
+
+    def _cancel(self, job: Job) -> None:
+        with self._cond:
+            job.cancelled = True
+            if job.kind == "final":
+                jobs = self._finals.get(job.session)
+                if jobs is not None and job in jobs:
+                    jobs.remove(job)
+                    self._waiting_finals -= 1
+                    if not jobs:
+                        del self._finals[job.session]
+            elif self._partials.get(job.session) is job:
+                del self._partials[job.session]
+        job.future.cancel()  # no effect once running: the abort check sees job.cancelled
+
+    def _next(self) -> Job | None:
         with self._cond:
             self._cond.wait_for(lambda: self._closed or bool(self._finals) or bool(self._partials))
             if self._closed:
@@ -107,9 +231,14 @@ class RecognitionPool:
                 del self._finals[session]
                 if jobs:  # round-robin: this call goes to the back
                     self._finals[session] = jobs
-                return job
-            _, job = self._partials.popitem(last=False)
+            else:
+                _, job = self._partials.popitem(last=False)
+            self._running.add(job)
             return job
+
+    def _should_abort(self, job: Job) -> bool:
+        # Read without the lock: a stale answer only delays the abort to the next check.
+        return job.cancelled or self._closed or (job.kind == "partial" and self._waiting_finals > 0)
 
     def _run(self, factory: Callable[[], Recognizer], ready: list[BaseException | None]) -> None:
         try:
@@ -123,9 +252,25 @@ class RecognitionPool:
             ready.append(None)
             self._cond.notify_all()
         while (job := self._next()) is not None:
-            if not job.future.set_running_or_notify_cancel():
-                continue
             try:
-                job.future.set_result(recognizer.transcribe(job.audio))
-            except BaseException as exc:
-                job.future.set_exception(exc)
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                started = time.perf_counter()
+                try:
+                    result = recognizer.transcribe(job.audio, partial(self._should_abort, job))
+                except BaseException as exc:
+                    job.future.set_exception(exc)
+                    continue
+                job.future.set_result(result)
+                if self._on_decode is not None:
+                    self._on_decode(
+                        DecodeStats(
+                            job.kind,
+                            len(job.audio) / 16000,
+                            result.compute_s,
+                            started - job.submitted,
+                        )
+                    )
+            finally:
+                with self._cond:
+                    self._running.discard(job)

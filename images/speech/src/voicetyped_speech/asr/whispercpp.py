@@ -1,38 +1,91 @@
-"""whisper.cpp through pywhispercpp: the default backend (a ggml model file)."""
+"""whisper.cpp through pywhispercpp: the default backend (a ggml model file).
+
+Whisper always encodes a 30 s window (1500 encoder positions); for a 1-5 s phone utterance that
+is 0.7-1.0 s of compute on 2 cores, most of it encoding silence. whisper.cpp can encode a shorter
+window (``audio_ctx``), but stock Whisper weights need a few seconds of silence after the speech
+in the window or the decoder starts over and repeats itself, and whisper.cpp 1.8.5's flash
+attention attends to stale rows when ``audio_ctx`` is not a multiple of 256
+(docs/decisions/2026-11-24-speech-latency-research.md). So the window is chosen per utterance:
+the smallest multiple of 256 positions that holds the speech plus ``ctx_margin`` positions
+(64 = 1.28 s) of silence, at least ``min_audio_ctx`` (512 = 10.24 s), and the full window beyond
+1280. For utterances under ~9 s that is 512: 0.2-0.26 s here instead of 0.7-1.0 s, with the same
+transcripts on our call-style phrase sets.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
+from typing import Any
 
-from voicetyped_speech.asr.base import Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
+
+FULL_CTX = 1500  # Whisper's 30 s window, in encoder positions (20 ms each)
+_SAMPLES_PER_POSITION = 320  # 16 kHz, hop 160, stride-2 conv
+_CTX_STEP = 256
+
+
+def audio_ctx_for(n_samples: int, min_ctx: int = 512, margin: int = 64) -> int:
+    """The encoder window for an utterance of ``n_samples`` (0 means whisper.cpp's full one)."""
+    if min_ctx <= 0:
+        return 0
+    needed = math.ceil(n_samples / _SAMPLES_PER_POSITION) + margin
+    ctx = max(min_ctx, _CTX_STEP * math.ceil(needed / _CTX_STEP))
+    return 0 if ctx >= FULL_CTX else ctx
 
 
 class WhisperCppRecognizer:
     name = "whispercpp"
 
-    def __init__(self, model_path: Path, n_threads: int = 2, language: str = "en") -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        n_threads: int = 2,
+        language: str = "en",
+        min_audio_ctx: int = 512,
+        ctx_margin: int = 64,
+    ) -> None:
         from pywhispercpp.model import Model
 
         if not model_path.is_file():
             raise FileNotFoundError(
                 f"ggml model {model_path} not found (run `voicetyped models prepare`)"
             )
-        self._model = Model(
+        if min_audio_ctx % _CTX_STEP:
+            raise ValueError(f"min_audio_ctx must be a multiple of {_CTX_STEP} (or 0: full window)")
+        self._model: Any = Model(
             str(model_path),
             n_threads=n_threads,
             print_progress=False,
             language=language,
             redirect_whispercpp_logs_to=None,
         )
+        self._min_ctx = min_audio_ctx
+        self._margin = ctx_margin
 
-    def transcribe(self, audio: Audio) -> Transcription:
+    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
         started = time.perf_counter()
-        # Short phone utterances: one segment, no context carried between utterances.
+        aborted = False
+
+        def check() -> bool:
+            nonlocal aborted
+            aborted = aborted or (abort is not None and abort())
+            return aborted
+
+        # Short phone utterances: one segment, no context carried between utterances. The
+        # token cap bounds a decoder loop (about 4 tokens per second of speech is normal).
         segments = self._model.transcribe(
-            audio, extract_probability=True, no_context=True, single_segment=True
+            audio,
+            extract_probability=True,
+            no_context=True,
+            single_segment=True,
+            audio_ctx=audio_ctx_for(len(audio), self._min_ctx, self._margin),
+            max_tokens=16 + 8 * math.ceil(len(audio) / 16000),
+            abort_callback=check if abort is not None else None,
         )
+        if aborted:
+            raise Aborted
         text = " ".join(s.text.strip() for s in segments).strip()
         probs = [float(getattr(s, "probability", math.nan)) for s in segments]
         known = [p for p in probs if not math.isnan(p)]

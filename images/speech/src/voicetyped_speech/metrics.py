@@ -1,0 +1,73 @@
+"""Prometheus metrics of the speech gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2, 5)
+_RTF = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
+
+
+class SpeechMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.asr_rtf = Histogram(
+            "voicetyped_speech_asr_rtf",
+            "Recognition real-time factor per decode (compute seconds / audio seconds)",
+            ["backend", "kind"],
+            buckets=_RTF,
+            registry=registry,
+        )
+        self.asr_wait = Histogram(
+            "voicetyped_speech_asr_queue_wait_seconds",
+            "Time a decode waited for a recognition worker",
+            ["kind"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.asr_queue_depth = Gauge(
+            "voicetyped_speech_asr_queue_depth",
+            "Decodes waiting for a recognition worker",
+            registry=registry,
+        )
+        self.time_to_final = Histogram(
+            "voicetyped_speech_time_to_final_seconds",
+            "From the VAD's end-of-speech to the final transcript",
+            ["speculative"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.overloaded = Counter(
+            "voicetyped_speech_asr_overloaded_total",
+            "Utterances refused because recognition could not keep up",
+            registry=registry,
+        )
+        self.utterances = Counter(
+            "voicetyped_speech_utterances_total", "Utterances segmented", registry=registry
+        )
+        self.tts_ttfa = Histogram(
+            "voicetyped_speech_tts_time_to_first_audio_seconds",
+            "From a synthesis request to its first audio frame",
+            ["cached"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.tts_rtf = Histogram(
+            "voicetyped_speech_tts_rtf",
+            "Synthesis real-time factor per unit (compute seconds / audio seconds)",
+            buckets=_RTF,
+            registry=registry,
+        )
+        self.tts_requests = Counter(
+            "voicetyped_speech_tts_requests_total",
+            "Synthesis requests by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "voicetyped_speech_active_streams", "Calls with an open audio stream", registry=registry
+        )
+
+    def track_queue_depth(self, depth: Callable[[], int]) -> None:
+        self.asr_queue_depth.set_function(lambda: float(depth()))

@@ -1,0 +1,324 @@
+"""Streaming recognition of one call: VAD segmentation, partial transcripts, a fast final.
+
+Audio (16 kHz PCM chunks with call times) goes through the :class:`~.vad.Segmenter`; its
+utterances become events for the runtime:
+
+    UtteranceStarted -> TranscriptUpdate(final=False)* -> UtteranceEnded -> TranscriptUpdate(final)
+
+Why the final is fast: the segmenter only declares the end of an utterance ``hangover_ms``
+(300 ms) after the caller stopped, to be sure it was not a pause. A decode of a short utterance
+takes 0.2-0.3 s on 2 cores, so doing it only then would add all of it to every turn. Instead a
+**speculative final** is decoded as soon as the caller pauses (the first frame webrtcvad calls
+non-speech, ~100 ms after the speech): if the pause becomes the end, its result is the final
+(the audio after the pause is silence, which Whisper pads with anyway), ready at about the
+moment the end is declared; if the caller goes on, it is cancelled. It is used only when the
+end of speech the segmenter finally estimates lies inside the speculated audio, so it never
+misses words.
+
+Partials (only when the runtime asked for them) re-decode the growing utterance at most every
+``partial_interval_ms`` of audio, one at a time per call, only while the caller speaks, and as
+the pool's lowest-priority work; a late partial is dropped, never sent after its final.
+
+All methods run on the event loop; decoding happens in the :class:`~.asr.pool.RecognitionPool`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voicetyped_speech.asr.pool import Job, Overloaded, RecognitionPool
+from voicetyped_speech.vad import Segmenter, SpeechEnded, SpeechStarted, VadSettings
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    partial_interval_ms: int = 700
+    """Audio between two partial decodes of one utterance (the partial rate bound)."""
+    partial_min_ms: int = 400
+    """Utterance audio needed before its first partial."""
+    speculate: bool = True
+    """Decode a speculative final at each pause (see the module doc)."""
+    speculate_after_ms: int = 20
+    """Pause (beyond webrtcvad's own ~100 ms hangover) before speculating."""
+
+    def __post_init__(self) -> None:
+        if self.partial_interval_ms < 100 or self.partial_min_ms < 0:
+            raise ValueError("partial_interval_ms must be >= 100 and partial_min_ms >= 0")
+        if self.speculate_after_ms < 0:
+            raise ValueError("speculate_after_ms must not be negative")
+
+
+@dataclass(frozen=True)
+class UtteranceStarted:
+    utterance_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    utterance_id: str
+    at_ms: int
+    started_at_ms: int
+
+
+@dataclass(frozen=True)
+class TranscriptUpdate:
+    utterance_id: str
+    text: str
+    confidence: float
+    start_ms: int
+    end_ms: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class RecognitionOverloaded:
+    utterance_id: str
+    message: str
+
+
+RecognitionEvent = UtteranceStarted | UtteranceEnded | TranscriptUpdate | RecognitionOverloaded
+
+
+@dataclass(frozen=True)
+class FinalTiming:
+    """How one final came about, for metrics and benchmarks."""
+
+    utterance_id: str
+    audio_s: float
+    seconds_after_end: float
+    """From the moment the end of the utterance was declared to the final being emitted."""
+    speculative: bool
+    """True when the speculative decode became the final."""
+
+
+@dataclass
+class _Speculation:
+    job: Job
+    last_voiced_ms: int
+    audio_end_ms: int
+
+
+_VAD_HANGOVER_MS = 100
+"""How long webrtcvad keeps reporting speech after it ended (modes 2-3; see :mod:`.vad`)."""
+
+
+class StreamingRecognizer:
+    def __init__(
+        self,
+        session_id: str,
+        pool: RecognitionPool,
+        emit: Callable[[RecognitionEvent], None],
+        vad: VadSettings | None = None,
+        settings: StreamingSettings | None = None,
+        on_final: Callable[[FinalTiming], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.partials = False
+        """Whether partial transcripts are wanted (the runtime's ConverseStart says)."""
+        self.settings = settings or StreamingSettings()
+        self._pool = pool
+        self._emit = emit
+        self._on_final = on_final
+        self._segmenter = Segmenter(vad)
+        self._utterance: str | None = None
+        self._started_ms = 0
+        self._spec: _Speculation | None = None
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_job: tuple[Job, int] | None = None  # the partial decoding, its audio end
+        self._last_partial_ms = 0
+        self._last_partial_text = ""
+        self._finals: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._utterance is not None
+
+    def push(self, pcm: bytes, start_ms: int) -> None:
+        """Feed caller audio (16 kHz mono s16le) that starts at call time ``start_ms``."""
+        if self._closed:
+            return
+        for event in self._segmenter.push(pcm, start_ms):
+            self._on_segment(event)
+        if self._utterance is not None:
+            self._maybe_speculate()
+            self._maybe_partial()
+
+    async def finish(self, now_ms: int) -> None:
+        """The audio stream ended at ``now_ms``: close an open utterance and wait for its final
+        (and every final still being decoded)."""
+        if not self._closed:
+            for event in self._segmenter.flush(now_ms):
+                self._on_segment(event)
+        while self._finals:
+            await asyncio.gather(*self._finals, return_exceptions=True)
+            self._finals = [t for t in self._finals if not t.done()]
+
+    async def aclose(self) -> None:
+        """Stop at once: drop pending work, emit nothing more."""
+        self._closed = True
+        self._drop_speculation()
+        self._stop_partial()
+        tasks = list(self._finals)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._finals.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _on_segment(self, event: SpeechStarted | SpeechEnded) -> None:
+        if isinstance(event, SpeechStarted):
+            self._utterance = event.utterance_id
+            self._started_ms = event.at_ms
+            self._last_partial_ms = event.at_ms
+            self._last_partial_text = ""
+            self._emit(UtteranceStarted(event.utterance_id, event.at_ms))
+            return
+        spec, self._spec = self._spec, None
+        if spec is not None and event.at_ms > spec.audio_end_ms:
+            spec.job.cancel()  # the caller spoke after the pause it was taken at
+            spec = None
+        self._utterance = None
+        self._stop_partial(keep=spec.job if spec is not None else None)
+        self._emit(UtteranceEnded(event.utterance_id, event.at_ms, event.started_at_ms))
+        previous = self._finals[-1] if self._finals else None
+        task = asyncio.get_running_loop().create_task(
+            self._finalize(event, spec, previous, time.perf_counter()),
+            name=f"asr-final-{self.session_id}-{event.utterance_id}",
+        )
+        self._finals.append(task)
+        task.add_done_callback(self._final_done)
+
+    def _final_done(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._finals.remove(task)
+
+    async def _finalize(
+        self,
+        ended: SpeechEnded,
+        spec: _Speculation | None,
+        previous: asyncio.Task[None] | None,
+        ended_at: float,
+    ) -> None:
+        result = await spec.job.result() if spec is not None else None
+        speculative = result is not None
+        overloaded: str | None = None
+        if result is None:
+            try:
+                result = await self._pool.final(self.session_id, ended.audio)
+            except Overloaded as exc:
+                overloaded = str(exc)
+        if previous is not None:  # finals go out in utterance order
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(previous)
+        if self._closed:
+            return
+        if overloaded is not None:
+            self._emit(RecognitionOverloaded(ended.utterance_id, overloaded))
+        text, confidence = (result.text, result.confidence) if result is not None else ("", 0.0)
+        self._emit(
+            TranscriptUpdate(
+                ended.utterance_id, text, confidence, ended.started_at_ms, ended.at_ms, final=True
+            )
+        )
+        if self._on_final is not None:
+            self._on_final(
+                FinalTiming(
+                    ended.utterance_id,
+                    len(ended.audio) / 16000,
+                    time.perf_counter() - ended_at,
+                    speculative,
+                )
+            )
+
+    def _stop_partial(self, keep: Job | None = None) -> None:
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
+        if self._partial_job is not None:
+            if self._partial_job[0] is not keep:  # unless it became the speculation
+                self._partial_job[0].cancel()
+            self._partial_job = None
+
+    def _drop_speculation(self) -> None:
+        if self._spec is not None:
+            self._spec.job.cancel()
+            self._spec = None
+
+    def _maybe_speculate(self) -> None:
+        if not self.settings.speculate:
+            return
+        seg = self._segmenter
+        voiced, position = seg.last_voiced_ms, seg.position_ms
+        if voiced is None or position is None or position <= voiced:
+            self._drop_speculation()  # speaking
+            return
+        if self._spec is not None:
+            if self._spec.last_voiced_ms == voiced:
+                return  # already decoding this pause
+            self._drop_speculation()  # an older pause: the caller spoke since
+        if position - voiced < self.settings.speculate_after_ms:
+            return
+        if self._partial_job is not None:
+            # A partial taken at most webrtcvad's hangover before the pause already holds all
+            # of the speech: let it finish as the speculation instead of aborting it.
+            job, audio_end = self._partial_job
+            if audio_end >= voiced - _VAD_HANGOVER_MS and self._pool.promote(job):
+                self._spec = _Speculation(job, voiced, audio_end)
+                return
+        current = seg.current()
+        if current is None or not self._pool.can_accept_final():
+            return
+        try:
+            job = self._pool.submit(self.session_id, current[1], "final")
+        except Overloaded:
+            return
+        self._spec = _Speculation(job, voiced, position)
+
+    def _maybe_partial(self) -> None:
+        if not self.partials or self._partial is not None or self._spec is not None:
+            return
+        position = self._segmenter.position_ms
+        if position is None:
+            return
+        s = self.settings
+        if position - self._started_ms < s.partial_min_ms:
+            return
+        if position - self._last_partial_ms < s.partial_interval_ms:
+            return
+        current = self._segmenter.current()
+        if current is None:
+            return
+        self._last_partial_ms = position
+        uid, audio = current
+        job = self._pool.submit(self.session_id, audio, "partial")
+        self._partial_job = (job, position)
+        self._partial = asyncio.get_running_loop().create_task(
+            self._run_partial(uid, job, position), name=f"asr-partial-{self.session_id}-{uid}"
+        )
+
+    async def _run_partial(self, uid: str, job: Job, position: int) -> None:
+        try:
+            # Shielded: stopping this task must not cancel a job promoted to the final.
+            result = await asyncio.shield(job.result())
+        finally:
+            if self._partial is asyncio.current_task():
+                self._partial = None
+                self._partial_job = None
+        if result is None or self._closed or self._utterance != uid:
+            return
+        text = result.text.strip()
+        if not text or text == self._last_partial_text:
+            return
+        self._last_partial_text = text
+        self._emit(
+            TranscriptUpdate(uid, text, result.confidence, self._started_ms, position, final=False)
+        )

@@ -1,0 +1,105 @@
+"""Warm the prompt cache with the fixed prompts of the dialogs a deployment serves.
+
+The speech gateway does not interpret dialogs (the runtime does); it only needs their prompt
+texts. It reads the same documents the runtime loads (the Dialog ConfigMap mounted as a
+directory, or files given to ``voicetyped up``): every ``play_tts`` action's ``text`` with its
+``voice`` (or the dialog's ``settings.voice``). Templated prompts (``{{ ... }}``) differ per call
+and are skipped by the synthesizer. A document may also be a ``Dialog`` resource
+(``kind: Dialog`` with the dialog under ``spec``). The directory is polled; changed files are
+warmed again (already-cached prompts cost nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from voicetyped.service.config import config_files
+from voicetyped.service.logs import get_logger
+
+from voicetyped_speech.tts import Synthesizer, TTSError, VoiceError
+
+log = get_logger("voicetyped.speech.warmup")
+
+
+def _walk(node: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(node, Mapping):
+        play = node.get("play_tts")
+        if isinstance(play, Mapping):
+            yield play
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def dialog_prompts(document: Any) -> list[tuple[str, str]]:
+    """``(text, voice)`` of every play_tts action in a dialog document (voice "" = default)."""
+    if not isinstance(document, Mapping):
+        return []
+    if document.get("kind") == "Dialog" and isinstance(document.get("spec"), Mapping):
+        document = document["spec"]
+    settings = document.get("settings")
+    default = settings.get("voice") if isinstance(settings, Mapping) else None
+    prompts: list[tuple[str, str]] = []
+    for play in _walk(document):
+        text = play.get("text")
+        voice = play.get("voice") or default or ""
+        if isinstance(text, str) and isinstance(voice, str):
+            prompts.append((text, voice))
+    return list(dict.fromkeys(prompts))
+
+
+def read_prompts(directory: Path) -> list[tuple[str, str]]:
+    """Prompts of every dialog document in ``directory`` (blocking: call in a thread).
+    Unreadable documents are logged and skipped."""
+    prompts: list[tuple[str, str]] = []
+    for path, _ in config_files(directory):
+        try:
+            for document in yaml.safe_load_all(path.read_text("utf-8")):
+                prompts.extend(dialog_prompts(document))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            log.warning("dialog document unreadable for warm-up", path=str(path), error=str(exc))
+    return list(dict.fromkeys(prompts))
+
+
+async def warm_prompts(
+    synth: Synthesizer, prompts: Sequence[tuple[str, str]], rates: Sequence[int], default: str
+) -> int:
+    """Synthesize ``prompts`` into the cache; returns how many were newly synthesized."""
+    by_voice: dict[str, list[str]] = {}
+    for text, voice in prompts:
+        by_voice.setdefault(voice or default, []).append(text)
+    synthesized = 0
+    for voice, texts in by_voice.items():
+        for rate in rates:
+            try:
+                report = await synth.warm_up(texts, voice, rate)
+            except (TTSError, VoiceError, OSError) as exc:
+                log.warning("prompt warm-up failed", voice=voice, rate=rate, error=str(exc))
+                continue
+            synthesized += report.synthesized
+    return synthesized
+
+
+async def watch_and_warm(
+    synth: Synthesizer, directory: Path, rates: Sequence[int], default: str, poll_s: float
+) -> None:
+    """Warm ``directory``'s prompts now and again whenever its files change (runs forever)."""
+    seen: list[tuple[Path, float]] | None = None
+    while True:
+        try:
+            files = await asyncio.to_thread(config_files, directory)
+        except OSError as exc:
+            log.warning("dialog directory unreadable", path=str(directory), error=str(exc))
+            files = seen or []
+        if files != seen:
+            seen = files
+            prompts = await asyncio.to_thread(read_prompts, directory)
+            count = await warm_prompts(synth, prompts, rates, default)
+            log.info("prompt cache warmed", prompts=len(prompts), synthesized=count)
+        await asyncio.sleep(poll_s)
