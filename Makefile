@@ -30,7 +30,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 
 # Debian packages the test suites need (real peers, not mocks).
-APT_PACKAGES := redis-server
+APT_PACKAGES := redis-server sip-tester baresip libopus0
 
 SRC_DIRS := common images conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile)

@@ -1,13 +1,266 @@
-"""Assembles the media service process."""
+"""Assembles the media gateway process: SIP listeners, RTP ports, the playout clock, the gRPC
+channels to the speech gateway and the runtime, admission control and graceful drain."""
 
 from __future__ import annotations
 
-from voicetyped.service.app import ServiceApp
+import asyncio
+import contextlib
 
+import grpc
+from aiosipua import IncomingCall, SipRequest, SipTransport
+from prometheus_client import REGISTRY, CollectorRegistry
+from voicetyped.service.app import ServiceApp
+from voicetyped.service.grpc_client import create_channel
+from voicetyped.service.logs import get_logger
+from voicetyped.v1 import runtime_pb2
+
+from voicetyped_media.call import CallConfig, MediaCall, Services
 from voicetyped_media.config import MediaSettings
+from voicetyped_media.metrics import MediaMetrics
+from voicetyped_media.rtp.pacer import Pacer
+from voicetyped_media.rtp.ports import PortPool
+from voicetyped_media.sdp import SdpError, negotiate
+from voicetyped_media.sip.inbound import InboundPolicy
+from voicetyped_media.sip.server import Handlers, SipServer
+from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
+from voicetyped_media.sip.validate import Problem
 
 SERVICE_NAME = "media"
 
+log = get_logger("voicetyped.media")
+ENDED = runtime_pb2.CallEnded
+_END_REASON = {
+    "bye": (ENDED.REASON_CALLER_HANGUP, 200),
+    "cancel": (ENDED.REASON_CALLER_HANGUP, 487),
+    "ack_timeout": (ENDED.REASON_FAILED, 408),
+    "session_expired": (ENDED.REASON_FAILED, 408),
+}
 
-def build_app(settings: MediaSettings) -> ServiceApp:
-    return ServiceApp(name=SERVICE_NAME, settings=settings)
+
+class MediaGateway:
+    def __init__(self, settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -> None:
+        self.settings = settings
+        self.metrics = MediaMetrics(registry)
+        self.calls: dict[str, MediaCall] = {}
+        self.draining = False
+        self.policy = InboundPolicy.build(
+            settings.allowed_cidrs, settings.digest_users_file, settings.digest_realm
+        )
+        self.ports = PortPool(settings.rtp_host, settings.rtp_port_min, settings.rtp_port_max)
+        self.pacer = Pacer()
+        self.sip: SipServer | None = None
+        self.sip_port = settings.sip_port
+        self._channels: list[grpc.aio.Channel] = []
+        self._pacer_task: asyncio.Task[None] | None = None
+        self._answering: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()  # set whenever no call is in progress
+        self._idle.set()
+        self.metrics.capacity.set(settings.max_calls)
+        self.metrics.track(lambda: len(self.calls), lambda: self.pacer.stats.late_ticks)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        speech = create_channel(s.speech_target)
+        runtime = create_channel(s.runtime_target)
+        self._channels = [speech, runtime]
+        self.services = Services(
+            self.ports, self.pacer, speech, runtime, self.metrics, self._send_in_dialog
+        )
+        on_reject = lambda problem, addr: self.metrics.sip_rejected.labels(  # noqa: E731
+            str(problem.status)
+        ).inc()
+        transports: list[SipTransport] = []
+        port = s.sip_port
+        for kind in s.sip_transports:
+            cls = GuardedUdpTransport if kind == "udp" else GuardedTcpTransport
+            transport = cls(local_addr=(s.sip_host, port), guard=guard(s.user_agent, on_reject))
+            transports.append(transport)
+        self.sip = SipServer(
+            transports,
+            Handlers(
+                admit=self._admit,
+                new_call=self._new_call,
+                reinvite=self._reinvite,
+                ended=self._ended,
+                dtmf=self._dtmf,
+                transfer_progress=self._transfer_progress,
+                draining=lambda: self.draining,
+            ),
+            user_agent=s.user_agent,
+            session_expires=s.session_expires_s,
+            min_se=s.min_se_s,
+        )
+        await self._start_sip(transports)
+        self._pacer_task = asyncio.create_task(self.pacer.run(), name="playout-clock")
+        log.info(
+            "SIP listening",
+            sip_port=self.sip_port,
+            transports=s.sip_transports,
+            media_ip=s.sdp_address(),
+            rtp_ports=f"{s.rtp_port_min}-{s.rtp_port_max}",
+        )
+
+    async def _start_sip(self, transports: list[SipTransport]) -> None:
+        assert self.sip is not None
+        first = transports[0]
+        await self.sip.uases[0].start()
+        bound = self._bound_port(first)
+        self.sip_port = bound
+        for uas, transport in zip(self.sip.uases[1:], transports[1:], strict=True):
+            transport.local_addr = (transport.local_addr[0], bound)  # same port for UDP and TCP
+            await uas.start()
+
+    @staticmethod
+    def _bound_port(transport: SipTransport) -> int:
+        udp = getattr(transport, "_udp_transport", None)
+        if udp is not None:
+            return int(udp.get_extra_info("sockname")[1])
+        server = getattr(transport, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+        return transport.local_addr[1]
+
+    async def ready(self) -> str | None:
+        if self.sip is None:
+            return "SIP not listening"
+        if len(self.calls) >= self.settings.max_calls:
+            return "at call capacity"
+        return None
+
+    async def drain(self, remaining_s: float) -> None:
+        """Refuse new calls (503), let calls in progress finish within the grace period, then
+        hang up those still going (BYE, CallEnded FAILED)."""
+        self.draining = True
+        log.info("draining", calls=len(self.calls))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(remaining_s - 1.0, 0.0)):
+                await self._idle.wait()
+        if self.calls:
+            log.warning("hanging up calls at the end of the grace period", calls=len(self.calls))
+            await asyncio.gather(
+                *(self._hang_up(call) for call in list(self.calls.values())),
+                return_exceptions=True,
+            )
+
+    async def _hang_up(self, call: MediaCall) -> None:
+        await call.hang_up()
+        await call.end(ENDED.REASON_FAILED, 503)
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            await call.end(ENDED.REASON_FAILED, 503)
+        if self._pacer_task is not None:
+            self._pacer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacer_task
+        if self.sip is not None:
+            await self.sip.stop()
+        for channel in self._channels:
+            await channel.close(None)
+
+    # -- SIP handlers ------------------------------------------------------------------------
+
+    def _admit(self, request: SipRequest, source: tuple[str, int]) -> Problem | None:
+        s = self.settings
+        retry = {"Retry-After": str(s.retry_after_s)}
+        if self.draining:
+            self.metrics.refused.labels("draining").inc()
+            return Problem(503, "Service Unavailable", "shutting down", retry)
+        problem = self.policy.check(request, source)
+        if problem is not None:
+            self.metrics.refused.labels("forbidden" if problem.status == 403 else "auth").inc()
+            return problem
+        if len(self.calls) + len(self._answering) >= s.max_calls:
+            self.metrics.refused.labels("capacity").inc()
+            return Problem(503, "Service Unavailable", "at call capacity", retry)
+        if self.ports.in_use >= self.ports.capacity:
+            self.metrics.refused.labels("capacity").inc()
+            return Problem(503, "Service Unavailable", "no RTP ports free", retry)
+        if not request.body:
+            self.metrics.refused.labels("no_offer").inc()
+            return Problem(488, "Not Acceptable Here", "an SDP offer is required in the INVITE")
+        try:
+            negotiate(request.text, s.sdp_address(), 9, tuple(s.codecs))
+        except SdpError as exc:
+            self.metrics.refused.labels("sdp").inc()
+            return Problem(488, "Not Acceptable Here", str(exc))
+        return None
+
+    def _dialog_for(self, call: IncomingCall) -> str:
+        uri = call.invite.uri
+        user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
+        return self.settings.dialog_routes.get(user, self.settings.dialog)
+
+    def _new_call(self, sip_call: IncomingCall) -> None:
+        s = self.settings
+        call = MediaCall(
+            sip_call,
+            CallConfig(
+                local_ip=s.rtp_host,
+                advertised_ip=s.sdp_address(),
+                codecs=tuple(s.codecs),
+                inband_dtmf=s.inband_dtmf,
+                passed_headers=tuple(s.passed_headers),
+                dialog=self._dialog_for(sip_call),
+                symmetric_rtp=s.symmetric_rtp,
+                ring_ms=s.ring_ms,
+            ),
+            self.services,
+            self._call_ended,
+        )
+        self.calls[sip_call.call_id] = call
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(
+            call.answer(), name=f"answer-{call.session_id}"
+        )
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    def _call_ended(self, call: MediaCall) -> None:
+        if self.calls.get(call.sip.call_id) is call:
+            del self.calls[call.sip.call_id]
+        if not self.calls:
+            self._idle.set()
+
+    def _reinvite(self, sip_call: IncomingCall) -> None:
+        call = self.calls.get(sip_call.call_id)
+        if call is None:
+            sip_call.reject(481, "Call/Transaction Does Not Exist")
+            return
+        call.reinvite(sip_call.invite)
+
+    def _ended(self, call_id: str, why: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            reason, code = _END_REASON[why]
+            call.remote_ended(reason, code)
+
+    def _dtmf(self, sip_call: IncomingCall, digit: str, duration_ms: int) -> None:
+        call = self.calls.get(sip_call.call_id)
+        if call is not None:
+            call.dtmf(digit, duration_ms, "sip_info")
+
+    def _transfer_progress(self, call_id: str, status: int, reason: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.transfer_progress(status, reason)
+
+    async def _send_in_dialog(
+        self, call: IncomingCall, method: str, headers: dict[str, str], body: str
+    ) -> object:
+        assert self.sip is not None
+        return await self.sip.send_in_dialog(call, method, headers, body)
+
+
+def build_app(settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -> ServiceApp:
+    gateway = MediaGateway(settings, registry)
+    return ServiceApp(
+        name=SERVICE_NAME,
+        settings=settings,
+        readiness_checks={"sip": gateway.ready},
+        on_startup=[gateway.start],
+        on_drain=[gateway.drain],
+        on_shutdown=[gateway.stop],
+    )

@@ -1,12 +1,80 @@
-"""Settings of the media service (see voicetyped.service.config for the common ones)."""
+"""Settings of the media gateway (see voicetyped.service.config for the common ones).
+
+Environment: ``VOICETYPED_SIP_PORT=5060``, ``VOICETYPED_RTP_PORT_MIN=20000``,
+``VOICETYPED_ALLOWED_CIDRS='["10.0.0.0/8"]'``, ``VOICETYPED_CODECS='["PCMU","PCMA"]'``...
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
 from voicetyped.service.config import ServiceSettings
+
+Codec = Literal["opus", "G722", "PCMU", "PCMA"]
 
 
 class MediaSettings(ServiceSettings):
     # Distinct default ports let all four services run side by side on one machine.
     http_port: int = Field(8081, ge=0, le=65535)
     grpc_port: int = Field(50061, ge=0, le=65535)
+
+    sip_host: str = Field("0.0.0.0", description="Bind address of the SIP listeners.")
+    sip_port: int = Field(5060, ge=0, le=65535, description="SIP port (UDP and TCP).")
+    sip_transports: list[Literal["udp", "tcp"]] = Field(default=["udp", "tcp"])
+    rtp_host: str = Field("0.0.0.0", description="Bind address of RTP sockets.")
+    media_ip: str = Field(
+        "",
+        description="Address written into SDP and Contact (the pod IP, or the node's with "
+        "hostNetwork); empty: advertise_host, else 127.0.0.1 for a wildcard bind.",
+    )
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(20999, ge=1025, le=65535)
+    codecs: list[Codec] = Field(
+        default=["opus", "G722", "PCMU", "PCMA"],
+        description="Codecs offered and accepted; the caller's order of preference decides.",
+    )
+    max_calls: int = Field(200, ge=1, description="Calls admitted at once; beyond: 503.")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 (capacity, drain).")
+    allowed_cidrs: list[str] = Field(
+        default_factory=list, description="Source networks allowed to call in; empty: any."
+    )
+    digest_users_file: Path | None = Field(
+        None, description="user:password lines (Secret mount): digest authentication on."
+    )
+    digest_realm: str = "voicetyped"
+    session_expires_s: int | None = Field(1800, ge=90, description="RFC 4028; None: off.")
+    min_se_s: int = Field(90, ge=90)
+    inband_dtmf: Literal["auto", "on", "off"] = Field(
+        "auto", description="Detect DTMF tones in the audio: auto = when no telephone-event."
+    )
+    symmetric_rtp: bool = Field(True, description="Send media where the caller's comes from.")
+    passed_headers: list[str] = Field(
+        default=["P-Asserted-Identity", "Diversion", "X-Customer-Id"],
+        description="INVITE headers passed on to the runtime (CallerInfo.sip_headers).",
+    )
+    dialog: str = Field("", description="Dialog for calls; empty: the runtime's default.")
+    dialog_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Called user part (Request-URI user) -> dialog name; others use `dialog`.",
+    )
+    speech_target: str = Field("127.0.0.1:50062", description="Speech gateway host:port.")
+    runtime_target: str = Field("127.0.0.1:50063", description="Runtime host:port.")
+    user_agent: str = "voicetyped-media"
+    ring_ms: int = Field(0, ge=0, le=10_000, description="Ring this long before answering.")
+
+    @model_validator(mode="after")
+    def _ports(self) -> MediaSettings:
+        if self.rtp_port_max - self.rtp_port_min < 2:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
+        if not self.codecs:
+            raise ValueError("codecs must name at least one codec")
+        return self
+
+    def sdp_address(self) -> str:
+        if self.media_ip:
+            return self.media_ip
+        if self.advertise_host:
+            return self.advertise_host
+        return "127.0.0.1" if self.rtp_host in ("0.0.0.0", "", "::") else self.rtp_host

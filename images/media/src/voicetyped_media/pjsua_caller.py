@@ -1,0 +1,168 @@
+"""An independent SIP caller built on PJSIP (pjsua2), run as its own process by the tests.
+
+    python pjsua_caller.py --target sip:bot@127.0.0.1:5060 --play in.wav --record out.wav \
+        --codec PCMU/8000 --seconds 8 --actions '[{"at": 2, "do": "dtmf_info", "digits": "12"}]'
+
+Plays a WAV into the call, records what it hears, performs timed actions (``dtmf_info``,
+``dtmf_rfc``, ``hold``, ``unhold``, ``hangup``) and prints one JSON object per line for what
+happens (call states, a transfer request and its target, errors). A REFER from the gateway is
+accepted the PJSIP way: pjsua calls the target and reports progress back with NOTIFYs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+
+def emit(**event: Any) -> None:
+    print(json.dumps(event), flush=True)
+
+
+class Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: pj.Account, args: argparse.Namespace, call_id: int = -1) -> None:
+        super().__init__(account, call_id)
+        self.args = args
+        self.player: pj.AudioMediaPlayer | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.state = ""
+        self.disconnected = False
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 callback
+        info = self.getInfo()
+        self.state = info.stateText
+        self.disconnected = info.state == pj.PJSIP_INV_STATE_DISCONNECTED
+        emit(event="state", state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+        info = self.getInfo()
+        for i, media in enumerate(info.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            emit(event="media", status=int(media.status))
+            if media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            audio = self.getAudioMedia(i)
+            # (Re)connect after every media change: a re-INVITE gives the call a new port.
+            if self.args.play:
+                if self.player is None:
+                    self.player = pj.AudioMediaPlayer()
+                    self.player.createPlayer(self.args.play, pj.PJMEDIA_FILE_NO_LOOP)
+                self.player.startTransmit(audio)
+            if self.args.record:
+                if self.recorder is None:
+                    self.recorder = pj.AudioMediaRecorder()
+                    self.recorder.createRecorder(self.args.record)
+                audio.startTransmit(self.recorder)
+
+    def onCallTransferRequest(self, prm: Any) -> None:  # noqa: N802
+        emit(event="transfer", target=prm.dstUri)
+        prm.statusCode = 202
+
+    def onCallTransferStatus(self, prm: Any) -> None:  # noqa: N802
+        emit(event="transfer_status", code=prm.statusCode, final=bool(prm.finalNotify))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--play", default="")
+    parser.add_argument("--record", default="")
+    parser.add_argument("--codec", default="PCMU/8000")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--actions", default="[]")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    actions = sorted(json.loads(args.actions), key=lambda a: a["at"])
+
+    ep = pj.Endpoint()
+    ep.libCreate()
+    config = pj.EpConfig()
+    config.logConfig.level = 1
+    config.logConfig.consoleLevel = 1
+    config.uaConfig.maxCalls = 4
+    config.medConfig.clockRate = 16000
+    config.medConfig.noVad = True
+    ep.libInit(config)
+    transport = pj.TransportConfig()
+    transport.port = args.port
+    transport.boundAddress = "127.0.0.1"
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    ep.libStart()
+    ep.audDevManager().setNullDev()
+    for codec in ep.codecEnum2():
+        ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith(args.codec) else 0)
+
+    account_config = pj.AccountConfig()
+    account_config.idUri = "sip:pjsua@127.0.0.1"
+    account_config.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    account = pj.Account()
+    account.create(account_config)
+
+    call = Call(account, args)
+    prm = pj.CallOpParam(True)
+    try:
+        call.makeCall(args.target, prm)
+    except pj.Error as exc:
+        emit(event="error", reason=exc.info())
+        return 1
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < args.seconds:
+            ep.libHandleEvents(10)
+            now = time.monotonic() - started
+            while actions and actions[0]["at"] <= now:
+                action = actions.pop(0)
+                emit(event="action", do=action["do"], rx_packets=received_packets(call))
+                try:
+                    run(call, action)
+                except pj.Error as exc:
+                    emit(event="error", reason=exc.info())
+            if call.disconnected:
+                break
+        if call.state and not call.disconnected:
+            call.hangup(pj.CallOpParam())
+        for _ in range(50):  # let the BYE/200 and recorder finish
+            ep.libHandleEvents(10)
+    finally:
+        call.player = call.recorder = None
+        del call
+        ep.libDestroy()
+    return 0
+
+
+def received_packets(call: Call) -> int:
+    """RTP packets received on the call's audio stream so far (-1 when there is no stream)."""
+    try:
+        return int(call.getStreamStat(0).rtcp.rxStat.pkt)
+    except pj.Error:
+        return -1
+
+
+def run(call: Call, action: dict[str, Any]) -> None:
+    kind = action["do"]
+    if kind in ("dtmf_info", "dtmf_rfc"):
+        dtmf = pj.CallSendDtmfParam()
+        dtmf.digits = action["digits"]
+        dtmf.duration = action.get("duration", 160)
+        dtmf.method = (
+            pj.PJSUA_DTMF_METHOD_SIP_INFO if kind == "dtmf_info" else pj.PJSUA_DTMF_METHOD_RFC2833
+        )
+        call.sendDtmf(dtmf)
+    elif kind == "hold":
+        call.setHold(pj.CallOpParam(True))
+    elif kind == "unhold":
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        call.reinvite(prm)
+    elif kind == "hangup":
+        call.hangup(pj.CallOpParam())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""RTP media: port pool, receive path (reorder, conceal, resample), paced sending."""

@@ -1,0 +1,121 @@
+"""Paced playback: one 20 ms clock for every call of the process.
+
+A per-call timer would wake the event loop 50 times a second per call; one clock ticks for all
+of them and, on each tick, sends one frame per playing call (an encoded silence frame while the
+bot is quiet, so NAT bindings and RTP inactivity timers on the caller's side stay alive; nothing
+while the caller holds the call). Ticks are scheduled on absolute deadlines so the rate does not
+drift; a tick that comes more than ``late_ms`` after its deadline is counted as late, and after
+a stall of several frames the clock skips ahead instead of bursting.
+
+Barge-in: :meth:`Playout.flush` drops the queued audio of a request at once, so sound stops
+within the frame being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voicetyped_media.rtp.stream import MediaStream
+
+FRAME_S = 0.020
+
+
+@dataclass
+class PacerStats:
+    ticks: int = 0
+    late_ticks: int = 0
+    skipped_ticks: int = 0
+    frames_sent: int = 0
+    max_lateness_s: float = 0.0
+
+
+class Playout:
+    """One call's queue of 20 ms frames (PCM at the codec's rate) waiting to be sent."""
+
+    def __init__(self, stream: MediaStream, on_played: Callable[[str], None] | None = None) -> None:
+        self.stream = stream
+        self._frames: deque[tuple[str, bytes]] = deque()
+        self._pending: dict[str, bytearray] = {}
+        self._frame_bytes = stream.codec.frame_samples * 2
+        self._silence = stream.codec.silence()
+        self._on_played = on_played
+        self.held = False
+        self.playing = ""
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._frames)
+
+    def add(self, request_id: str, pcm: bytes, last: bool) -> None:
+        """Queue playback audio (any length); ``last`` ends the request."""
+        buf = self._pending.setdefault(request_id, bytearray())
+        buf += pcm
+        fb = self._frame_bytes
+        while len(buf) >= fb:
+            self._frames.append((request_id, bytes(buf[:fb])))
+            del buf[:fb]
+        if last:
+            if buf:
+                self._frames.append((request_id, bytes(buf) + bytes(fb - len(buf))))
+            del self._pending[request_id]
+            self._frames.append((request_id, b""))  # end marker: reported when reached
+
+    def flush(self, request_id: str = "") -> int:
+        """Drop queued audio of ``request_id`` (all when empty); returns the frames dropped."""
+        before = len(self._frames)
+        if request_id:
+            self._frames = deque(f for f in self._frames if f[0] != request_id)
+            self._pending.pop(request_id, None)
+        else:
+            self._frames.clear()
+            self._pending.clear()
+        return before - len(self._frames)
+
+    def tick(self) -> bool:
+        """Send this frame time's packet; True when a frame was sent."""
+        if self.held:
+            self.stream.skip_frame()
+            return False
+        while self._frames:
+            request_id, pcm = self._frames.popleft()
+            if pcm:
+                self.playing = request_id
+                self.stream.send_pcm(pcm)
+                return True
+            self.playing = ""
+            if self._on_played is not None:
+                self._on_played(request_id)
+        self.stream.send_payload(self._silence)
+        return True
+
+
+@dataclass
+class Pacer:
+    late_ms: float = 10.0
+    playouts: set[Playout] = field(default_factory=set)
+    stats: PacerStats = field(default_factory=PacerStats)
+
+    async def run(self) -> None:
+        deadline = time.monotonic()
+        while True:
+            deadline += FRAME_S
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            lateness = now - deadline
+            self.stats.ticks += 1
+            if lateness * 1000 > self.late_ms:
+                self.stats.late_ticks += 1
+            self.stats.max_lateness_s = max(self.stats.max_lateness_s, lateness)
+            if lateness > 5 * FRAME_S:  # a stall: skip ahead rather than burst
+                skipped = int(lateness / FRAME_S)
+                self.stats.skipped_ticks += skipped
+                deadline += skipped * FRAME_S
+            for playout in list(self.playouts):
+                if playout.tick():
+                    self.stats.frames_sent += 1

@@ -1,0 +1,214 @@
+"""SDP offer/answer for one audio stream (RFC 3264), with the codecs the gateway decodes.
+
+Why not aiosipua's negotiation: it answers Opus only at payload type 111 and as ``opus/48000``
+(no ``/2``, which RFC 7587 requires), always answers telephone-event at 101 whatever the offer
+used, and raises (no answer at all) on offers it cannot read. Here:
+
+- the offerer's codec order decides (RFC 3264 §6.1), among the enabled codecs;
+- dynamic payload types are taken from the offer (Opus, telephone-event at any PT 96-127);
+- every m-line of the offer gets one in the answer (others rejected with port 0, §6);
+- direction mirrors the offer (sendonly -> recvonly ...), ``c=0.0.0.0`` counts as hold
+  (RFC 2543 style);
+- anything unusable raises :class:`SdpError` with a reason for the 488 Warning.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from aiosipua import SdpMessage, parse_sdp
+from aiosipua.sdp import MediaDescription
+
+CODEC_NAMES = ("opus", "G722", "PCMU", "PCMA")
+STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
+_AVP = ("RTP/AVP", "RTP/AVPF")
+_session_version = itertools.count(int(time.time()))
+
+
+class SdpError(ValueError):
+    """The offer cannot be used; the message names why (for a 488 Warning)."""
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    name: str  # opus | G722 | PCMU | PCMA
+    payload_type: int
+    clock_rate: int  # RTP clock (G.722: 8000 by RFC 3551; Opus: 48000)
+    channels: int = 1
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    codec: CodecChoice
+    telephone_event: int | None
+    """The offer's telephone-event payload type at the codec's clock rate, if it had one."""
+    remote: tuple[str, int]
+    direction: str
+    """The offer's direction: sendrecv, sendonly (the caller holds), recvonly or inactive."""
+    answer: str
+    ptime: int
+
+    @property
+    def on_hold(self) -> bool:
+        """Whether we must not send audio (the caller put us on hold)."""
+        return self.direction in ("sendonly", "inactive")
+
+
+def parse_offer(text: str) -> SdpMessage:
+    """Parse with the checks aiosipua leaves out (raises :class:`SdpError`)."""
+    lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or lines[0] != "v=0":
+        raise SdpError("SDP must start with v=0")
+    if not any(line.startswith("o=") for line in lines):
+        raise SdpError("SDP has no o= line")
+    for line in lines:
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"malformed SDP line {line[:40]!r}")
+        if line.startswith("m="):
+            parts = line[2:].split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise SdpError(f"malformed m= line {line[:60]!r}")
+    try:
+        return parse_sdp(text)
+    except (ValueError, IndexError) as exc:
+        raise SdpError(f"malformed SDP: {exc}") from None
+
+
+def _rtpmaps(media: MediaDescription) -> dict[int, tuple[str, int, int]]:
+    """payload type -> (encoding, clock rate, channels) from a=rtpmap and the static table."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for fmt in media.formats:
+        if fmt.isdigit() and int(fmt) in STATIC:
+            name, rate = STATIC[int(fmt)]
+            out[int(fmt)] = (name, rate, 1)
+    for value in media.attributes.get("rtpmap", []):
+        pt_text, _, rest = value.partition(" ")
+        fields = rest.strip().split("/")
+        if not pt_text.isdigit() or len(fields) < 2 or not fields[1].isdigit():
+            continue
+        channels = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 1
+        out[int(pt_text)] = (fields[0], int(fields[1]), channels)
+    return out
+
+
+def _connection(offer: SdpMessage, media: MediaDescription) -> str:
+    conn = media.connection or offer.connection
+    if conn is None:
+        raise SdpError("no c= line for the audio stream")
+    return conn.address.split("/")[0]
+
+
+def negotiate(
+    offer_text: str,
+    local_ip: str,
+    local_port: int,
+    enabled: tuple[str, ...] = CODEC_NAMES,
+    ptime: int = 20,
+) -> Negotiated:
+    """Choose a codec from the offer and build the answer (raises :class:`SdpError`)."""
+    offer = parse_offer(offer_text)
+    audio_index = next(
+        (
+            i
+            for i, m in enumerate(offer.media)
+            if m.media == "audio" and m.port > 0 and m.proto.upper() in _AVP
+        ),
+        None,
+    )
+    if audio_index is None:
+        if any(m.media == "audio" and m.port > 0 for m in offer.media):
+            raise SdpError("no RTP/AVP audio stream (SRTP is not supported)")
+        raise SdpError("no audio stream offered")
+    audio = offer.media[audio_index]
+    maps = _rtpmaps(audio)
+    wanted = {name.lower() for name in enabled}
+    choice: CodecChoice | None = None
+    for fmt in audio.formats:
+        if not fmt.isdigit() or int(fmt) not in maps:
+            continue
+        name, rate, _channels = maps[int(fmt)]
+        canonical = next((c for c in CODEC_NAMES if c.lower() == name.lower()), None)
+        if canonical is None or canonical.lower() not in wanted:
+            continue
+        if canonical == "opus" and rate != 48000:
+            continue
+        if canonical in ("PCMU", "PCMA", "G722") and rate != 8000:
+            continue
+        choice = CodecChoice(canonical, int(fmt), rate, 2 if canonical == "opus" else 1)
+        break
+    if choice is None:
+        offered = ", ".join(
+            f"{maps[int(f)][0]}" for f in audio.formats if f.isdigit() and int(f) in maps
+        )
+        raise SdpError(
+            f"no common codec (offered: {offered or 'none'}; we take {', '.join(enabled)})"
+        )
+    telephone_event = next(
+        (
+            pt
+            for pt, (name, rate, _) in maps.items()
+            if name.lower() == "telephone-event"
+            and rate == choice.clock_rate
+            and str(pt) in audio.formats
+        ),
+        None,
+    )
+    address = _connection(offer, audio)
+    direction = audio.direction
+    if address == "0.0.0.0" and direction == "sendrecv":
+        direction = "sendonly"  # RFC 2543 hold
+    answer = _answer(
+        offer, audio_index, choice, telephone_event, local_ip, local_port, direction, ptime
+    )
+    return Negotiated(choice, telephone_event, (address, audio.port), direction, answer, ptime)
+
+
+_MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+
+def _answer(
+    offer: SdpMessage,
+    audio_index: int,
+    codec: CodecChoice,
+    telephone_event: int | None,
+    ip: str,
+    port: int,
+    direction: str,
+    ptime: int,
+) -> str:
+    family = "IP6" if ":" in ip else "IP4"
+    version = next(_session_version)
+    lines = [
+        "v=0",
+        f"o=voicetyped {version} {version} IN {family} {ip}",
+        "s=voicetyped",
+        f"c=IN {family} {ip}",
+        "t=0 0",
+    ]
+    for i, media in enumerate(offer.media):
+        if i != audio_index:
+            formats = " ".join(media.formats) or "0"
+            lines.append(f"m={media.media} 0 {media.proto} {formats}")
+            continue
+        pts = [str(codec.payload_type)] + (
+            [str(telephone_event)] if telephone_event is not None else []
+        )
+        lines.append(f"m=audio {port} {media.proto} {' '.join(pts)}")
+        if codec.name == "opus":
+            lines.append(f"a=rtpmap:{codec.payload_type} opus/48000/2")
+            lines.append(f"a=fmtp:{codec.payload_type} useinbandfec=1;stereo=0;sprop-stereo=0")
+        else:
+            lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}")
+        if telephone_event is not None:
+            lines.append(f"a=rtpmap:{telephone_event} telephone-event/{codec.clock_rate}")
+            lines.append(f"a=fmtp:{telephone_event} 0-16")
+        lines.append(f"a=ptime:{ptime}")
+        lines.append(f"a={_MIRROR[direction]}")
+    return "\r\n".join(lines) + "\r\n"

@@ -1,0 +1,140 @@
+"""aiosipua's UDP and TCP transports with :mod:`.validate` in front of the parser.
+
+Every incoming request is checked first; a bad one is answered here (or dropped when it cannot
+be answered) and never reaches the UAS, so the gateway keeps serving whatever it receives.
+Requests that pass are normalized for the stack: a multipart/mixed body is reduced to its
+application/sdp part (the only part a UAS acts on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosipua import TcpSipTransport, UdpSipTransport
+
+from voicetyped_media.sip.responses import error_response
+from voicetyped_media.sip.validate import Parsed, Problem, body_of, check_request
+
+log = logging.getLogger(__name__)
+
+RejectHook = Callable[[Problem, tuple[str, int]], None]
+_BOUNDARY = re.compile(r'boundary\s*=\s*"?([^";]+)"?', re.IGNORECASE)
+
+
+def sdp_from_multipart(content_type: str, body: bytes) -> bytes | None:
+    """The application/sdp part of a multipart/mixed body (RFC 2046), or None."""
+    found = _BOUNDARY.search(content_type)
+    if found is None:
+        return None
+    delimiter = b"--" + found.group(1).strip().encode()
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        if not content:
+            head, _, content = part.lstrip(b"\n").partition(b"\n\n")
+        if b"application/sdp" in head.lower():
+            return content.rstrip(b"\r\n") + b"\r\n"
+    return None
+
+
+def normalize(data: bytes, parsed: Parsed) -> bytes:
+    """The request as the stack should see it (see the module doc)."""
+    content_type = parsed.headers.first("content-type") or ""
+    if not content_type.lower().startswith("multipart/mixed"):
+        return data
+    sdp = sdp_from_multipart(content_type, body_of(parsed))
+    if sdp is None:
+        return data
+    head = data.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in data else data.split(b"\n\n", 1)[0]
+    lines = [
+        line
+        for line in head.replace(b"\r\n", b"\n").split(b"\n")
+        if not line.lower().startswith((b"content-type", b"content-length", b"c:", b"l:"))
+    ]
+    lines += [b"Content-Type: application/sdp", b"Content-Length: %d" % len(sdp)]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + sdp
+
+
+@dataclass
+class _Guard:
+    user_agent: str | None = None
+    on_reject: RejectHook | None = None
+
+    def screen(self, data: bytes, addr: tuple[str, int]) -> tuple[bytes | None, bytes | None]:
+        """(data for the stack, or None) and (an error response to send back, or None)."""
+        if not data.strip():
+            return None, None  # keep-alive (RFC 5626 CRLF ping)
+        parsed, problem = check_request(data)
+        if problem is None:
+            return (
+                normalize(data, parsed) if parsed is not None and parsed.is_request else data
+            ), None
+        if self.on_reject is not None:
+            self.on_reject(problem, addr)
+        log.info(
+            "SIP request refused",
+            extra={
+                "status": problem.status,
+                "detail": problem.detail,
+                "peer": f"{addr[0]}:{addr[1]}",
+            },
+        )
+        reply = error_response(parsed, problem, self.user_agent) if parsed is not None else None
+        return None, reply
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """aiosipua's protocol asserts a transport class that Python 3.11's selector loop does not
+    use (an error logged at every start); this one just keeps the transport."""
+
+    def __init__(self, owner: GuardedUdpTransport) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._udp_transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | Any) -> None:
+        self._owner._dispatch(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP UDP error: %s", exc)  # ICMP unreachable from a peer that left
+
+
+@dataclass
+class GuardedUdpTransport(UdpSipTransport):
+    guard: _Guard = field(default_factory=_Guard)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=self.local_addr)
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        accepted, reply = self.guard.screen(data, addr)
+        if reply is not None and self._udp_transport is not None:
+            self._udp_transport.sendto(reply, addr)  # to the source, as with rport
+        if accepted is not None:
+            super()._dispatch(accepted, addr)
+
+
+@dataclass
+class GuardedTcpTransport(TcpSipTransport):
+    guard: _Guard = field(default_factory=_Guard)
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        accepted, reply = self.guard.screen(data, addr)
+        if reply is not None:
+            conn = self._connections.get(addr)
+            if conn is not None:
+                conn[1].write(reply)
+        if accepted is not None:
+            super()._dispatch(accepted, addr)
+
+
+def guard(user_agent: str | None, on_reject: RejectHook | None) -> _Guard:
+    return _Guard(user_agent, on_reject)

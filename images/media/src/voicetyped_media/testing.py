@@ -1,0 +1,426 @@
+"""gRPC peers of the media gateway for its tests and benchmarks: the speech gateway's
+``StreamAudio`` side as a recorder and player of audio, and the runtime's ``StreamCall`` side
+as a recorder of call events that can send commands. They speak the voicetyped.v1 contracts;
+end-to-end tests run the real speech gateway and runtime instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc, session_pb2, speech_pb2, speech_pb2_grpc
+
+
+@dataclass
+class Chunk:
+    pcm: bytes
+    start_ms: int
+    sequence: int
+    arrived: float
+
+
+@dataclass
+class AudioStream:
+    session_id: str
+    playback_rate: int
+    chunks: list[Chunk] = field(default_factory=list)
+    outbox: asyncio.Queue[speech_pb2.AudioDownlink | None] = field(default_factory=asyncio.Queue)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: float = field(default_factory=time.perf_counter)
+
+    def pcm(self) -> bytes:
+        return b"".join(c.pcm for c in self.chunks)
+
+
+class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
+    """Records every call's 16 kHz audio; plays given PCM back down the stream."""
+
+    def __init__(self, host: str = "127.0.0.1", record: bool = True) -> None:
+        self.streams: dict[str, AudioStream] = {}
+        self.record = record
+        self.server = grpc.aio.server()
+        speech_pb2_grpc.add_SpeechGatewayServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:0")
+        self.host = host
+        self.changed = asyncio.Event()
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def StreamAudio(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[speech_pb2.AudioUplink], context: Any
+    ) -> AsyncIterator[speech_pb2.AudioDownlink]:
+        requests = aiter(request_iterator)
+        first = await anext(requests)
+        stream = AudioStream(first.start.session_id, first.start.playback_format.sample_rate_hz)
+        self.streams[stream.session_id] = stream
+        self.changed.set()
+
+        async def read() -> None:
+            try:
+                async for msg in requests:
+                    if msg.HasField("audio") and self.record:
+                        a = msg.audio
+                        stream.chunks.append(
+                            Chunk(a.pcm, a.start_ms, a.sequence, time.perf_counter())
+                        )
+                    elif msg.HasField("audio"):  # count only (benchmarks)
+                        a = msg.audio
+                        stream.chunks.append(
+                            Chunk(b"", a.start_ms, a.sequence, time.perf_counter())
+                        )
+            finally:
+                stream.ended.set()
+                stream.outbox.put_nowait(None)
+                self.changed.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            yield speech_pb2.AudioDownlink(
+                ready=speech_pb2.AudioStreamReady(endpoint=self.endpoint)
+            )
+            while (item := await stream.outbox.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+
+    async def Converse(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[speech_pb2.SpeechCommand], context: Any
+    ) -> AsyncIterator[speech_pb2.SpeechUpdate]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this peer is the media side only")
+        yield speech_pb2.SpeechUpdate()  # pragma: no cover - abort raises
+
+    async def wait_stream(self, timeout_s: float = 10.0, count: int = 1) -> list[AudioStream]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.streams) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return list(self.streams.values())
+
+    def play(self, session_id: str, request_id: str, pcm: bytes) -> None:
+        """Queue ``pcm`` (the stream's playback rate) in 20 ms chunks, the last one marked."""
+        stream = self.streams[session_id]
+        step = stream.playback_rate // 50 * 2
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)] or [b""]
+        for n, chunk in enumerate(chunks):
+            stream.outbox.put_nowait(
+                speech_pb2.AudioDownlink(
+                    playback=speech_pb2.PlaybackAudio(
+                        request_id=request_id, pcm=chunk, sequence=n, last=n == len(chunks) - 1
+                    )
+                )
+            )
+
+    def stop(self, session_id: str, request_id: str = "") -> None:
+        self.streams[session_id].outbox.put_nowait(
+            speech_pb2.AudioDownlink(
+                control=speech_pb2.PlaybackControl(
+                    action=speech_pb2.PlaybackControl.ACTION_STOP, request_id=request_id
+                )
+            )
+        )
+
+
+@dataclass
+class CallRecord:
+    session_id: str
+    started: runtime_pb2.CallStarted
+    events: list[runtime_pb2.CallEvent] = field(default_factory=list)
+    outbox: asyncio.Queue[runtime_pb2.CallCommand | None] = field(default_factory=asyncio.Queue)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: int = 1
+
+    def kinds(self) -> list[str]:
+        return [str(e.WhichOneof("event")) for e in self.events]
+
+    def digits(self) -> list[tuple[str, int]]:
+        return [(e.dtmf.dtmf.digit, e.dtmf.source) for e in self.events if e.HasField("dtmf")]
+
+    async def wait_for(
+        self, kind: str, timeout_s: float = 10.0, count: int = 1
+    ) -> list[runtime_pb2.CallEvent]:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = [e for e in self.events if e.WhichOneof("event") == kind]
+                if len(found) >= count:
+                    return found
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class RuntimePeer(runtime_pb2_grpc.ConversationRuntimeServicer):
+    """Records each call's events; :meth:`hangup` / :meth:`transfer` send commands."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.calls: dict[str, CallRecord] = {}
+        self.server = grpc.aio.server()
+        runtime_pb2_grpc.add_ConversationRuntimeServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:0")
+        self.host = host
+        self.changed = asyncio.Event()
+        self._commands = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def StreamCall(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[runtime_pb2.CallEvent], context: Any
+    ) -> AsyncIterator[runtime_pb2.CallCommand]:
+        requests = aiter(request_iterator)
+        first = await anext(requests)
+        record = self.calls.get(first.session_id)
+        if record is None:
+            record = CallRecord(first.session_id, first.started)
+            self.calls[first.session_id] = record
+        else:
+            record.streams += 1
+        self.changed.set()
+
+        async def read() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for event in requests:
+                    record.events.append(event)
+                    record.changed.set()
+                    if event.HasField("ended"):
+                        break
+            record.outbox.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (command := await record.outbox.get()) is not None:
+                yield command
+        finally:
+            reader.cancel()
+
+    async def wait_call(self, timeout_s: float = 10.0, count: int = 1) -> list[CallRecord]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.calls) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return list(self.calls.values())
+
+    def _send(self, session_id: str, **command: Any) -> str:
+        self._commands += 1
+        cid = f"cmd-{self._commands}"
+        self.calls[session_id].outbox.put_nowait(runtime_pb2.CallCommand(command_id=cid, **command))
+        return cid
+
+    def hangup(self, session_id: str) -> str:
+        return self._send(session_id, hangup=session_pb2.Hangup(reason_code=16))
+
+    def transfer(self, session_id: str, target: str) -> str:
+        return self._send(session_id, transfer=session_pb2.Transfer(target_uri=target))
+
+
+# -- real SIP peers as processes ---------------------------------------------------------------
+
+SIPP_PCAP = Path("/usr/share/sip-tester")
+
+
+class SipTarget(Protocol):
+    """Where the peers call: the gateway's SIP URI, and a scratch directory."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def sip_port(self) -> int: ...
+
+    @property
+    def tmp(self) -> Path: ...
+
+
+def free_udp_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+# -- peers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    code: int
+    output: str
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output.splitlines() if line.startswith("{")]
+
+
+async def run(cmd: list[str], cwd: Path | None = None, timeout_s: float = 60) -> Finished:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    return Finished(proc.returncode or 0, out.decode(errors="replace"))
+
+
+def sipp_dir(tmp: Path) -> Path:
+    """A working directory where SIPp finds its pcap/ files."""
+    work = tmp / "sipp"
+    if not work.exists():
+        work.mkdir()
+        (work / "pcap").symlink_to(SIPP_PCAP)
+    return work
+
+
+async def sipp(
+    gw: SipTarget, scenario: str, *args: str, calls: int = 1, timeout_s: float = 60
+) -> Finished:
+    which = ["-sf", scenario] if scenario.endswith(".xml") else ["-sn", scenario]
+    cmd = [
+        "sipp",
+        *which,
+        f"127.0.0.1:{gw.sip_port}",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_udp_port()),
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout_s)}s",
+        "-timeout_error",
+        "-max_recv_loops",
+        "1000",
+        *args,
+    ]
+    return await run(cmd, cwd=sipp_dir(gw.tmp), timeout_s=timeout_s + 10)
+
+
+async def pjsua(
+    gw: SipTarget,
+    *,
+    play: Path | None = None,
+    record: Path | None = None,
+    codec: str = "PCMU/8000",
+    seconds: float = 8.0,
+    actions: list[dict[str, Any]] | None = None,
+    target: str | None = None,
+) -> Finished:
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicetyped_media.pjsua_caller",
+        "--target",
+        target or gw.uri,
+        "--codec",
+        codec,
+        "--seconds",
+        str(seconds),
+        "--actions",
+        json.dumps(actions or []),
+    ]
+    if play is not None:
+        cmd += ["--play", str(play)]
+    if record is not None:
+        cmd += ["--record", str(record)]
+    return await run(cmd, timeout_s=seconds + 30)
+
+
+async def baresip(
+    gw: SipTarget, source: Path, codec: str, record_dir: Path, seconds: int = 10
+) -> Finished:
+    """baresip calls with ``source`` as its microphone and records what it hears."""
+    if shutil.which("baresip") is None:
+        raise RuntimeError("baresip is not installed (make test installs it)")
+    conf = gw.tmp / f"baresip-{codec}"
+    conf.mkdir(exist_ok=True)
+    rate = {"g711": 8000, "g722": 16000, "opus": 48000}[codec]
+    (conf / "config").write_text(
+        "\n".join(
+            [
+                f"sip_listen 127.0.0.1:{free_udp_port()}",
+                f"audio_source aufile,{source}",
+                f"audio_srate {rate}",
+                "audio_channels 1",
+                "module_path /usr/lib/baresip/modules",
+                f"module {codec}.so",
+                "module aufile.so",
+                "module sndfile.so",
+                "module account.so",
+                "module menu.so",
+                f"snd_path {record_dir}",
+                "opus_stereo no",
+                "opus_sprop_stereo no",
+                "",
+            ]
+        )
+    )
+    (conf / "accounts").write_text(
+        f"<sip:baresip@127.0.0.1>;regint=0;audio_codecs={_codec_name(codec)}\n"
+    )
+    (conf / "contacts").write_text("")
+    return await run(
+        ["baresip", "-f", str(conf), "-e", f"/dial {gw.uri}", "-t", str(seconds)],
+        timeout_s=seconds + 20,
+    )
+
+
+def _codec_name(codec: str) -> str:
+    return {"g711": "PCMU/8000", "g722": "G722/16000", "opus": "opus/48000/2"}[codec]
+
+
+# -- audio -------------------------------------------------------------------------------------
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    if channels > 1:
+        data = data.reshape(-1, channels)[:, 0]
+    return data, rate
+
+
+def best_correlation(signal: np.ndarray, reference: np.ndarray) -> tuple[float, int]:
+    """Max normalised cross-correlation of ``reference`` inside ``signal`` and its lag."""
+    a = signal.astype(np.float64)
+    b = reference.astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    lag = int(np.argmax(corr[: len(a)]))
+    seg = a[lag : lag + len(b)]
+    ref = b[: len(seg)]
+    denom = np.linalg.norm(seg) * np.linalg.norm(ref)
+    return (float(np.dot(seg, ref) / denom) if denom else 0.0), lag

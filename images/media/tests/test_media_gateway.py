@@ -1,0 +1,459 @@
+"""The media gateway with real SIP peers on loopback: SIPp (basic and pcap audio scenarios),
+PJSIP (pjsua2: plays and records audio, DTMF by SIP INFO and RFC 4733, hold/resume, REFER) and
+baresip (G.722 and Opus with a WAV source). Audio is compared with its source; call lifecycle
+and DTMF are checked at the runtime's side of the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import signal
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from piper import SynthesisConfig
+from voicetyped.v1 import runtime_pb2
+from voicetyped_media.codecs.resample import Resampler
+from voicetyped_media.dtmf.inband import tone
+from voicetyped_media.testing import (
+    SIPP_PCAP,
+    best_correlation,
+    free_udp_port,
+    pjsua,
+    read_wav,
+    sipp,
+    write_wav,
+)
+from voicetyped_speech.models.verify import synthesize_16k
+from voicetyped_speech.testing import resample, to_pcm
+
+ENDED = runtime_pb2.CallEnded
+SOURCE = runtime_pb2.DtmfReceived
+QUIET = SynthesisConfig(noise_scale=0, noise_w_scale=0)
+SENTENCE = "I would like to check the status of my order, please."
+
+
+@pytest.fixture(scope="module")
+def speech_16k(voice: Any) -> np.ndarray:
+    return to_pcm(synthesize_16k(voice, SENTENCE, QUIET))
+
+
+def wav_8k(tmp: Path, pcm16k: np.ndarray, name: str = "caller.wav") -> Path:
+    return write_wav(
+        tmp / name, to_pcm(resample(pcm16k.astype(np.float32) / 32768, 16000, 8000)), 8000
+    )
+
+
+def received(gw: Any) -> np.ndarray:
+    (stream,) = gw.speech.streams.values()
+    return np.frombuffer(stream.pcm(), dtype="<i2")
+
+
+# -- SIPp ------------------------------------------------------------------------------------
+
+
+async def test_sipp_call_starts_and_the_caller_hangs_up(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    result = await sipp(gw, "uac", "-d", "1500")
+    assert result.code == 0, result.output[-2000:]
+    (call,) = await gw.runtime.wait_call()
+    started = call.started
+    assert started.caller.caller_id == "sipp"
+    assert started.called_uri.startswith("sip:service@127.0.0.1")
+    assert started.speech_endpoint == gw.speech.endpoint
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    (stream,) = gw.speech.streams.values()
+    await asyncio.wait_for(stream.ended.wait(), 5)
+
+
+def _pcap_payloads(path: Path, payload_type: int) -> list[bytes]:
+    """RTP payloads of one payload type from a libpcap file (Ethernet/IPv4/UDP)."""
+    data = path.read_bytes()
+    little = data[:4] == b"\xd4\xc3\xb2\xa1"
+    fmt = "<" if little else ">"
+    offset, out = 24, []
+    while offset + 16 <= len(data):
+        _, _, length, _ = struct.unpack_from(fmt + "IIII", data, offset)
+        frame = data[offset + 16 : offset + 16 + length]
+        offset += 16 + length
+        ip = frame[14:]
+        udp = ip[(ip[0] & 0x0F) * 4 :]
+        rtp = udp[8:]
+        if len(rtp) > 12 and rtp[1] & 0x7F == payload_type:
+            out.append(rtp[12 + 4 * (rtp[0] & 0x0F) :])
+    return out
+
+
+async def test_sipp_pcap_audio_arrives_bit_exact_with_its_rfc4733_digit(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    result = await sipp(gw, "uac_pcap")
+    assert result.code == 0, result.output[-2000:]
+    (call,) = await gw.runtime.wait_call()
+    await call.wait_for("ended")
+    assert call.digits() == [("1", SOURCE.SOURCE_RFC4733)]
+    # The source: the pcap's A-law payloads, decoded and resampled the way the gateway must.
+    from aiortp.codecs.g711 import PcmaCodec
+
+    alaw = PcmaCodec()
+    upsample = Resampler(8000, 16000)
+    expected = np.frombuffer(
+        b"".join(upsample(alaw.decode(p)) for p in _pcap_payloads(SIPP_PCAP / "g711a.pcap", 8)),
+        dtype="<i2",
+    )
+    got = received(gw)
+    assert len(got) >= len(expected) - 320  # everything, up to one frame
+    n = min(len(got), len(expected))
+    assert np.array_equal(got[:n], expected[:n]), "decoded audio differs from the source"
+
+
+# -- PJSIP -----------------------------------------------------------------------------------
+
+
+async def test_pjsua_g711_both_ways_dtmf_by_info_and_rfc4733_hold_and_resume(
+    start_gateway: Any, tmp_path: Path, speech_16k: np.ndarray
+) -> None:
+    gw = await start_gateway()
+    caller_wav = wav_8k(tmp_path, speech_16k)
+    recording = tmp_path / "heard.wav"
+    bot = to_pcm(resample(speech_16k.astype(np.float32) / 32768, 16000, 8000))
+    actions = [
+        {"at": 4.0, "do": "dtmf_info", "digits": "5"},
+        {"at": 4.6, "do": "dtmf_rfc", "digits": "7"},
+        {"at": 5.5, "do": "hold"},
+        {"at": 8.0, "do": "unhold"},
+        {"at": 12.5, "do": "hangup"},
+    ]
+    peer = asyncio.ensure_future(
+        pjsua(gw, play=caller_wav, record=recording, seconds=14, actions=actions)
+    )
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    (stream,) = await gw.speech.wait_stream()
+    gw.speech.play(stream.session_id, "greeting", bot.tobytes())  # 0.0 s - ~3.5 s
+    await call.wait_for("held", timeout_s=15)
+    gw.speech.play(stream.session_id, "while-held", bot.tobytes())  # waits for the resume
+    result = await peer
+    assert result.code == 0, result.output[-3000:]
+    await call.wait_for("ended", timeout_s=10)
+    kinds = call.kinds()
+    assert kinds.index("held") < kinds.index("resumed") < kinds.index("ended")
+    assert call.digits() == [("5", SOURCE.SOURCE_SIP_INFO), ("7", SOURCE.SOURCE_RFC4733)]
+    assert call.events[-1].ended.reason == ENDED.REASON_CALLER_HANGUP
+
+    # Caller -> gateway: the speech WAV, through G.711, at 16 kHz.
+    corr, _ = best_correlation(received(gw), speech_16k)
+    assert corr > 0.9, corr
+    # Gateway -> caller: the greeting, then silence while held, then the rest after resume.
+    heard, rate = read_wav(recording)
+    assert rate in (8000, 16000)
+    bot_at = resample(bot.astype(np.float32) / 32768, 8000, rate)
+    corr_greeting, _ = best_correlation(heard[: rate * 5], to_pcm(bot_at))
+    assert corr_greeting > 0.9, corr_greeting
+    states = [e for e in result.events() if e["event"] == "action"]
+    assert [s["do"] for s in states] == ["dtmf_info", "dtmf_rfc", "hold", "unhold", "hangup"]
+    # Nothing was sent while held (PJSIP's packet count stood still), and the prompt queued
+    # during the hold was played after the resume, whole.
+    rx = {e["do"]: e["rx_packets"] for e in states}
+    assert rx["hold"] > 100, rx
+    assert rx["unhold"] - rx["hold"] <= 3, f"audio was sent while the caller held: {rx}"
+    corr_after, _ = best_correlation(heard[int(rate * 4.5) :], to_pcm(bot_at))
+    assert corr_after > 0.9, corr_after
+
+
+async def test_runtime_hangup_sends_bye(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    peer = asyncio.ensure_future(pjsua(gw, seconds=10))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    await asyncio.sleep(0.5)
+    command = gw.runtime.hangup(call.session_id)
+    (result,) = await call.wait_for("command_result")
+    assert result.command_result.command_id == command and result.command_result.success
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_BOT_HANGUP
+    out = await peer
+    states = [e["state"] for e in out.events() if e["event"] == "state"]
+    assert states[-1] == "DISCONNECTED", out.output[-2000:]
+
+
+async def test_transfer_refers_the_caller_and_leaves(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    target_port = free_udp_port()
+    target = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            "sipp",
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(target_port),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    )
+    target_proc = await target
+    peer = asyncio.ensure_future(pjsua(gw, seconds=14))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    await asyncio.sleep(0.5)
+    uri = f"sip:agent@127.0.0.1:{target_port}"
+    command = gw.runtime.transfer(call.session_id, uri)
+    (result,) = await call.wait_for("command_result", timeout_s=20)
+    assert result.command_result.command_id == command
+    assert result.command_result.success, result.command_result
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_TRANSFERRED
+    out = await peer
+    transfers = [e for e in out.events() if e["event"] == "transfer"]
+    assert transfers and transfers[0]["target"].strip("<>") == uri
+    target_proc.terminate()
+    await target_proc.wait()
+    assert 'voicetyped_media_transfers_total{outcome="ok"} 1.0' in gw.metrics()
+
+
+async def test_inband_dtmf_is_detected(start_gateway: Any, tmp_path: Path) -> None:
+    gw = await start_gateway(VOICETYPED_INBAND_DTMF="on")
+    gap = np.zeros(4000, dtype=np.int16)
+    keys = np.concatenate([gap, tone("4", 120, 8000), gap, tone("2", 120, 8000), gap, gap])
+    wav = write_wav(tmp_path / "keys.wav", keys, 8000)
+    result = await pjsua(gw, play=wav, seconds=5)
+    assert result.code == 0
+    (call,) = await gw.runtime.wait_call()
+    await call.wait_for("ended", timeout_s=10)
+    assert call.digits() == [("4", SOURCE.SOURCE_INBAND), ("2", SOURCE.SOURCE_INBAND)]
+
+
+# -- baresip (wideband codecs) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["g722", "opus"])
+async def test_baresip_wideband_audio_matches_the_source(
+    start_gateway: Any, tmp_path: Path, speech_16k: np.ndarray, codec: str
+) -> None:
+    from voicetyped_media.testing import baresip
+
+    gw = await start_gateway()
+    rate = 48000 if codec == "opus" else 16000
+    source = write_wav(
+        tmp_path / "source.wav",
+        to_pcm(resample(speech_16k.astype(np.float32) / 32768, 16000, rate))
+        if rate != 16000
+        else speech_16k,
+        rate,
+    )
+    recordings = tmp_path / "rec"
+    recordings.mkdir()
+    result = await baresip(gw, source, codec, recordings, seconds=8)
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    await call.wait_for("ended", timeout_s=15)
+    assert gw.logged("call answered")[0]["codec"] == {"g722": "G722", "opus": "opus"}[codec]
+    corr, _ = best_correlation(received(gw), speech_16k)
+    assert corr > (0.8 if codec == "opus" else 0.9), (corr, result.output[-1500:])
+
+
+# -- SIP behaviour at the edges --------------------------------------------------------------
+
+
+def _invite(port: int, call_id: str, extra: str = "", sdp: str | None = None) -> bytes:
+    body = (
+        sdp
+        if sdp is not None
+        else (
+            "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0\r\n"
+        )
+    )
+    return (
+        f"INVITE sip:bot@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1};rport;branch=z9hG4bK{call_id}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"
+        f"To: <sip:bot@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:t@127.0.0.1:{port + 1}>\r\n{extra}"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def exchange(port: int, data: bytes, timeout_s: float = 3.0, transport: str = "udp") -> list[str]:
+    """Send one message; the status lines of the responses (final one last)."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.settimeout(timeout_s)
+        if transport == "udp":
+            s.sendto(data, ("127.0.0.1", port))
+        else:
+            s.connect(("127.0.0.1", port))
+            s.sendall(data)
+        replies: list[str] = []
+        try:
+            while True:
+                reply = s.recv(65535).decode(errors="replace")
+                if not reply:
+                    break
+                replies.append(reply)
+                status = int(reply.split(" ", 2)[1])
+                if status >= 200:
+                    break
+        except TimeoutError:
+            pass
+    return replies
+
+
+async def test_malformed_requests_are_answered_and_calls_still_work(start_gateway: Any) -> None:
+    # The cases of the validation tests (tests/ is no package: load by path).
+    spec = importlib.util.spec_from_file_location(
+        "sip_cases", Path(__file__).with_name("test_sip_validate.py")
+    )
+    assert spec is not None and spec.loader is not None
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    INVALID = cases.INVALID  # noqa: N806
+
+    gw = await start_gateway()
+    for name, data, status in INVALID:
+        replies = await asyncio.to_thread(exchange, gw.sip_port, data)
+        assert replies, f"{name}: no answer"
+        assert replies[-1].startswith(f"SIP/2.0 {status} "), (name, replies[-1][:200])
+    # Garbage, binary and a truncated message: no answer possible, the gateway stays up.
+    for junk in (b"\x00\xff" * 300, b"INVITE", b"SIP/2.0 200 OK\r\n\r\n", b"\r\n\r\n"):
+        await asyncio.to_thread(exchange, gw.sip_port, junk, 0.3)
+    # Over TCP too, on the same connection.
+    replies = await asyncio.to_thread(exchange, gw.sip_port, INVALID[0][1], 3.0, "tcp")
+    assert replies and replies[-1].startswith("SIP/2.0 400 ")
+    # A broken SDP gets 488 with the reason; OPTIONS gets 200 with Allow.
+    bad_sdp = _invite(gw.sip_port, "bad-sdp", sdp="v=0\r\nm=audio x RTP/AVP 0\r\n")
+    replies = await asyncio.to_thread(exchange, gw.sip_port, bad_sdp)
+    assert replies[-1].startswith("SIP/2.0 488 ") and "Warning: 399" in replies[-1]
+    assert 'voicetyped_media_sip_rejected_total{status="400"}' in gw.metrics()
+    # And a normal call still goes through.
+    result = await sipp(gw, "uac", "-d", "500")
+    assert result.code == 0, result.output[-2000:]
+
+
+async def test_options_answers_with_allow(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    options = (
+        f"OPTIONS sip:bot@127.0.0.1:{gw.sip_port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKopt\r\nMax-Forwards: 70\r\n"
+        "From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:bot@127.0.0.1>\r\nCall-ID: opt1\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    (reply,) = await asyncio.to_thread(exchange, gw.sip_port, options)
+    assert reply.startswith("SIP/2.0 200 ")
+    allow = next(line for line in reply.split("\r\n") if line.startswith("Allow:"))
+    for method in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO"):
+        assert method in allow
+
+
+async def test_cancel_while_ringing_gets_487(start_gateway: Any, tmp_path: Path) -> None:
+    gw = await start_gateway(VOICETYPED_RING_MS="3000")
+    scenario = tmp_path / "cancel.xml"
+    scenario.write_text(CANCEL_SCENARIO)
+    result = await sipp(gw, str(scenario))
+    assert result.code == 0, result.output[-2500:]
+    await asyncio.sleep(0.5)
+    assert not gw.runtime.calls, "a cancelled call never reaches the runtime"
+    assert 'voicetyped_media_calls_ended_total{reason="caller_hangup"} 1.0' in gw.metrics()
+
+
+async def test_at_capacity_new_calls_get_503_with_retry_after(start_gateway: Any) -> None:
+    gw = await start_gateway(VOICETYPED_MAX_CALLS="1", VOICETYPED_RETRY_AFTER_S="7")
+    peer = asyncio.ensure_future(pjsua(gw, seconds=5))
+    await gw.runtime.wait_call(timeout_s=15)
+    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "second"))
+    assert replies[-1].startswith("SIP/2.0 503 "), replies
+    assert "Retry-After: 7" in replies[-1]
+    await peer
+    assert 'voicetyped_media_calls_refused_total{reason="capacity"} 1.0' in gw.metrics()
+
+
+async def test_sigterm_refuses_new_calls_and_lets_active_ones_finish(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    peer = asyncio.ensure_future(pjsua(gw, seconds=6, actions=[{"at": 5.0, "do": "hangup"}]))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    assert gw.process.proc is not None
+    gw.process.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "late"))
+    assert replies[-1].startswith("SIP/2.0 503 "), replies
+    assert gw.process.proc.poll() is None, "the active call keeps the gateway up"
+    out = await peer
+    assert out.code == 0
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    code = await asyncio.to_thread(gw.process.proc.wait, 10)
+    assert code == 0
+
+
+async def test_source_allowlist_and_digest_authentication(
+    start_gateway: Any, tmp_path: Path
+) -> None:
+    gw = await start_gateway(VOICETYPED_ALLOWED_CIDRS='["10.0.0.0/8"]')
+    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "nope"))
+    assert replies[-1].startswith("SIP/2.0 403 ")
+    users = tmp_path / "users"
+    users.write_text("pjsua:s3cret\n")
+    gw2 = await start_gateway(VOICETYPED_DIGEST_USERS_FILE=str(users))
+    replies = await asyncio.to_thread(exchange, gw2.sip_port, _invite(gw2.sip_port, "noauth"))
+    assert replies[-1].startswith("SIP/2.0 401 ")
+    assert replies[-1].count("WWW-Authenticate: Digest") == 2
+    assert "s3cret" not in gw2.process.log.read_text()
+
+
+CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="INVITE then CANCEL while ringing">
+  <send retrans="500"><![CDATA[
+INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <send><![CDATA[
+CANCEL sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send><![CDATA[
+ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
