@@ -86,6 +86,7 @@ bench: install system-deps
 	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
+	$(PY) bench/media.py --out bench/results/media.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ class ServiceApp:
     on_listening: list[ListeningHook] = field(default_factory=list)
     on_drain: list[DrainHook] = field(default_factory=list)
     on_shutdown: list[Hook] = field(default_factory=list)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    """The event loop to run on (e.g. ``uvloop.new_event_loop``); None: asyncio's default."""
     accept_during_drain: bool = False
     """Keep accepting gRPC calls while ``on_drain`` hooks run, and stop the server after them
     (for services whose in-progress work may need new streams, e.g. a client reconnecting to

@@ -132,7 +132,8 @@ def run(app: ServiceApp) -> int:
     """Configure logging and run ``app`` until SIGTERM/SIGINT; returns the exit code."""
     configure_logging(app.name, app.settings.log_level, app.settings.log_format)
     try:
-        asyncio.run(ServiceRunner(app).serve())
+        with asyncio.Runner(loop_factory=app.loop_factory) as runner:
+            runner.run(ServiceRunner(app).serve())
     except Exception:
         log.exception("service failed")
         return 1

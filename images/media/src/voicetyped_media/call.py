@@ -155,6 +155,7 @@ class MediaCall:
             codec.pcm_rate,
             self._on_playback,
             self._on_stop,
+            on_forwarded=m.uplink_delay.observe,
         )
         try:
             endpoint = await self.speech.open()

@@ -62,6 +62,9 @@ class MediaSettings(ServiceSettings):
     speech_target: str = Field("127.0.0.1:50062", description="Speech gateway host:port.")
     runtime_target: str = Field("127.0.0.1:50063", description="Runtime host:port.")
     user_agent: str = "voicetyped-media"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="Event loop implementation (uvloop: less CPU per call)."
+    )
     ring_ms: int = Field(0, ge=0, le=10_000, description="Ring this long before answering.")
 
     @model_validator(mode="after")

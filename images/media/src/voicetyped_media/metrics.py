@@ -89,9 +89,15 @@ class MediaMetrics:
             ["kind"],
             registry=registry,
         )
+        self.uplink_delay = Histogram(
+            "voicetyped_media_uplink_queue_seconds",
+            "Caller audio: from leaving the RTP path to being taken by the speech stream",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.5, 1),
+            registry=registry,
+        )
         self.pacer_late = Gauge(
             "voicetyped_media_pacer_late_ticks",
-            "20 ms playout ticks that ran late (> 10 ms)",
+            "20 ms playout ticks that ran a whole frame (> 20 ms) late",
             registry=registry,
         )
 

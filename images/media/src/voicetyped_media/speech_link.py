@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -40,6 +42,7 @@ class SpeechLink:
         language: str = "",
         max_queued: int = 100,
         metadata: tuple[tuple[str, str], ...] = (),
+        on_forwarded: Callable[[float], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self._stub = speech_pb2_grpc.SpeechGatewayStub(channel)
@@ -53,6 +56,8 @@ class SpeechLink:
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._sequence = 0
+        self._queued_at: deque[float] = deque()
+        self._on_forwarded = on_forwarded
         self.dropped = 0
         self.endpoint = ""
         self.failed: str | None = None
@@ -96,12 +101,15 @@ class SpeechLink:
         if self._queue.qsize() >= self._max_queued:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
+                if self._queued_at:
+                    self._queued_at.popleft()
                 self.dropped += 1
         self._queue.put_nowait(
             speech_pb2.AudioUplink(
                 audio=speech_pb2.AudioChunk(pcm=pcm, start_ms=start_ms, sequence=self._sequence)
             )
         )
+        self._queued_at.append(time.monotonic())
         self._sequence += 1
 
     async def close(self) -> None:
@@ -120,6 +128,11 @@ class SpeechLink:
 
     async def _requests(self) -> AsyncIterator[speech_pb2.AudioUplink]:
         while (msg := await self._queue.get()) is not None:
+            if self._queued_at and msg.HasField("audio"):
+                # How long the audio waited inside the gateway before gRPC took it.
+                waited = time.monotonic() - self._queued_at.popleft()
+                if self._on_forwarded is not None:
+                    self._on_forwarded(waited)
             yield msg
 
     async def _read(self) -> None:

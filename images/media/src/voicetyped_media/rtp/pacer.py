@@ -95,7 +95,7 @@ class Playout:
 
 @dataclass
 class Pacer:
-    late_ms: float = 10.0
+    late_ms: float = 20.0
     playouts: set[Playout] = field(default_factory=set)
     stats: PacerStats = field(default_factory=PacerStats)
 

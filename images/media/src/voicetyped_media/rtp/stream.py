@@ -92,6 +92,7 @@ class MediaStream:
         *,
         symmetric: bool = True,
         rtcp_interval_s: float = 5.0,
+        batch_ms: int = 40,
     ) -> None:
         self.codec = codec
         self.remote = remote
@@ -119,6 +120,9 @@ class MediaStream:
         self._anchor_ms = 0
         self._out_samples = 0
         self._expected_ts: int | None = None
+        self._batch_ms = batch_ms
+        self._batch: list[bytes] = []
+        self._batch_samples = 0
         # Sending
         self.ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
@@ -207,6 +211,7 @@ class MediaStream:
         # The RTP clock advance of this frame (the caller's packetization may not be 20 ms).
         step = len(pcm) // 2 * self.codec.clock_rate // self.codec.pcm_rate
         if self._anchor_ts is None or self._expected_ts != timestamp:
+            self._send_batch()
             # First audio, or a gap in the sender's clock (silence suppression, hold): anchor
             # the call time of this frame from the RTP timestamps, or the clock when unknown.
             if self._anchor_ts is None:
@@ -225,6 +230,20 @@ class MediaStream:
             self._anchor_ts = timestamp
             self._out_samples = 0
         self._expected_ts = (timestamp + step) & 0xFFFFFFFF
+        # Frames are passed on in batches of ``batch_ms``: each resampling call and each gRPC
+        # message has a fixed cost (~25 us and ~30-60 us), so 40 ms halves it per call, at
+        # 20 ms of added delay before the VAD.
+        self._batch.append(pcm)
+        self._batch_samples += len(pcm) // 2
+        if self._batch_samples * 1000 >= self._batch_ms * self.codec.pcm_rate:
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        if not self._batch:
+            return
+        pcm = b"".join(self._batch) if len(self._batch) > 1 else self._batch[0]
+        self._batch.clear()
+        self._batch_samples = 0
         out = self._resample(pcm)
         if out:
             start_ms = self._anchor_ms + self._out_samples * 1000 // OUTPUT_RATE
@@ -234,6 +253,7 @@ class MediaStream:
     def flush(self) -> None:
         """Deliver every frame still held (the stream ends or pauses)."""
         self._reorder.flush()
+        self._send_batch()
 
     # -- sending -----------------------------------------------------------------------------
 
