@@ -404,7 +404,28 @@ async def test_source_allowlist_and_digest_authentication(
     replies = await asyncio.to_thread(exchange, gw2.sip_port, _invite(gw2.sip_port, "noauth"))
     assert replies[-1].startswith("SIP/2.0 401 ")
     assert replies[-1].count("WWW-Authenticate: Digest") == 2
+    # SIPp answers the challenge (MD5) and the call goes through; wrong credentials do not.
+    # (The pjsua2 wheel refuses every digest algorithm, so SIPp is the independent client.)
+    scenario = tmp_path / "auth.xml"
+    scenario.write_text(AUTH_SCENARIO)
+    good = await sipp(gw2, str(scenario), "-au", "pjsua", "-ap", "s3cret")
+    assert good.code == 0, good.output[-2500:]
+    bad = await sipp(gw2, str(scenario), "-au", "pjsua", "-ap", "wrong", timeout_s=15)
+    assert bad.code != 0
+    (call,) = await gw2.runtime.wait_call()
+    await call.wait_for("ended")
     assert "s3cret" not in gw2.process.log.read_text()
+
+
+async def test_session_timer_is_negotiated(start_gateway: Any) -> None:
+    gw = await start_gateway()
+    invite = _invite(
+        gw.sip_port, "timer", extra="Supported: timer\r\nSession-Expires: 1200;refresher=uac\r\n"
+    )
+    replies = await asyncio.to_thread(exchange, gw.sip_port, invite)
+    assert replies[-1].startswith("SIP/2.0 200 "), replies
+    assert "Session-Expires: 1200;refresher=uac" in replies[-1]
+    assert "Require: timer" in replies[-1]
 
 
 CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -455,5 +476,91 @@ Max-Forwards: 70
 Content-Length: 0
 
 ]]></send>
+</scenario>
+"""
+
+
+AUTH_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="INVITE with digest authentication">
+  <send retrans="500"><![CDATA[
+INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:pjsua@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="401" auth="true"/>
+  <send><![CDATA[
+ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: sip:pjsua@[local_ip]:[local_port]
+[authentication]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="500"/>
+  <send retrans="500"><![CDATA[
+BYE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
 </scenario>
 """

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiosipua import SipRequest
+from voicetyped.service.logs import get_logger
 
 from voicetyped_media.sip.validate import Problem
+
+log = get_logger("voicetyped.media.auth")
 
 _PARAM = re.compile(r'([A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -59,13 +62,15 @@ class DigestAuth:
         extra = ", stale=true" if stale else ""
         return [
             f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{extra}'
-            for alg in ("SHA-256", "MD5")
+            for alg in ("MD5", "SHA-256")
         ]
 
     def verify(self, request: SipRequest) -> str:
         """ "ok", "stale" (genuine but expired nonce) or "bad"."""
         header = request.get_header("authorization")
         if not header or not header.lower().startswith("digest "):
+            if header:
+                log.info("digest refused: not a Digest Authorization")
             return "bad"
         params = {
             m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
@@ -76,9 +81,11 @@ class DigestAuth:
         algorithm = params.get("algorithm", "MD5").upper()
         digest = _HASHES.get(algorithm)
         if password is None or digest is None or params.get("realm") != self.realm:
+            log.info("digest refused: unknown user, algorithm or realm", algorithm=algorithm)
             return "bad"
         issued, _, signature = nonce.rpartition(".")
         if not issued or not hmac.compare_digest(signature, self._sign(issued)):
+            log.info("digest refused: not our nonce")
             return "bad"
 
         def h(text: str) -> str:
@@ -96,12 +103,16 @@ class DigestAuth:
         else:
             return "bad"
         if not hmac.compare_digest(expected, params.get("response", "")):
+            log.info("digest refused: wrong response", algorithm=algorithm, qop=qop or "")
             return "bad"
         try:
             age = time.time() - float(issued)
         except ValueError:
             return "bad"
-        return "ok" if 0 <= age <= self.nonce_ttl_s else "stale"
+        if not -1.0 <= age <= self.nonce_ttl_s:  # -1: rounding and clock skew
+            log.info("digest refused: stale nonce", age_s=round(age, 1))
+            return "stale"
+        return "ok"
 
 
 @dataclass
