@@ -1,6 +1,6 @@
 # voicetyped — build, test and run everything from a fresh machine.
 #
-#   make test    lint + every test suite (what CI runs via .ci/run)
+#   make test    lint + every test suite, e2e on a local control plane (.ci/run)
 #   make install the whole uv workspace into .venv for development
 #   make proto   regenerate voicetyped.v1 Python code from proto/
 #   make lint    ruff, mypy, hadolint, lock freshness
@@ -35,10 +35,13 @@ APT_PACKAGES := redis-server sip-tester baresip libopus0
 SRC_DIRS := common images conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile)
 
+# cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
+include tests/e2e/cluster/cluster.mk
+
 .PHONY: help install system-deps proto lint format test unit bench clean
 
 help:
-	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
+	@grep -hE '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
 
 $(UV):
 	python3 -m venv "$(TOOLS)"
@@ -75,9 +78,9 @@ lint: install
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 unit: install system-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not e2e"
 
-test: lint unit
+test: lint unit e2e-local
 
 bench: install system-deps
 	mkdir -p bench/results
