@@ -1,5 +1,6 @@
 # voicetyped — build, test and run everything from a fresh machine.
 #
+#   make demo    the whole pipeline on this machine and a scripted call (no cluster)
 #   make test    lint + every test suite, e2e on a local control plane (.ci/run)
 #   make install the whole uv workspace into .venv for development
 #   make proto   regenerate voicetyped.v1 Python code from proto/
@@ -38,7 +39,7 @@ DOCKERFILES := $(wildcard images/*/Dockerfile)
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
 include tests/e2e/cluster/cluster.mk
 
-.PHONY: help install system-deps proto lint format test unit bench clean
+.PHONY: help install system-deps proto lint format test unit bench clean demo
 
 help:
 	@grep -hE '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -82,6 +83,10 @@ unit: install system-deps
 
 test: lint unit e2e-local
 
+# `voicetyped up` in the background, the scripted order-status call, then everything stopped.
+demo: install system-deps
+	$(PY) -m voicetyped_media.caller.demo
+
 bench: install system-deps
 	mkdir -p bench/results
 	$(PY) bench/session_codec.py --out bench/results/session_codec.json
@@ -90,6 +95,7 @@ bench: install system-deps
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
 	$(PY) bench/media.py --out bench/results/media.json
+	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -3,6 +3,7 @@
 A small shop + clinic REST API on aiohttp, with API-key auth and
 Idempotency-Key support (a repeated POST with the same key returns the first
 response and performs nothing again), the way a well-behaved backend does.
+``GET /_requests`` lists the API requests it answered (the demo shows them).
 
     python examples/backend/example_backend.py --port 8090 \
         --api-key-file examples/backend/demo-api-key
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,27 @@ APPOINTMENTS: dict[str, dict[str, str]] = {
 def build_app(api_key: str) -> web.Application:
     seen: dict[str, tuple[int, dict[str, Any]]] = {}
     ids = itertools.count(1)
+    received: list[dict[str, Any]] = []  # what the demo shows as "backend calls"
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/healthz", "/_requests"):
+            return await handler(request)
+        response = await handler(request)
+        received.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "idempotency_key": request.headers.get("Idempotency-Key", ""),
+                "status": response.status,
+                "replayed": response.headers.get("Idempotent-Replayed") == "true",
+                "at": time.time(),
+            }
+        )
+        return response
+
+    async def requests_seen(_: web.Request) -> web.Response:
+        return web.json_response(received)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -89,10 +112,11 @@ def build_app(api_key: str) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application(middlewares=[authenticate, idempotent])
+    app = web.Application(middlewares=[authenticate, record, idempotent])
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/_requests", requests_seen),  # behind the API key too
             web.get("/api/orders/{order_id}", get_order),
             web.post("/api/orders/{order_id}/callbacks", request_callback),
             web.get("/clinic/patients/{patient}/appointments/next", next_appointment),

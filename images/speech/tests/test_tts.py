@@ -11,10 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soxr
+from voicetyped_speech.models.verify import transcribe
+from voicetyped_speech.testing import words
 from voicetyped_speech.tts import (
     DEFAULT_VOICE,
     DuplicateRequestError,
@@ -29,7 +32,12 @@ from voicetyped_speech.tts import (
     VoiceRegistry,
     is_fixed_prompt,
 )
+from voicetyped_speech.tts.prefix import PrefixIndex, fixed_prefix
+from voicetyped_speech.tts.synth import trim_leading_silence
 from voicetyped_speech.tts.units import split_sentence, split_units
+
+if TYPE_CHECKING:
+    from pywhispercpp.model import Model
 
 SHORT = "Thank you for calling."
 MULTI = (
@@ -140,6 +148,7 @@ class Ticker:
 async def test_output_rate_length_and_frames(
     synth: Synthesizer, registry: VoiceRegistry, rate: int
 ) -> None:
+    synth.lead_in_ms = None  # Piper's audio untouched (trimming: see the lead-in tests)
     run = await consume(synth, MULTI, rate, f"fmt-{rate}", options=EXACT)
     assert_framed(run.frames, rate)
     out = np.frombuffer(run.pcm, dtype="<i2")
@@ -412,6 +421,137 @@ async def test_warm_up_makes_fixed_prompts_hits(synth: Synthesizer) -> None:
         assert run.first_s <= 0.010
     assert synth.stats.cache_hits == 2
     assert synth.stats.cache_misses == 0
+
+
+def onset_ms(pcm: bytes, rate: int) -> float:
+    """Where the sound starts: the first sample within 40 dB of the peak."""
+    a = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
+    return float(np.flatnonzero(a >= a.max() * 0.01)[0]) * 1000 / rate
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_leading_silence_is_cut_to_the_lead_in(
+    synth: Synthesizer, registry: VoiceRegistry, rate: int
+) -> None:
+    texts = [SHORT, "Okay.", "Please enter your order number.", "Hello! How can I help?"]
+    trimmed = [await consume(synth, t, rate, f"t{i}", EXACT) for i, t in enumerate(texts)]
+    untrimmed_synth = Synthesizer(registry, lead_in_ms=None)
+    try:
+        untrimmed = [
+            await consume(untrimmed_synth, t, rate, f"u{i}", EXACT) for i, t in enumerate(texts)
+        ]
+    finally:
+        await untrimmed_synth.aclose(wait=True)
+    for text, cut, whole in zip(texts, trimmed, untrimmed, strict=True):
+        assert_framed(cut.frames, rate)
+        # Piper opens with tens of ms of near-silence; what is left is the 10 ms lead-in plus
+        # the resampler's smearing of the onset.
+        assert onset_ms(whole.pcm, rate) >= 25, text
+        assert onset_ms(cut.pcm, rate) <= 13, text
+        removed_ms = (len(whole.pcm) - len(cut.pcm)) / 2 * 1000 / rate
+        assert removed_ms == pytest.approx(
+            onset_ms(whole.pcm, rate) - onset_ms(cut.pcm, rate), abs=3
+        )
+
+
+def test_trim_leading_silence_rules() -> None:
+    rate = 22050
+    rng = np.random.default_rng(7)
+    silence = (rng.standard_normal(rate // 10) * 1e-4).astype(np.float32)  # 100 ms, -80 dB
+    tone = (0.5 * np.cos(np.arange(rate // 5) * 2 * np.pi * 440 / rate)).astype(np.float32)
+    out = trim_leading_silence(np.concatenate([silence, tone]), rate, 10)
+    assert len(out) == len(tone) + rate // 100  # 10 ms of the silence kept
+    assert np.array_equal(trim_leading_silence(tone, rate, 10), tone)  # nothing to cut
+    assert np.array_equal(trim_leading_silence(silence, rate, 10)[: rate // 100], silence[:220])
+    empty = np.zeros(0, dtype=np.float32)
+    assert trim_leading_silence(empty, rate, 10).size == 0
+    zeros = np.zeros(100, dtype=np.float32)
+    assert np.array_equal(trim_leading_silence(zeros, rate, 10), zeros)  # all silence: kept
+    # A quiet voice is trimmed relative to its own level, not an absolute threshold.
+    quiet = np.concatenate([silence * 0.01, tone * 0.01])
+    assert len(trim_leading_silence(quiet, rate, 0)) == len(tone)
+
+
+def test_fixed_prefix_of_templates() -> None:
+    assert fixed_prefix("One moment while I look up order {{ vars.order_id }}.") == (
+        "One moment while I look up order"
+    )
+    assert (
+        fixed_prefix("Good news: order {{ n }} has shipped in {{ d }} days.") == "Good news: order"
+    )
+    assert fixed_prefix("Hello {{ caller.name }}, welcome.") is None  # one word: too short
+    assert fixed_prefix("{{ greeting }} and welcome.") is None
+    assert fixed_prefix("No template here.") is None
+    # A word glued to the template part goes with the rest.
+    assert fixed_prefix("Your reference is ref#{{ r }}.") == "Your reference is"
+    assert fixed_prefix("Please say   {{x}}") == "Please say"
+
+
+def test_prefix_index_matches_longest_on_word_boundaries() -> None:
+    index = PrefixIndex(max_entries=3)
+    index.add("Your order")
+    index.add("Your order number")
+    assert index.match("Your order number 42 is ready.") == ("Your order number", "42 is ready.")
+    assert index.match("Your order 42 is ready.") == ("Your order", "42 is ready.")
+    assert index.match("Your orders are ready.") is None  # not a word boundary
+    assert index.match("Your order") is None  # nothing left to voice
+    assert index.match("Your order   ") is None
+    index.add("a b")
+    index.add("c d")  # evicts the oldest
+    assert "Your order" not in index
+    assert len(index) == 3
+
+
+async def test_templated_prompt_starts_from_its_cached_opening(
+    synth: Synthesizer, whisper_cpp: Model
+) -> None:
+    template = "One moment while I look up order {{ vars.order_id }}."
+    report = await synth.warm_up([template], DEFAULT_VOICE, 16000)
+    assert (report.skipped_templated, report.prefixes, report.synthesized) == (1, 1, 1)
+    voice = synth.voices.get(DEFAULT_VOICE)
+    opening = synth.cache.get(
+        synth.cache_key("One moment while I look up order", voice, 16000, None)
+    )
+    assert opening is not None
+    rendered = "One moment while I look up order 4 8 2 1 3."
+    run = await consume(synth, rendered, 16000, "lookup")
+    assert run.first_s is not None
+    assert run.first_s <= 0.010, run.first_s  # from the cache, not after Piper's first sentence
+    assert synth.stats.prefix_hits == 1
+    assert synth.stats.cache_misses == 1
+    assert_framed(run.frames, 16000)
+    assert run.pcm.startswith(opening[: len(opening) // 640 * 640])
+    assert len(run.pcm) > len(opening) + 16000 * 2 * 1  # and then the number, > 1 s of it
+    heard = transcribe(
+        whisper_cpp, np.frombuffer(run.pcm, dtype="<i2").astype(np.float32) / np.float32(32768)
+    )
+    assert words(heard)[-5:] == ["four", "eight", "two", "one", "three"], heard
+    assert words(heard)[:3] == ["one", "moment", "while"], heard
+    # The whole rendered prompt is now cached as one: the next call is a plain hit.
+    again = await consume(synth, rendered, 16000, "lookup-2")
+    assert again.pcm == run.pcm
+    assert synth.stats.cache_hits == 1
+    # Another rate has no cached opening: voiced whole, as before.
+    await consume(synth, rendered, 8000, "lookup-8k")
+    assert synth.stats.prefix_hits == 1
+
+
+async def test_barge_in_during_a_cached_opening(synth: Synthesizer) -> None:
+    await synth.warm_up(["Please wait while I check {{ x }} for you."], DEFAULT_VOICE, 8000)
+    stream = synth.synthesize(
+        "Please wait while I check your balance for you.", DEFAULT_VOICE, 8000, "b"
+    )
+    first = await stream.__anext__()
+    assert first
+    assert synth.cancel("b")
+    assert [f async for f in stream] == []
+    await asyncio.sleep(0.6)  # the rest's unit finishes in its thread, dropped
+    assert synth.stats.prefix_hits == 1
+    voice = synth.voices.get(DEFAULT_VOICE)
+    rendered_key = synth.cache_key(
+        "Please wait while I check your balance for you.", voice, 8000, None
+    )
+    assert rendered_key not in synth.cache  # cancelled: never cached
 
 
 def test_prompt_cache_is_bounded_by_bytes_lru() -> None:

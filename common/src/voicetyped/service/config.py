@@ -55,6 +55,12 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         25.0, gt=0, description="After SIGTERM, how long in-flight work may take before exit."
     )
+    trace_file: Path | None = Field(
+        None, description="Write OpenTelemetry spans here as JSON lines (local runs, benchmarks)."
+    )
+    otlp_endpoint: str = Field(
+        "", description="OpenTelemetry collector (OTLP/gRPC, e.g. otel-collector:4317) for spans."
+    )
     shutdown_delay_s: float = Field(
         0.0,
         ge=0,

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from voicetyped.service import tracing
 from voicetyped.service.app import ServiceApp
 from voicetyped.service.grpc_server import GrpcServer
 from voicetyped.service.http import OpsServer
@@ -131,10 +132,13 @@ class ServiceRunner:
 def run(app: ServiceApp) -> int:
     """Configure logging and run ``app`` until SIGTERM/SIGINT; returns the exit code."""
     configure_logging(app.name, app.settings.log_level, app.settings.log_format)
+    tracing.configure(app.name, app.settings.trace_file, app.settings.otlp_endpoint)
     try:
         with asyncio.Runner(loop_factory=app.loop_factory) as runner:
             runner.run(ServiceRunner(app).serve())
     except Exception:
         log.exception("service failed")
         return 1
+    finally:
+        tracing.shutdown()
     return 0

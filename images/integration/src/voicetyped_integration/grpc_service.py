@@ -6,11 +6,13 @@ import json
 import time
 
 import grpc
+from voicetyped.service import tracing
 from voicetyped.service.app import GrpcRegistration
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
 
 from voicetyped_integration.executor import Action, Executor, Outcome
 
+tracer = tracing.tracer("voicetyped.integration")
 SERVICE_NAME = "voicetyped.v1.IntegrationGateway"
 DEFAULT_DEADLINE_S = 10.0
 MARGIN_S = 0.02  # answer a little before the caller's deadline so the answer arrives
@@ -72,7 +74,18 @@ class IntegrationGatewayServicer(integration_pb2_grpc.IntegrationGatewayServicer
             idempotency_key=request.idempotency_key,
             session_id=request.session_id,
         )
+        started = tracing.wall_ns()
         outcome, deduplicated = await self.executor.execute(action, time.monotonic() + budget)
+        tracing.record(
+            tracer,
+            "integration.execute",
+            tracing.from_metadata(context.invocation_metadata()),
+            started,
+            service=request.service,
+            method=request.method,
+            ok=outcome.ok,
+            deduplicated=deduplicated,
+        )
         return to_proto(request.idempotency_key, outcome, deduplicated)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import yaml
 from pydantic import ValidationError
+from voicetyped.documents import DocumentKindError, unwrap
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
@@ -68,7 +69,9 @@ def parse_integration(text: str, source: str) -> Integration:
     except yaml.YAMLError as exc:
         raise IntegrationError(f"{source}: YAML error: {exc}") from None
     try:
-        return Integration.model_validate(data)
+        return Integration.model_validate(unwrap(data, "Integration"))
+    except DocumentKindError as exc:
+        raise IntegrationError(f"{source}: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from aiosipua import IncomingCall, SipRequest, parse_sdp
+from opentelemetry import trace
+from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import common_pb2, runtime_pb2
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from voicetyped_media.metrics import MediaMetrics
 
 log = get_logger("voicetyped.media.call")
+tracer = tracing.tracer("voicetyped.media")
 
 DTMF_SOURCE = {
     "rfc4733": runtime_pb2.DtmfReceived.SOURCE_RFC4733,
@@ -99,6 +102,9 @@ class MediaCall:
     transfer_command: str = ""
     _inband: InbandDetector | None = None
     _started: float = field(default_factory=time.monotonic)
+    _span: trace.Span | None = None
+    _trace: tracing.Context | None = None
+    _playback_first_chunk: dict[str, int] = field(default_factory=dict)
     _end_task: asyncio.Task[None] | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -134,6 +140,16 @@ class MediaCall:
             await self.end(ENDED.REASON_FAILED, 488)
             return
         self.negotiated = negotiated
+        # The call's trace: the speech gateway and the runtime record its stages under it.
+        self._span = tracer.start_span(
+            "call",
+            attributes={
+                "session_id": self.session_id,
+                "sip.call_id": self.sip.call_id,
+                "codec": negotiated.codec.name,
+            },
+        )
+        self._trace = trace.set_span_in_context(self._span)
         self.sip.ringing()
         codec = open_codec(negotiated.codec)
         self.stream = MediaStream(
@@ -156,6 +172,7 @@ class MediaCall:
             self._on_playback,
             self._on_stop,
             on_forwarded=m.uplink_delay.observe,
+            metadata=tracing.metadata(self._trace),
         )
         try:
             endpoint = await self.speech.open()
@@ -171,7 +188,7 @@ class MediaCall:
             await asyncio.sleep(self.config.ring_ms / 1000)
             if self.ended:
                 return
-        self.playout = Playout(self.stream)
+        self.playout = Playout(self.stream, on_started=self._first_rtp)
         self.playout.held = negotiated.on_hold
         self.held = negotiated.on_hold
         self.sip.accept(parse_sdp(negotiated.answer))
@@ -189,6 +206,7 @@ class MediaCall:
             ),
             self._on_command,
             self._on_runtime_refused,
+            metadata=tracing.metadata(self._trace),
         )
         self.runtime.start()
         log.info(
@@ -233,10 +251,17 @@ class MediaCall:
     def _on_playback(self, request_id: str, pcm: bytes, last: bool) -> None:
         if self.playout is None:
             return
+        if request_id not in self._playback_first_chunk:
+            self._playback_first_chunk[request_id] = tracing.wall_ns()
         if self.held and self.playout.queued_frames > MAX_HELD_PLAYBACK_FRAMES:
             self.services.metrics.playback_dropped.inc()
             return
         self.playout.add(request_id, pcm, last)
+
+    def _first_rtp(self, request_id: str) -> None:
+        received = self._playback_first_chunk.get(request_id)
+        if received is not None:
+            tracing.record(tracer, "media.first_rtp", self._trace, received, request_id=request_id)
 
     def _on_stop(self, request_id: str) -> None:
         if self.playout is not None:
@@ -429,6 +454,9 @@ class MediaCall:
                 jitter_ms=round(report.jitter_ms, 1) if report else 0,
                 uplink_dropped=self.speech.dropped if self.speech else 0,
             )
+            if self._span is not None:
+                self._span.set_attribute("reason", ENDED.Reason.Name(reason))
+                self._span.end()
             self.on_ended(self)
 
 

@@ -49,12 +49,14 @@ class RuntimeLink:
         *,
         reconnect_for_s: float = 30.0,
         max_backlog: int = 256,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.session_id = session_id
         self._stub = runtime_pb2_grpc.ConversationRuntimeStub(channel)
         self._started = started
         self._on_command = on_command
         self._on_refused = on_refused
+        self._metadata = metadata
         self._reconnect_for_s = reconnect_for_s
         self._backlog: deque[runtime_pb2.CallEvent] = deque(maxlen=max_backlog)
         self._outbox: asyncio.Queue[runtime_pb2.CallEvent | None] | None = None
@@ -108,7 +110,9 @@ class RuntimeLink:
                 outbox.put_nowait(self._backlog.popleft())
             self._outbox = outbox
             try:
-                call = self._stub.StreamCall(self._events(outbox), wait_for_ready=True)
+                call = self._stub.StreamCall(
+                    self._events(outbox), wait_for_ready=True, metadata=self._metadata or None
+                )
                 async for command in call:
                     if not self.attached.is_set():
                         self.attached.set()
@@ -133,6 +137,9 @@ class RuntimeLink:
                     item = outbox.get_nowait()
                     if item is not None and not item.HasField("started"):
                         self._backlog.append(item)
+                # grpc.aio leaves its request task waiting when the server ended the stream:
+                # end our iterator so that task finishes (see voicetyped.service.streams).
+                outbox.put_nowait(None)
             reattach = True
             self.reattaches += 1
             now = time.monotonic()

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 import grpc
 import numpy as np
+from voicetyped.dev.stack import free_sip_port
 from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc, session_pb2, speech_pb2, speech_pb2_grpc
 
 
@@ -248,16 +248,7 @@ class SipTarget(Protocol):
 
 def free_udp_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+    return free_sip_port()
 
 
 # -- peers -------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry import context as otel_context
+from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 
 from voicetyped_runtime import engine as e
@@ -26,8 +28,11 @@ from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.base import SessionStore, StoreError
 
 log = get_logger("voicetyped.runtime.call")
+tracer = tracing.tracer("voicetyped.runtime")
 
 INBOX_LIMIT = 1000
+_TRACED = (e.Transcript, e.Dtmf, e.BackendAnswer)
+"""Inputs whose handling is a stage of a turn (traced as runtime.decision)."""
 # Intent matching is numpy work: two threads use both cores without oversubscribing
 # them (the default pool would run up to six encoders, each wanting BLAS threads).
 _INTENT_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="intent")
@@ -77,6 +82,9 @@ class CallActor:
         self.settings = settings
         self.clock = clock
         self.inbox: asyncio.Queue[e.Input] = asyncio.Queue(INBOX_LIMIT)
+        self.trace: tracing.Context | None = None
+        """The call's trace (from the media gateway's stream): stages are recorded under it."""
+        self._posted: dict[int, int] = {}  # id(input) -> wall ns it arrived
         self._requests: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.handed_over = False
@@ -89,6 +97,8 @@ class CallActor:
         """Deliver an input; a flooded inbox drops it with a warning (bounded memory)."""
         try:
             self.inbox.put_nowait(item)
+            if isinstance(item, _TRACED):
+                self._posted[id(item)] = tracing.wall_ns()
         except asyncio.QueueFull:
             log.warning(
                 "call inbox full; input dropped",
@@ -128,12 +138,26 @@ class CallActor:
                 item: e.Input = await asyncio.wait_for(self.inbox.get(), timeout)
             except TimeoutError:
                 item = e.Tick()
+            posted = self._posted.pop(id(item), None)
             if isinstance(item, e.Transcript) and item.final and self.version.matcher is not None:
                 item = await self._with_intent(item)
+            before = self.state.fsm_state
             effects = engine.step(self.state, item, self.clock())
             if not isinstance(item, e.Tick):
                 effects += engine.step(self.state, e.Tick(), self.clock())
             await self._apply(effects)
+            if posted is not None:
+                # Input arrived -> (intent, engine step, state saved) -> effects sent.
+                tracing.record(
+                    tracer,
+                    "runtime.decision",
+                    self.trace,
+                    posted,
+                    input=type(item).__name__,
+                    state_from=before,
+                    state_to=self.state.fsm_state,
+                    speaks=sum(isinstance(x, e.Speak) for x in effects),
+                )
 
     async def _with_intent(self, item: e.Transcript) -> e.Transcript:
         pending = self.state.turn_in_progress
@@ -181,11 +205,26 @@ class CallActor:
 
     async def _hook(self, effect: e.ExecuteHook) -> None:
         started = time.perf_counter()
+        started_ns = tracing.wall_ns()
+        token = otel_context.attach(self.trace) if self.trace is not None else None
         try:
             answer = await self.ports.execute_hook(self.session_id, effect)
         except Exception as exc:  # a port must answer; never leave the dialog waiting
             log.exception("call hook failed", key=effect.key)
             answer = e.BackendAnswer(effect.key, False, None, "internal", type(exc).__name__)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        tracing.record(
+            tracer,
+            "runtime.backend",
+            self.trace,
+            started_ns,
+            service=effect.service,
+            method=effect.method,
+            ok=answer.ok,
+            error_code=answer.error_code or None,
+        )
         log.info(
             "call hook answered",
             key=effect.key,

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
+from voicetyped.service import tracing
 from voicetyped.service.app import GrpcRegistration
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.service.streams import open_stream
@@ -35,10 +36,11 @@ class ConversationRuntimeServicer(runtime_pb2_grpc.ConversationRuntimeServicer):
         sid = first.session_id
         with session_context(sid):
             try:
-                _, media = await self.calls.attach(first)
+                actor, media = await self.calls.attach(first)
             except AttachError as exc:
                 log.warning("call refused", code=exc.code.name, reason=exc.message)
                 await context.abort(exc.code, exc.message)
+            actor.trace = tracing.from_metadata(context.invocation_metadata())
             generation = media.attach()
             log.info(
                 "media stream attached", reattach=first.started.reattach, generation=generation

@@ -11,6 +11,7 @@ import time
 
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from voicetyped.service import tracing
 from voicetyped.service.grpc_client import create_channel
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
 
@@ -76,7 +77,12 @@ class IntegrationClient:
             ):
                 with attempt:
                     left = max(hook.deadline_ms / 1000 - time.time(), 0.001)
-                    result = await self._stub.Execute(request, timeout=left, wait_for_ready=True)
+                    result = await self._stub.Execute(
+                        request,
+                        timeout=left,
+                        wait_for_ready=True,
+                        metadata=tracing.metadata(None) or None,  # the call's trace, if any
+                    )
         except grpc.aio.AioRpcError as exc:
             code = "timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "unavailable"
             return BackendAnswer(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from voicetyped.service.grpc_client import create_channel
 from voicetyped.service.logs import get_logger
+from voicetyped.service.streams import RequestFeed
 from voicetyped.v1 import runtime_pb2, session_pb2, speech_pb2, speech_pb2_grpc
 
 from voicetyped_runtime import engine as e
@@ -118,10 +119,14 @@ class SpeechLink:
     async def _run(self) -> None:
         backoff = 0.2
         while not self._closed:
+            start = speech_pb2.SpeechCommand(
+                start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
+            )
+            feed = RequestFeed(self._outbox, [start])  # commands wait here across reconnects
             try:
                 async with create_channel(self.endpoint) as channel:
                     stub = speech_pb2_grpc.SpeechGatewayStub(channel)
-                    call = stub.Converse(self._requests())
+                    call = stub.Converse(feed)
                     async for update in call:
                         backoff = 0.2
                         inp = _input_for(update)
@@ -140,15 +145,10 @@ class SpeechLink:
                     endpoint=self.endpoint,
                     code=exc.code().name,
                 )
+            finally:
+                feed.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-
-    async def _requests(self) -> AsyncIterator[speech_pb2.SpeechCommand]:
-        yield speech_pb2.SpeechCommand(
-            start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
-        )
-        while True:
-            yield await self._outbox.get()
 
 
 def _input_for(update: speech_pb2.SpeechUpdate) -> e.Input | None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from voicetyped.service import tracing
 from voicetyped.service.app import ServiceApp
 from voicetyped.service.logs import get_logger
 from voicetyped.v1 import speech_pb2
@@ -70,6 +71,7 @@ class SpeechService:
             workers=s.tts.workers,
             cache_max_bytes=s.tts.cache_max_mb * 1024 * 1024,
             max_active=s.tts.max_active,
+            lead_in_ms=s.tts.lead_in_ms,
             hooks=hooks,
         )
         if s.tts.warmup_dialogs_dir is not None:
@@ -95,7 +97,9 @@ class SpeechService:
             )
         self.metrics.asr_wait.labels(stats.kind).observe(stats.waited_s)
 
-    def new_call(self, start: speech_pb2.AudioStreamStart) -> SpeechCall:
+    def new_call(
+        self, start: speech_pb2.AudioStreamStart, trace_context: tracing.Context | None = None
+    ) -> SpeechCall:
         assert self.pool is not None and self.synth is not None
         s = self.settings
         call = SpeechCall(
@@ -109,6 +113,7 @@ class SpeechService:
             voice_default=s.tts.default_voice,
             lead_ms=s.tts.lead_ms,
             buffered_updates=s.buffered_updates,
+            trace_context=trace_context,
         )
         return call
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import common_pb2, speech_pb2
 
@@ -41,6 +42,7 @@ from voicetyped_speech.tts import Synthesizer
 from voicetyped_speech.vad import VadSettings
 
 log = get_logger("voicetyped.speech.calls")
+tracer = tracing.tracer("voicetyped.speech")
 
 _VAD = speech_pb2.VadEvent
 _TRANSCRIPT = speech_pb2.TranscriptEvent
@@ -123,8 +125,11 @@ class SpeechCall:
         voice_default: str,
         lead_ms: int,
         buffered_updates: int,
+        trace_context: tracing.Context | None = None,
     ) -> None:
         self.session_id = session_id
+        self.trace = trace_context
+        self._ended_at: dict[str, int] = {}  # utterance id -> wall ns its end was declared
         self.metrics = metrics
         self.downlink = Downlink()
         self._epoch = time.perf_counter()
@@ -149,6 +154,7 @@ class SpeechCall:
             self.call_time_ms,
             voice_default=voice_default,
             lead_ms=lead_ms,
+            on_first_audio=self._tts_started,
         )
         self._player_task = asyncio.get_running_loop().create_task(
             self._run_player(), name=f"playback-{session_id}"
@@ -207,6 +213,18 @@ class SpeechCall:
             stopped = self.player.barge_in()
             if stopped:
                 log.info("barge-in", utterance_id=event.utterance_id, stopped=stopped)
+        elif isinstance(event, UtteranceEnded):
+            now = tracing.wall_ns()
+            self._ended_at[event.utterance_id] = now
+            spoke_until = now - max(0, self.call_time_ms() - event.at_ms) * 1_000_000
+            tracing.record(
+                tracer,
+                "speech.end_of_speech",
+                self.trace,
+                spoke_until,
+                now,
+                utterance_id=event.utterance_id,
+            )
         elif isinstance(event, RecognitionOverloaded):
             self.metrics.overloaded.inc()
             log.warning("recognition overloaded", utterance_id=event.utterance_id)
@@ -216,6 +234,20 @@ class SpeechCall:
         self.metrics.time_to_final.labels(str(timing.speculative).lower()).observe(
             timing.seconds_after_end
         )
+        declared = self._ended_at.pop(timing.utterance_id, None)
+        if declared is not None:
+            tracing.record(
+                tracer,
+                "speech.final",
+                self.trace,
+                declared,
+                utterance_id=timing.utterance_id,
+                speculative=timing.speculative,
+                audio_s=round(timing.audio_s, 2),
+            )
+
+    def _tts_started(self, request_id: str, asked_ns: int) -> None:
+        tracing.record(tracer, "speech.tts", self.trace, asked_ns, request_id=request_id)
 
     def _on_player(self, event: PlayerEvent) -> None:
         if isinstance(event, PlaybackUpdate) and event.kind != "started":

@@ -84,6 +84,13 @@ class TtsConfig(_Group):
     workers: int = Field(2, ge=1, le=64, description="Piper synthesis threads.")
     cache_max_mb: int = Field(64, ge=0, description="Prompt cache size.")
     max_active: int = Field(64, ge=1, description="Syntheses running or queued at once.")
+    lead_in_ms: int | None = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Silence kept before the first sound of each reply; the voice's own "
+        "leading silence beyond it is cut (null keeps it all).",
+    )
     lead_ms: int = Field(
         100, ge=20, le=2000, description="Audio handed to the media gateway ahead of playout."
     )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from voicetyped.service import tracing
 from voicetyped.service.app import GrpcRegistration
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.service.streams import open_stream
@@ -22,7 +23,7 @@ log = get_logger("voicetyped.speech.grpc")
 SERVICE_NAME = "voicetyped.v1.SpeechGateway"
 INPUT_RATE = 16000
 
-CallFactory = Callable[[speech_pb2.AudioStreamStart], SpeechCall]
+CallFactory = Callable[[speech_pb2.AudioStreamStart, tracing.Context], SpeechCall]
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -55,7 +56,7 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
         if not self._accepting():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "speech gateway is shutting down")
         with session_context(start.session_id):
-            call = self._new_call(start)
+            call = self._new_call(start, tracing.from_metadata(context.invocation_metadata()))
             await self.calls.add(call)
             log.info("audio stream opened", playback_rate=start.playback_format.sample_rate_hz)
             reader = asyncio.create_task(self._read_audio(call, requests))

@@ -149,6 +149,7 @@ class _Request:
     error: str | None = None
     sent_ms: int = 0
     started: bool = False
+    asked_ns: int = 0
 
 
 class Player:
@@ -165,6 +166,7 @@ class Player:
         *,
         voice_default: str,
         lead_ms: int = 100,
+        on_first_audio: Callable[[str, int], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self._synth = synth
@@ -173,6 +175,7 @@ class Player:
         self._emit = emit
         self._call_time_ms = call_time_ms
         self._voice_default = voice_default
+        self._on_first_audio = on_first_audio
         self._lead_s = lead_ms / 1000
         self._frame_s = synth.frame_ms / 1000
         self._queue: deque[_Request] = deque()
@@ -194,7 +197,7 @@ class Player:
         except (TTSError, LookupError, ValueError, OSError) as exc:
             self._fail(request_id, str(exc))
             return
-        req = _Request(request_id, barge_in, stream)
+        req = _Request(request_id, barge_in, stream, asked_ns=time.time_ns())
         req.prefetch = asyncio.get_running_loop().create_task(
             self._prefetch(req), name=f"tts-prefetch-{self.session_id}-{request_id}"
         )
@@ -307,6 +310,8 @@ class Player:
 
     def _announce_start(self, req: _Request) -> None:
         req.started = True
+        if self._on_first_audio is not None:
+            self._on_first_audio(req.request_id, req.asked_ns)
         delay_ms = max(0, round((self._playout_end - time.perf_counter()) * 1000))
         self._emit(PlaybackUpdate("started", req.request_id, self._call_time_ms() + delay_ms, 0))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from voicetyped.documents import DocumentKindError, unwrap
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
@@ -39,10 +40,12 @@ def _walk(node: Any) -> Iterator[Mapping[str, Any]]:
 
 def dialog_prompts(document: Any) -> list[tuple[str, str]]:
     """``(text, voice)`` of every play_tts action in a dialog document (voice "" = default)."""
+    try:
+        document = unwrap(document, "Dialog")
+    except DocumentKindError:
+        return []
     if not isinstance(document, Mapping):
         return []
-    if document.get("kind") == "Dialog" and isinstance(document.get("spec"), Mapping):
-        document = document["spec"]
     settings = document.get("settings")
     default = settings.get("voice") if isinstance(settings, Mapping) else None
     prompts: list[tuple[str, str]] = []

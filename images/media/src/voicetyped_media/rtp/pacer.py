@@ -36,13 +36,19 @@ class PacerStats:
 class Playout:
     """One call's queue of 20 ms frames (PCM at the codec's rate) waiting to be sent."""
 
-    def __init__(self, stream: MediaStream, on_played: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        stream: MediaStream,
+        on_played: Callable[[str], None] | None = None,
+        on_started: Callable[[str], None] | None = None,
+    ) -> None:
         self.stream = stream
         self._frames: deque[tuple[str, bytes]] = deque()
         self._pending: dict[str, bytearray] = {}
         self._frame_bytes = stream.codec.frame_samples * 2
         self._silence = stream.codec.silence()
         self._on_played = on_played
+        self._on_started = on_started
         self.held = False
         self.playing = ""
 
@@ -83,6 +89,8 @@ class Playout:
         while self._frames:
             request_id, pcm = self._frames.popleft()
             if pcm:
+                if request_id != self.playing and self._on_started is not None:
+                    self._on_started(request_id)  # its first audio is going out now
                 self.playing = request_id
                 self.stream.send_pcm(pcm)
                 return True

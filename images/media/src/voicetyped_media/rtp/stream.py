@@ -279,6 +279,22 @@ class MediaStream:
         self.counters.packets_sent += 1
         self.octets_sent += len(payload)
 
+    def send_raw(self, payload_type: int, payload: bytes, timestamp: int, marker: bool) -> None:
+        """A packet of another payload type (RFC 4733 events) in this stream's sequence."""
+        if self._rtp is None or self._closed:
+            return
+        header = struct.pack(
+            "!BBHII", 0x80, (0x80 if marker else 0) | payload_type, self._seq, timestamp, self.ssrc
+        )
+        self._rtp.sendto(header + payload, self.remote)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.counters.packets_sent += 1
+
+    def skip_frames(self, count: int) -> None:
+        """Advance the audio clock over ``count`` frames that carried something else."""
+        self._ts = (self._ts + count * self.codec.timestamp_step) & 0xFFFFFFFF
+        self._marker = True
+
     def skip_frame(self) -> None:
         """A frame time passed without sending (hold): the clock still advances and the next
         packet starts a talk spurt (marker bit, RFC 3551 §4.1)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from voicetyped.documents import DocumentKindError, unwrap
 
 from voicetyped_runtime.dialog import model as m
 from voicetyped_runtime.dialog.cel import CelCompileError, Expression
@@ -166,6 +167,10 @@ def parse_yaml(text: str, source: str = "<dialog>") -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise DialogError([Issue("", f"{source}: YAML error{where}: {problem}")]) from None
+    try:
+        data = unwrap(data, "Dialog")
+    except DocumentKindError as exc:
+        raise DialogError([Issue("", f"{source}: {exc}")]) from None
     if not isinstance(data, dict):
         raise DialogError([Issue("", f"{source}: a dialog is a YAML mapping")])
     return data

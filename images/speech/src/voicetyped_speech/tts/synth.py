@@ -24,7 +24,9 @@ Barge-in
 Prompt cache
     A synthesis that completes (every unit voiced before any cancel) is stored under
     :func:`.cache.cache_key`; the same request later streams from memory, first frame without any
-    await. :meth:`warm_up` pre-synthesizes a dialog's fixed prompts.
+    await. :meth:`warm_up` pre-synthesizes a dialog's fixed prompts, and the fixed openings of
+    its templated ones (:mod:`.prefix`): a rendered prompt that begins with a cached opening
+    plays it from memory while Piper voices only the rest.
 
 Resampling
     Piper voices speak at 22050 Hz; one ``soxr.ResampleStream`` per request converts all units, so
@@ -58,6 +60,7 @@ import numpy as np
 import soxr
 
 from voicetyped_speech.tts.cache import DEFAULT_MAX_BYTES, PromptCache, cache_key
+from voicetyped_speech.tts.prefix import PrefixIndex, fixed_prefix
 from voicetyped_speech.tts.units import DEFAULT_MAX_PHONEMES, split_units
 from voicetyped_speech.tts.voices import DEFAULT_VOICE, Voice, VoiceRegistry, VoiceSpec
 
@@ -69,8 +72,12 @@ _LOGGER = logging.getLogger(__name__)
 
 SUPPORTED_RATES: Final = (8000, 16000)
 DEFAULT_FRAME_MS: Final = 20
-PIPELINE_VERSION: Final = 1
+PIPELINE_VERSION: Final = 2
 """Bump when the audio produced for the same inputs changes (it is part of the cache key)."""
+DEFAULT_LEAD_IN_MS: Final = 10
+"""Silence kept before the first sound of a synthesis; see :func:`trim_leading_silence`."""
+_ONSET_DBFS: Final = -40.0
+"""A sample this far below the unit's peak (or quieter) counts as silence before the onset."""
 
 ResampleQuality = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 Outcome = Literal["completed", "cancelled", "failed", "rejected"]
@@ -156,6 +163,8 @@ class TTSStats:
     requests: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    prefix_hits: int = 0
+    """Cache misses whose opening came from the cache (a templated prompt's fixed part)."""
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
@@ -180,7 +189,10 @@ class WarmUpReport:
     synthesized: int = 0
     already_cached: int = 0
     skipped_templated: int = 0
+    """Templated prompts (not cacheable whole)."""
     skipped_empty: int = 0
+    prefixes: int = 0
+    """Fixed openings of templated prompts registered (and cached) for :mod:`.prefix`."""
 
 
 def is_fixed_prompt(text: str) -> bool:
@@ -268,8 +280,11 @@ class _Pipeline:
         frame_bytes: int,
         quality: ResampleQuality,
         max_unit_phonemes: int,
+        lead_in_ms: int | None,
+        carry: bytes = b"",
     ) -> None:
         self._voice = voice
+        self._lead_in_ms = lead_in_ms
         self._config = options.to_piper()
         self._frame_bytes = frame_bytes
         self._max_unit_phonemes = max_unit_phonemes
@@ -280,7 +295,7 @@ class _Pipeline:
         )
         self._units: list[list[str]] = []
         self._next = 0
-        self._pending = bytearray()
+        self._pending = bytearray(carry)  # a partial frame handed over (a cached opening's)
 
     def start(self, text: str) -> _UnitResult:
         """Phonemize and cut ``text``, then voice its first unit."""
@@ -305,6 +320,8 @@ class _Pipeline:
             if self._config.volume != 1.0:
                 audio = audio * self._config.volume
             audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+            if self._next == 1 and self._lead_in_ms is not None:
+                audio = trim_leading_silence(audio, self._voice.sample_rate, self._lead_in_ms)
         else:
             audio = np.zeros(0, dtype=np.float32)
         done = self._next >= len(self._units)
@@ -324,6 +341,27 @@ class _Pipeline:
             self._pending.clear()
         compute = time.perf_counter() - t0 + extra_seconds
         return _UnitResult(frames, done, audio_seconds, compute, t2 - t1)
+
+
+def trim_leading_silence(
+    audio: NDArray[np.float32], sample_rate: int, lead_in_ms: int
+) -> NDArray[np.float32]:
+    """``audio`` without the silence before its first sound, keeping ``lead_in_ms`` of it.
+
+    Piper voices open every synthesis with 30-60 ms of near-silence (the model's pre-roll); on a
+    phone call that is pure added latency between the caller's turn and the first audible reply.
+    The onset is the first sample within :data:`_ONSET_DBFS` of the peak, so the rule does not
+    depend on one voice's level or noise floor. Audio that never rises above the threshold
+    relative to itself (all silence) is returned unchanged.
+    """
+    if audio.size == 0:
+        return audio
+    peak = float(np.max(np.abs(audio)))
+    if peak < 1e-8:
+        return audio
+    loud = np.flatnonzero(np.abs(audio) >= peak * 10 ** (_ONSET_DBFS / 20))
+    start = max(0, int(loud[0]) - sample_rate * lead_in_ms // 1000)
+    return audio[start:]
 
 
 def _run_unless_cancelled(req: _Request, fn: Callable[[], _T]) -> _T | None:
@@ -350,6 +388,7 @@ class Synthesizer:
         max_unit_phonemes: int = DEFAULT_MAX_PHONEMES,
         max_ahead_seconds: float = 10.0,
         max_active: int = 64,
+        lead_in_ms: int | None = DEFAULT_LEAD_IN_MS,
         hooks: TTSHooks | None = None,
     ) -> None:
         if workers < 1:
@@ -360,6 +399,8 @@ class Synthesizer:
             raise ValueError("max_ahead_seconds must be > 0")
         if max_unit_phonemes < 8:
             raise ValueError("max_unit_phonemes must be at least 8")
+        if lead_in_ms is not None and not 0 <= lead_in_ms <= 1000:
+            raise ValueError("lead_in_ms must be between 0 and 1000 (None: keep the voice's own)")
         self.voices = voices if voices is not None else VoiceRegistry()
         self.cache = cache if cache is not None else PromptCache(cache_max_bytes)
         self.hooks = hooks if hooks is not None else TTSHooks()
@@ -370,6 +411,10 @@ class Synthesizer:
         self.max_unit_phonemes = max_unit_phonemes
         self.max_ahead_seconds = max_ahead_seconds
         self.max_active = max_active
+        self.lead_in_ms = lead_in_ms
+        """Leading silence kept before a synthesis's first sound (None: untrimmed)."""
+        self.prefixes = PrefixIndex()
+        """Fixed openings of templated prompts (registered by :meth:`warm_up`)."""
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="piper")
         self._gate = _PriorityGate(workers)
         self._active: weakref.WeakValueDictionary[str, _Request] = weakref.WeakValueDictionary()
@@ -449,11 +494,19 @@ class Synthesizer:
         spec = self.voices.resolve(voice)
         opts = options or DEFAULT_OPTIONS
         loaded = await self.voices.aget(spec)
-        synthesized = cached = templated = empty = 0
+        synthesized = cached = templated = empty = prefixes = 0
+        todo: list[str] = []
         for text in dict.fromkeys(texts):
-            if not is_fixed_prompt(text):
-                templated += 1
+            if is_fixed_prompt(text):
+                todo.append(text)
                 continue
+            templated += 1
+            opening = fixed_prefix(text)
+            if opening is not None:
+                self.prefixes.add(opening)
+                prefixes += 1
+                todo.append(opening)
+        for text in dict.fromkeys(todo):
             if not text.strip():
                 empty += 1
                 continue
@@ -468,7 +521,7 @@ class Synthesizer:
                 async for _ in stream:
                     pass
             synthesized += key in self.cache
-        return WarmUpReport(synthesized, cached, templated, empty)
+        return WarmUpReport(synthesized, cached, templated, empty, prefixes)
 
     def cache_key(
         self, text: str, voice: Voice, sample_rate_out: int, options: SynthesisOptions | None
@@ -504,6 +557,7 @@ class Synthesizer:
             **asdict(options),
             "resample_quality": self.resample_quality,
             "max_unit_phonemes": self.max_unit_phonemes,
+            "lead_in_ms": self.lead_in_ms,
             "pipeline": PIPELINE_VERSION,
         }
         return cache_key(text, voice.name, voice.identity, rate, synthesis)
@@ -588,16 +642,10 @@ class Synthesizer:
             if pcm is not None:
                 self.stats.cache_hits += 1
                 self._hook(self.hooks.on_cache_hit)
-                fb = self.frame_bytes(rate)
-                for n, offset in enumerate(range(0, len(pcm), fb)):
-                    if n and n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    if req.cancelled:
-                        return
-                    if n == 0:
-                        self._first_audio(req, cached=True)
-                    yield pcm[offset : offset + fb]
-                outcome = "completed"
+                async for frame in self._cached_frames(req, pcm, self.frame_bytes(rate)):
+                    yield frame
+                if not req.cancelled:
+                    outcome = "completed"
                 return
             if record:
                 self.stats.cache_misses += 1
@@ -609,12 +657,24 @@ class Synthesizer:
                 )
             req.admitted = True
             self._admitted += 1
+            fb = self.frame_bytes(rate)
+            opening = self._cached_opening(text, voice, rate, options) if record else None
+            head = carry = b""
+            if opening is not None:
+                self.stats.prefix_hits += 1
+                pcm, text = opening
+                full = len(pcm) // fb * fb
+                head, carry = pcm[:full], pcm[full:]
             req.producer = asyncio.get_running_loop().create_task(
-                self._produce(req, voice, text, rate, options, key, background),
+                self._produce(req, voice, text, rate, options, key, background, head, carry),
                 name=f"tts-produce-{req.id}",
             )
             max_ahead = self._max_ahead_frames()
-            n = 0
+            async for frame in self._cached_frames(req, head, fb):  # while Piper goes on
+                yield frame
+            if req.cancelled:
+                return
+            n = len(head) // fb
             while True:
                 item = await req.queue.get()
                 if req.cancelled:
@@ -645,6 +705,31 @@ class Synthesizer:
             raise
         finally:
             self._finish(req, outcome, record)
+
+    async def _cached_frames(
+        self, req: _Request, pcm: bytes, fb: int
+    ) -> AsyncGenerator[bytes, None]:
+        """Already synthesized audio in frames, yielding to the loop now and then; stops at
+        once when ``req`` is cancelled."""
+        for n, offset in enumerate(range(0, len(pcm), fb)):
+            if n and n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if req.cancelled:
+                return
+            if n == 0:
+                self._first_audio(req, cached=True)
+            yield pcm[offset : offset + fb]
+
+    def _cached_opening(
+        self, text: str, voice: Voice, rate: int, options: SynthesisOptions
+    ) -> tuple[bytes, str] | None:
+        """The cached audio of ``text``'s registered fixed opening and the text still to voice,
+        or None."""
+        match = self.prefixes.match(text)
+        if match is None:
+            return None
+        pcm = self.cache.get(self._key(match[0], voice, rate, options))
+        return (pcm, match[1]) if pcm else None
 
     def _max_ahead_frames(self) -> int:
         return max(1, int(self.max_ahead_seconds * 1000 / self.frame_ms))
@@ -679,7 +764,12 @@ class Synthesizer:
         options: SynthesisOptions,
         key: str,
         background: bool,
+        head: bytes = b"",
+        carry: bytes = b"",
     ) -> None:
+        """Voice ``text`` into ``req``'s queue and cache the whole (``head``, audio already
+        handed out from the cache, first; ``carry``, a partial frame of it, starts the first
+        frame of ``text``)."""
         try:
             pipeline = _Pipeline(
                 voice,
@@ -688,6 +778,8 @@ class Synthesizer:
                 self.frame_bytes(rate),
                 self.resample_quality,
                 self.max_unit_phonemes,
+                self.lead_in_ms,
+                carry,
             )
             max_ahead = self._max_ahead_frames()
             collected: list[bytes] = []
@@ -715,7 +807,7 @@ class Synthesizer:
                 req.queue.put_nowait(result.frames)
                 if result.done:
                     break
-            pcm = b"".join(collected)
+            pcm = head + b"".join(collected)
             if pcm and not req.cancelled:
                 self.cache.put(key, pcm)
             req.queue.put_nowait(_END)
@@ -741,4 +833,5 @@ __all__ = [
     "UnsupportedSampleRateError",
     "WarmUpReport",
     "is_fixed_prompt",
+    "trim_leading_silence",
 ]

@@ -1,0 +1,213 @@
+"""Benchmark: turn latency of the whole pipeline on one machine (2 cores).
+
+The four services and the example backend run as real processes (``voicetyped.dev.stack``);
+calls are real SIP/RTP (G.711) from the scripted caller (``voicetyped_media.caller``), the
+caller's words spoken by Piper, the bot's replies transcribed by whisper.cpp. A turn is from the
+caller's last speech sample to the first loud RTP frame of the reply arriving at the caller;
+each turn is split into stages from the call's OpenTelemetry spans (end of speech, final
+transcript, FSM decision, TTS first audio, first RTP out, network).
+
+Two kinds of turns, as in the target: replies that are a fixed (cached) prompt, and replies to a
+backend lookup (the order-status dialog's "One moment while I look up order N", a templated
+prompt, while the lookup runs). Baseline, same run: the naive speech settings (decode when the
+end is declared, Whisper's full window, no speculation).
+
+Targets on 2 cores: p50 <= 450 ms, p95 <= 700 ms. Also: how many concurrent calls keep p95 < 1 s.
+
+    python bench/turn_latency.py --out bench/results/turn_latency.json [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from voicetyped.dev.stack import Stack, StackConfig
+from voicetyped_media.caller.phone import Phone
+from voicetyped_media.caller.run import Voices, run_call, transcribe_turns
+from voicetyped_media.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
+from voicetyped_media.caller.stages import attach_stages
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+TARGETS = {"p50_ms": 450.0, "p95_ms": 700.0, "concurrent_p95_ms": 1000.0}
+ASK = "I want to check the status of my order."
+NUMBER = "My order number is four eight two one three."
+ANOTHER = "Yes, I have another order."
+BYE = "No, that's all, thanks."
+
+
+def script(lookups: int) -> list[Step]:
+    steps: list[Step] = [ListenStep(listen=Listen()), Say(say=ASK)]
+    for n in range(lookups):
+        steps.append(Say(say=NUMBER))
+        if n < lookups - 1:
+            steps.append(Say(say=ANOTHER))
+    steps.append(Say(say=BYE))
+    return steps
+
+
+def kind(turn: Turn) -> str:
+    return "backend" if turn.caller == NUMBER else "cached"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(turns: list[Turn]) -> dict[str, Any]:
+    timed = [t for t in turns if t.latency_s is not None]
+    out: dict[str, Any] = {"turns": len(timed)}
+    if not timed:
+        return out
+    ms = [t.latency_s * 1000 for t in timed if t.latency_s is not None]
+    out |= {"p50_ms": round(pct(ms, 0.5)), "p95_ms": round(pct(ms, 0.95)), "max_ms": round(max(ms))}
+    for k in ("cached", "backend"):
+        mine = [t.latency_s * 1000 for t in timed if kind(t) == k and t.latency_s is not None]
+        if mine:
+            out[k] = {
+                "turns": len(mine),
+                "p50_ms": round(pct(mine, 0.5)),
+                "p95_ms": round(pct(mine, 0.95)),
+            }
+    stages: dict[str, list[float]] = {}
+    for t in timed:
+        for name, seconds in (t.stages or {}).items():
+            stages.setdefault(name, []).append(seconds * 1000)
+    out["stage_median_ms"] = {n: round(statistics.median(v), 1) for n, v in stages.items()}
+    out["stage_p95_ms"] = {n: round(pct(v, 0.95), 1) for n, v in stages.items()}
+    return out
+
+
+async def calls(stack: Stack, voices: Voices, count: int, lookups: int) -> list[Turn]:
+    async def one(i: int) -> CallLog:
+        await asyncio.sleep(i * 1.3)  # not in lockstep
+        phone = Phone(rtp_ports=(44000 + i * 100, 44098 + i * 100))
+        await phone.start()
+        try:
+            log = await run_call(
+                f"sip:bot@127.0.0.1:{stack.sip_port}",
+                script(lookups),
+                voices,
+                phone=phone,
+                transcribe=False,  # afterwards: the measuring must not load the machine
+            )
+        finally:
+            await phone.close()
+        await asyncio.sleep(1.0)  # spans are exported every 0.5 s
+        attach_stages(log, stack.trace_dir)
+        if log.failures:
+            print("  call problems:", log.failures, flush=True)
+        return log
+
+    logs = await asyncio.gather(*(one(i) for i in range(count)))
+    for log in logs:
+        await transcribe_turns(log, voices)
+    return [t for log in logs for t in log.turns[1:]]
+
+
+def config(tmp: Path, name: str, env: dict[str, dict[str, str]] | None = None) -> StackConfig:
+    return StackConfig(
+        run_dir=tmp / name,
+        dialogs=[EXAMPLES / "dialogs" / "order-status.yaml"],
+        integrations=[EXAMPLES / "integrations" / "shop.yaml"],
+        backend_script=EXAMPLES / "backend" / "example_backend.py",
+        backend_key_file=EXAMPLES / "backend" / "demo-api-key",
+        fixed_ports=False,
+        cwd=REPO,
+        env=env or {},
+    )
+
+
+async def run(tmp: Path, quick: bool) -> dict[str, Any]:
+    voices = await asyncio.to_thread(Voices)
+    result: dict[str, Any] = {
+        "benchmark": "turn_latency",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    stack = Stack(config(tmp, "default"))
+    await stack.start()
+    try:
+        print("sequential calls", flush=True)
+        turns: list[Turn] = []
+        for _ in range(1 if quick else 4):
+            turns += await calls(stack, voices, 1, 2 if quick else 4)
+        result["sequential"] = summarize(turns)
+        result["sequential"]["per_turn"] = [
+            {
+                "caller": t.caller,
+                "kind": kind(t),
+                "bot": t.bot.text if t.bot is not None else None,
+                "latency_ms": round(t.latency_s * 1000) if t.latency_s is not None else None,
+                "stages_ms": {k: round(v * 1000, 1) for k, v in (t.stages or {}).items()},
+            }
+            for t in turns
+        ]
+        print(" ", {k: v for k, v in result["sequential"].items() if k != "per_turn"}, flush=True)
+        levels = []
+        # Grow the load until p95 crosses 1 s; the caller (Piper + RTP for every simulated phone)
+        # runs on the same two cores, so this is a conservative figure for the stack.
+        sustainable = 1 if result["sequential"].get("p95_ms", 1e9) < 1000 else 0
+        for n in [2] if quick else [2, 4, 6, 8, 12, 16]:
+            print(f"{n} concurrent calls", flush=True)
+            level = summarize(await calls(stack, voices, n, 2))
+            level["calls"] = n
+            levels.append(level)
+            print(" ", level, flush=True)
+            if level.get("p95_ms", 1e9) >= TARGETS["concurrent_p95_ms"]:
+                break
+            sustainable = n
+        result["concurrency"] = levels
+        result["sustainable_calls_p95_under_1s"] = sustainable
+    finally:
+        await stack.stop()
+
+    print("baseline: decode at the end, full window, no speculation", flush=True)
+    naive = {
+        "speech": {
+            "VOICETYPED_STREAMING__SPECULATE": "false",
+            "VOICETYPED_ASR__MIN_AUDIO_CTX": "0",
+        }
+    }
+    base_stack = Stack(config(tmp, "baseline", naive))
+    await base_stack.start()
+    try:
+        result["baseline_naive_speech"] = summarize(await calls(base_stack, voices, 1, 2))
+    finally:
+        await base_stack.stop()
+    print(" ", result["baseline_naive_speech"], flush=True)
+
+    seq, base = result["sequential"], result["baseline_naive_speech"]
+    if seq.get("p50_ms") and base.get("p50_ms"):
+        result["ratio_vs_baseline"] = {"p50": round(seq["p50_ms"] / base["p50_ms"], 3)}
+    result["targets"] = TARGETS
+    result["meets_targets"] = {
+        "p50": seq.get("p50_ms", 1e9) <= TARGETS["p50_ms"],
+        "p95": seq.get("p95_ms", 1e9) <= TARGETS["p95_ms"],
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(run(Path(tmp), args.quick))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "sequential"}, indent=2))
+    print(json.dumps({k: v for k, v in result["sequential"].items() if k != "per_turn"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The whole pipeline on one machine: the four services (and the example backend) as supervised
+local processes, wired to each other, with the same Dialog and Integration YAML a cluster gets.
+
+Used by ``voicetyped up``, by the end-to-end tests and by the turn-latency benchmark. Every
+service runs as its real process (``python -m voicetyped_<service>``) with its settings in the
+environment; logs go to ``<run dir>/logs/<service>.log`` and, for ``voicetyped up``, to the
+terminal prefixed by service; spans go to ``<run dir>/traces/<service>.jsonl``.
+
+The example integrations point at the example backend on ``127.0.0.1:8090``; when the stack
+runs the backend on another port, that address is rewritten in its copy of the documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voicetyped.service.config import CONFIG_SUFFIXES
+
+EXAMPLE_BACKEND_ADDRESS = "127.0.0.1:8090"
+SERVICES = ("integration", "runtime", "speech", "media")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_sip_port() -> int:
+    """Free on both UDP and TCP."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class StackConfig:
+    run_dir: Path
+    dialogs: list[Path]
+    integrations: list[Path]
+    backend_script: Path | None
+    backend_key_file: Path | None
+    sip_port: int = 5060
+    backend_port: int = 8090
+    store_url: str = ""
+    """Empty: SQLite in the run directory."""
+    dialog: str = ""
+    """The dialog for incoming calls (empty: the runtime's default, when just one is loaded)."""
+    fixed_ports: bool = True
+    """The services' default ports (8081-8084, 50061-50064); False: free ones (tests)."""
+    log_format: str = "json"
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Extra environment per service (``{"speech": {"VOICETYPED_VAD__HANGOVER_MS": "250"}}``)."""
+    cwd: Path = field(default_factory=Path.cwd)
+
+
+@dataclass
+class Ports:
+    http: int
+    grpc: int
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    env: dict[str, str]
+    ports: Ports
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class StackError(RuntimeError):
+    """A service did not start; the message names it and ends with its log."""
+
+
+class Stack:
+    def __init__(
+        self, config: StackConfig, on_line: Callable[[str, str], None] | None = None
+    ) -> None:
+        self.config = config
+        self.on_line = on_line
+        self.services: dict[str, Service] = {}
+        self.backend: Service | None = None
+        c = config
+        self.run_dir = c.run_dir
+        self.dialogs_dir = c.run_dir / "dialogs"
+        self.integrations_dir = c.run_dir / "integrations"
+        self.trace_dir = c.run_dir / "traces"
+        self.log_dir = c.run_dir / "logs"
+        defaults = {
+            "media": Ports(8081, 50061),
+            "speech": Ports(8082, 50062),
+            "runtime": Ports(8083, 50063),
+            "integration": Ports(8084, 50064),
+        }
+        self.ports = {
+            name: (p if c.fixed_ports else Ports(free_port(), free_port()))
+            for name, p in defaults.items()
+        }
+        self.sip_port = c.sip_port if c.fixed_ports else free_sip_port()
+        self.backend_port = c.backend_port if c.fixed_ports else free_port()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _copy_documents(self, sources: list[Path], target: Path) -> list[Path]:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        copied = []
+        for source in sources:
+            files = (
+                sorted(p for p in source.iterdir() if p.suffix in CONFIG_SUFFIXES)
+                if source.is_dir()
+                else [source]
+            )
+            for path in files:
+                text = path.read_text("utf-8")
+                if self.backend_port != 8090:
+                    text = text.replace(EXAMPLE_BACKEND_ADDRESS, f"127.0.0.1:{self.backend_port}")
+                dest = target / path.name
+                dest.write_text(text, "utf-8")
+                copied.append(dest)
+        return copied
+
+    def target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service].grpc}"
+
+    def _environments(self) -> dict[str, dict[str, str]]:
+        c = self.config
+        store = c.store_url or f"sqlite:///{self.run_dir / 'runtime.db'}"
+        common = {
+            "VOICETYPED_HTTP_HOST": "127.0.0.1",
+            "VOICETYPED_GRPC_HOST": "127.0.0.1",
+            "VOICETYPED_LOG_FORMAT": c.log_format,
+            "VOICETYPED_SHUTDOWN_GRACE_S": "10",
+            "PYTHONUNBUFFERED": "1",
+        }
+        envs = {
+            "integration": {
+                "VOICETYPED_INTEGRATIONS_DIR": str(self.integrations_dir),
+                "VOICETYPED_STORE_URL": f"sqlite:///{self.run_dir / 'idempotency.db'}",
+            },
+            "runtime": {
+                "VOICETYPED_DIALOGS_DIR": str(self.dialogs_dir),
+                "VOICETYPED_STORE_URL": store,
+                "VOICETYPED_INTEGRATION_TARGET": self.target("integration"),
+            },
+            "speech": {"VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir)},
+            "media": {
+                "VOICETYPED_SIP_HOST": "127.0.0.1",
+                "VOICETYPED_SIP_PORT": str(self.sip_port),
+                "VOICETYPED_RTP_HOST": "127.0.0.1",
+                "VOICETYPED_SPEECH_TARGET": self.target("speech"),
+                "VOICETYPED_RUNTIME_TARGET": self.target("runtime"),
+                "VOICETYPED_DIALOG": c.dialog,
+            },
+        }
+        out = {}
+        for name, env in envs.items():
+            ports = self.ports[name]
+            out[name] = {
+                **os.environ,
+                **common,
+                "VOICETYPED_HTTP_PORT": str(ports.http),
+                "VOICETYPED_GRPC_PORT": str(ports.grpc),
+                "VOICETYPED_TRACE_FILE": str(self.trace_dir / f"{name}.jsonl"),
+                **env,
+                **c.env.get(name, {}),
+            }
+        return out
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        c = self.config
+        for d in (self.run_dir, self.trace_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for f in self.trace_dir.glob("*.jsonl"):
+            f.unlink()
+        self._copy_documents(c.dialogs, self.dialogs_dir)
+        self._copy_documents(c.integrations, self.integrations_dir)
+        envs = self._environments()
+        if c.backend_script is not None and c.backend_key_file is not None:
+            self.backend = Service(
+                "backend",
+                "",
+                {**os.environ, "PYTHONUNBUFFERED": "1"},
+                Ports(self.backend_port, 0),
+                self.log_dir / "backend.log",
+            )
+            self._spawn(
+                self.backend,
+                [
+                    sys.executable,
+                    str(c.backend_script),
+                    "--port",
+                    str(self.backend_port),
+                    "--api-key-file",
+                    str(c.backend_key_file),
+                ],
+            )
+            await self._wait_http(self.backend, "/healthz")
+        for name in SERVICES:
+            self.services[name] = Service(
+                name,
+                f"voicetyped_{name}",
+                envs[name],
+                self.ports[name],
+                self.log_dir / f"{name}.log",
+            )
+        # The integration gateway first (the runtime calls it), speech and runtime together
+        # (models take a few seconds), the media gateway last: it takes calls once up.
+        await self._start_service("integration")
+        await asyncio.gather(self._start_service("speech"), self._start_service("runtime"))
+        await self._start_service("media")
+
+    async def _start_service(self, name: str) -> None:
+        service = self.services[name]
+        self._spawn(service, [sys.executable, "-m", service.module])
+        await self._wait_http(service, "/readyz")
+
+    def _spawn(self, service: Service, argv: list[str]) -> None:
+        service.proc = subprocess.Popen(
+            argv,
+            env=service.env,
+            cwd=self.config.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        service.pump = asyncio.get_running_loop().create_task(self._pump(service))
+
+    async def _pump(self, service: Service) -> None:
+        assert service.proc is not None and service.proc.stdout is not None
+        stdout = service.proc.stdout
+        with service.log_path.open("ab") as log:
+            while True:
+                line = await asyncio.to_thread(stdout.readline)
+                if not line:
+                    return
+                log.write(line)
+                log.flush()
+                if self.on_line is not None:
+                    self.on_line(service.name, line.decode(errors="replace").rstrip("\n"))
+
+    async def _wait_http(self, service: Service, path: str, timeout_s: float = 120.0) -> None:
+        url = f"http://127.0.0.1:{service.ports.http}{path}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if service.proc is not None and service.proc.poll() is not None:
+                raise StackError(
+                    f"{service.name} exited {service.proc.returncode}:\n{self.tail(service.name)}"
+                )
+            if await asyncio.to_thread(_ok, url):
+                return
+            await asyncio.sleep(0.1)
+        raise StackError(
+            f"{service.name} not ready after {timeout_s:.0f} s:\n{self.tail(service.name)}"
+        )
+
+    def tail(self, name: str, chars: int = 3000) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as in a crash or an OOM kill."""
+        service = self.services[name]
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGKILL)
+        service.proc.wait(10)
+
+    def terminate(self, name: str) -> None:
+        service = self.services[name]
+        if service.running:
+            assert service.proc is not None
+            service.proc.send_signal(signal.SIGTERM)
+
+    async def restart(self, name: str) -> None:
+        await self._start_service(name)
+
+    async def wait_exit(self, name: str, timeout_s: float) -> int:
+        proc = self.services[name].proc
+        assert proc is not None
+        return await asyncio.to_thread(proc.wait, timeout_s)
+
+    async def stop(self, grace_s: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM in reverse start order (media first: it ends the calls), then wait."""
+        codes: dict[str, int | None] = {}
+        order = [*reversed(SERVICES), "backend"]
+        for name in order:
+            service = self.backend if name == "backend" else self.services.get(name)
+            if service is None or service.proc is None:
+                continue
+            if service.proc.poll() is None:
+                service.proc.send_signal(signal.SIGTERM)
+                try:
+                    codes[name] = await asyncio.to_thread(service.proc.wait, grace_s)
+                except subprocess.TimeoutExpired:
+                    service.proc.kill()
+                    codes[name] = await asyncio.to_thread(service.proc.wait, 5)
+            else:
+                codes[name] = service.proc.returncode
+            if service.pump is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await service.pump
+        return codes
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,1 @@
+"""A scriptable SIP caller: `voicetyped call`."""

@@ -1,0 +1,164 @@
+"""``voicetyped call``: place a scripted SIP call and print the conversation with timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from voicetyped_media.caller.run import Voices, run_call
+from voicetyped_media.caller.script import CallLog, Turn, load_script
+from voicetyped_media.caller.stages import attach_stages
+
+app = typer.Typer(help="Place a scripted test call (real SIP/RTP, G.711).", add_completion=False)
+out = Console()
+
+
+def backend_requests(url: str, key_file: Path | None, since: float) -> list[dict[str, Any]]:
+    """What the example backend answered since ``since`` (empty when it cannot be asked)."""
+    if not url:
+        return []
+    request = urllib.request.Request(f"{url.rstrip('/')}/_requests")
+    if key_file is not None and key_file.is_file():
+        request.add_header("X-API-Key", key_file.read_text().strip())
+    try:
+        with urllib.request.urlopen(request, timeout=2) as reply:
+            seen = json.loads(reply.read())
+    except (OSError, ValueError):
+        return []
+    return [r for r in seen if r.get("at", 0) >= since]
+
+
+def summary(log: CallLog) -> dict[str, Any]:
+    latencies = [t.latency_s for t in log.turns[1:] if t.latency_s is not None]
+    return {
+        "turns": [
+            {
+                "caller": t.caller,
+                "bot": t.bot.text if t.bot else None,
+                "latency_ms": round(t.latency_s * 1000) if t.latency_s is not None else None,
+                "barge_in_stop_ms": round(t.barge_in_stop_s * 1000)
+                if t.barge_in_stop_s is not None
+                else None,
+                "stages_ms": {k: round(v * 1000, 1) for k, v in (t.stages or {}).items()},
+            }
+            for t in log.turns
+        ],
+        "latency_ms": {
+            "p50": round(statistics.median(latencies) * 1000) if latencies else None,
+            "max": round(max(latencies) * 1000) if latencies else None,
+        },
+        "failures": log.failures,
+        "ended_by_bot": log.ended_by_bot,
+    }
+
+
+STAGES = ("end_of_speech", "final", "decision", "tts", "playout", "network")
+
+
+def print_stages(log: CallLog) -> None:
+    """A table of where each turn's latency went (when the call was traced)."""
+    turns = [t for t in log.turns[1:] if t.stages]
+    if not turns:
+        return
+    table = Table(title="turn latency by stage (ms)")
+    table.add_column("caller")
+    for name in (*STAGES, "backend", "total"):
+        table.add_column(name, justify="right")
+    for t in turns:
+        assert t.stages is not None and t.latency_s is not None
+        names = (*STAGES, "backend")
+        cells = [f"{t.stages[n] * 1000:.0f}" if n in t.stages else "-" for n in names]
+        table.add_row(escape(t.caller[:32]), *cells, f"{t.latency_s * 1000:.0f}")
+    out.print(table)
+
+
+def _print_turn(turn: Turn) -> None:
+    if turn.caller != "(listening)":
+        out.print(f"[bold cyan]caller[/]  {escape(turn.caller)}")
+    if turn.bot is None:
+        out.print("[dim]   bot  (silence)[/]")
+        return
+    timing = (
+        f"  [dim]+{turn.latency_s * 1000:.0f} ms[/]"
+        if turn.latency_s is not None and turn.caller != "(listening)"
+        else ""
+    )
+    stop = (
+        f"  [dim](stopped {turn.barge_in_stop_s * 1000:.0f} ms after the caller spoke)[/]"
+        if turn.barge_in_stop_s is not None
+        else ""
+    )
+    out.print(f"[bold green]   bot[/]  {escape(turn.bot.text)}{timing}{stop}")
+
+
+@app.callback(invoke_without_command=True)
+def call(
+    script: Annotated[
+        Path, typer.Option(help="YAML list of steps (see voicetyped_media.caller.script).")
+    ] = Path("examples/calls/order-status.yaml"),
+    target: Annotated[str, typer.Option(help="SIP URI of the gateway.")] = "sip:bot@127.0.0.1:5060",
+    backend: Annotated[
+        str, typer.Option(help="Example backend URL (its /_requests lists the calls).")
+    ] = "http://127.0.0.1:8090",
+    backend_key: Annotated[Path | None, typer.Option(help="API key file for --backend.")] = Path(
+        "examples/backend/demo-api-key"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    traces: Annotated[
+        Path | None, typer.Option(help="The services' span files (voicetyped up writes them).")
+    ] = None,
+) -> None:
+    """Dial the gateway, run the script, print who said what and the turn latencies."""
+    steps = load_script(script)
+    if traces is None:
+        from voicetyped.dev.up import default_run_dir
+
+        traces = default_run_dir() / "traces"
+    if not as_json:
+        out.print("[dim]loading voices…[/dim]")
+    voices = Voices()
+    started = time.time()
+
+    def on_event(kind: str, data: Any) -> None:
+        if as_json:
+            return
+        if kind == "answered":
+            out.print(f"[dim]connected to {escape(str(data))}[/dim]")
+        elif kind == "turn":
+            _print_turn(data)
+
+    log = asyncio.run(run_call(target, steps, voices, on_event))
+    if traces is not None and traces.is_dir():
+        time.sleep(1.0)  # spans are exported every 0.5 s
+        attach_stages(log, traces)
+    result = summary(log)
+    result["backend_calls"] = backend_requests(backend, backend_key, started)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        table = Table(title="backend calls")
+        for column in ("method", "path", "status", "idempotency key"):
+            table.add_column(column)
+        for r in result["backend_calls"]:
+            table.add_row(r["method"], r["path"], str(r["status"]), r.get("idempotency_key", ""))
+        if result["backend_calls"]:
+            out.print(table)
+        print_stages(log)
+        lat = result["latency_ms"]
+        out.print(
+            f"turn latency (caller stops -> bot audio): p50 {lat['p50']} ms, max {lat['max']} ms"
+        )
+        for failure in log.failures:
+            out.print(f"[red]✗[/red] {escape(failure)}")
+    if log.failures:
+        raise typer.Exit(1)

@@ -1,0 +1,259 @@
+"""Run a scripted call against a gateway and report what happened, turn by turn.
+
+Caller speech is synthesized with Piper (or taken from WAV files) and sent as 8 kHz u-law; the
+bot's replies are recorded from RTP and transcribed locally with whisper.cpp (both from the
+speech package, which a development install has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voicetyped_media.caller.phone import Phone, PhoneCall
+from voicetyped_media.caller.script import (
+    BotUtterance,
+    CallLog,
+    Expect,
+    Hangup,
+    Listen,
+    ListenStep,
+    Press,
+    Say,
+    Step,
+    Turn,
+    Wait,
+    Wav,
+    listen,
+)
+
+Event = Callable[[str, Any], None]
+
+
+class Voices:
+    """Piper for the caller's words, whisper.cpp for the bot's (loaded once)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
+        from voicetyped_speech.models.prepare import (
+            default_models_dir,
+            locate_bundled,
+            prepare_models,
+        )
+        from voicetyped_speech.models.verify import load_voice
+
+        bundled = locate_bundled()
+        prepared = prepare_models(default_models_dir())
+        self._voice = load_voice(bundled.voice_model, bundled.voice_config)
+        self._asr = WhisperCppRecognizer(prepared.ggml_path)
+        self._cache: dict[str, bytes] = {}
+        # One whisper.cpp context and one Piper session: concurrent calls (to_thread) take
+        # turns; whisper.cpp aborts the process when two threads decode on one context.
+        self._lock = threading.Lock()
+
+    def speak_8k(self, text: str) -> bytes:
+        """``text`` as 8 kHz s16le, without the silence Piper puts around it."""
+        with self._lock:
+            return self._speak_8k(text)
+
+    def _speak_8k(self, text: str) -> bytes:
+        if text not in self._cache:
+            from piper import SynthesisConfig
+            from voicetyped_speech.models.verify import synthesize_16k
+            from voicetyped_speech.testing import resample, to_pcm
+
+            audio = synthesize_16k(self._voice, text, SynthesisConfig(noise_scale=0.4))
+            pcm = to_pcm(resample(audio, 16000, 8000))
+            self._cache[text] = trim(pcm).tobytes()
+        return self._cache[text]
+
+    def transcribe(self, pcm16k: bytes) -> str:
+        audio = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768
+        padded = np.concatenate([audio, np.zeros(8000, dtype=np.float32)])
+        with self._lock:
+            return self._asr.transcribe(padded).text
+
+
+def trim(pcm: np.ndarray) -> np.ndarray:
+    level = np.abs(pcm.astype(np.int32))
+    loud = np.flatnonzero(level > max(200, level.max() // 50))
+    return pcm[loud[0] : loud[-1] + 1] if len(loud) else pcm
+
+
+def read_wav_8k(path: Path) -> bytes:
+    with wave.open(str(path), "rb") as w:
+        rate, data = w.getframerate(), w.readframes(w.getnframes())
+        channels = w.getnchannels()
+    pcm = np.frombuffer(data, dtype="<i2")
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels)[:, 0]
+    if rate != 8000:
+        from voicetyped_speech.testing import resample, to_pcm
+
+        pcm = to_pcm(resample(pcm.astype(np.float32) / 32768, rate, 8000))
+    return trim(pcm).tobytes()
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+async def run_call(
+    target: str,
+    steps: list[Step],
+    voices: Voices,
+    on_event: Event | None = None,
+    phone: Phone | None = None,
+    transcribe: bool = True,
+) -> CallLog:
+    """Place the call and run ``steps``. ``transcribe=False`` leaves the bot's words
+    untranscribed during the call (:func:`transcribe_turns` does it afterwards), so a load test
+    does not spend the machine's CPU on its own measuring; ``expect`` steps then fail."""
+
+    def event(kind: str, data: Any) -> None:
+        if on_event is not None:
+            on_event(kind, data)
+
+    asr = voices if transcribe else None
+    own_phone = phone is None
+    phone = phone or Phone()
+    if own_phone:
+        await phone.start()
+    log = CallLog()
+    call = await phone.dial(target)
+    log.call_id = phone.call.call_id
+    event("answered", target)
+    since = time.perf_counter()
+    try:
+        talks_over_greeting = (
+            bool(steps) and isinstance(steps[0], Say) and steps[0].barge_in_after_ms is not None
+        )
+        if not steps or not (isinstance(steps[0], ListenStep) or talks_over_greeting):
+            steps = [ListenStep(listen=Listen()), *steps]  # the greeting
+        for step in steps:
+            if call.ended.is_set() and not isinstance(step, Expect | Hangup):
+                log.failures.append(f"the call ended before {step!r}")
+                break
+            if isinstance(step, ListenStep):
+                utterance = await listen(call, since, step.listen)
+                turn = Turn("(listening)", since, _latency(utterance, since), utterance)
+                await _finish_turn(turn, asr, log, event)
+                since = time.perf_counter()
+            elif isinstance(step, Say | Wav):
+                if isinstance(step, Say):  # Piper or a file read: off the event loop
+                    pcm = await asyncio.to_thread(voices.speak_8k, step.say)
+                    words = step.say
+                else:
+                    pcm = await asyncio.to_thread(read_wav_8k, step.wav)
+                    words = step.wav.name
+                await _speak(call, step, pcm, words, asr, log, event)
+                since = time.perf_counter()
+            elif isinstance(step, Press):
+                for n, key in enumerate(step.press):
+                    call.press(key)
+                    await asyncio.sleep(
+                        0.2 + step.gap_ms / 1000 if n < len(step.press) - 1 else 0.2
+                    )
+                stopped = time.perf_counter()
+                utterance = await listen(call, stopped, step.listen)
+                await _finish_turn(
+                    Turn(f"[keys {step.press}]", stopped, _latency(utterance, stopped), utterance),
+                    asr,
+                    log,
+                    event,
+                )
+                since = time.perf_counter()
+            elif isinstance(step, Wait):
+                await asyncio.sleep(step.wait)
+            elif isinstance(step, Expect):
+                said = [t.bot.text for t in log.turns if t.bot is not None]
+                if not said or _normal(step.expect) not in _normal(said[-1]):
+                    last = said[-1] if said else "(nothing)"
+                    log.failures.append(
+                        f"expected the bot to say {step.expect!r}; it said {last!r}"
+                    )
+            elif isinstance(step, Hangup):
+                break
+        await asyncio.sleep(0.3)
+        log.ended_by_bot = call.remote_hangup
+    finally:
+        if not call.ended.is_set():
+            await call.hang_up()
+        else:
+            await call.close()
+        if own_phone:
+            await phone.close()
+    event("ended", log)
+    return log
+
+
+def _quiet_after(call: PhoneCall, began: float, hold_s: float = 0.3) -> float | None:
+    """Seconds from ``began`` to the start of the first stretch of ``hold_s`` without the bot's
+    voice (pauses between words are shorter)."""
+    run_start: float | None = None
+    for frame in call.heard:
+        if frame.arrived <= began:
+            continue
+        if frame.loud:
+            run_start = None
+        elif run_start is None:
+            run_start = frame.arrived
+        elif frame.arrived - run_start >= hold_s:
+            return run_start - began
+    return None
+
+
+def _latency(utterance: BotUtterance | None, since: float) -> float | None:
+    return utterance.started - since if utterance is not None else None
+
+
+async def _speak(
+    call: PhoneCall,
+    step: Say | Wav,
+    pcm: bytes,
+    words: str,
+    asr: Voices | None,
+    log: CallLog,
+    event: Event,
+) -> None:
+    barge_in = step.barge_in_after_ms if isinstance(step, Say) else None
+    if barge_in is not None:
+        # Talk over the bot: wait for its voice, then start after the given delay.
+        waited = time.perf_counter()
+        while not any(f.loud and f.arrived > waited - 5 for f in call.heard[-10:]):
+            if time.perf_counter() - waited > 10 or call.ended.is_set():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(barge_in / 1000)
+    began = time.perf_counter()
+    call.say(pcm)
+    stopped = await call.until_said()
+    stop_s = None
+    if barge_in is not None:
+        stop_s = _quiet_after(call, began)
+    utterance = await listen(call, stopped, step.listen)
+    turn = Turn(words, stopped, _latency(utterance, stopped), utterance, stop_s)
+    await _finish_turn(turn, asr, log, event)
+
+
+async def transcribe_turns(log: CallLog, voices: Voices) -> None:
+    """Transcribe the bot's words of a call run with ``transcribe=False``."""
+    for turn in log.turns:
+        if turn.bot is not None and not turn.bot.text:
+            turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
+
+
+async def _finish_turn(turn: Turn, voices: Voices | None, log: CallLog, event: Event) -> None:
+    if turn.bot is not None and voices is not None:
+        turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
+    log.turns.append(turn)
+    event("turn", turn)

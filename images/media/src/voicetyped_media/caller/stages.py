@@ -1,0 +1,136 @@
+"""Where a turn's time went, from the call's OpenTelemetry spans (JSON lines written by the
+services under ``voicetyped up``; see ``voicetyped.service.tracing``).
+
+A turn runs from the caller's last speech sample (or key press) to the first loud RTP frame of
+the reply at the caller. The spans split it into:
+
+- ``end_of_speech``: caller stopped -> the speech gateway's VAD declared the end (its hangover);
+- ``final``: -> the final transcript was ready;
+- ``decision``: -> the runtime had the transcript (or digit), matched intents, stepped the FSM,
+  saved the state and sent its effects;
+- ``tts``: -> the speech gateway had the SpeakRequest and the reply's first audio frame;
+- ``playout``: -> the media gateway sent that audio's first RTP packet;
+- ``network``: -> the caller received it.
+
+``backend`` (a call hook answered meanwhile) is reported beside them when there was one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voicetyped_media.caller.script import WALL_OFFSET, CallLog
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    start: float  # wall seconds
+    end: float
+    attributes: dict[str, Any]
+
+
+def load_spans(trace_dir: Path) -> list[Span]:
+    spans = []
+    for path in sorted(trace_dir.glob("*.jsonl")):
+        for line in path.read_text("utf-8", errors="replace").splitlines():
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            spans.append(
+                Span(
+                    raw["service"],
+                    raw["name"],
+                    raw["trace_id"],
+                    raw["start_ns"] / 1e9,
+                    raw["end_ns"] / 1e9,
+                    raw.get("attributes") or {},
+                )
+            )
+    return sorted(spans, key=lambda s: s.start)
+
+
+def _first(spans: list[Span], name: str, after: float, slack: float = 0.05) -> Span | None:
+    return next((s for s in spans if s.name == name and s.start >= after - slack), None)
+
+
+def turn_stages(
+    spans: list[Span], stopped: float, heard: float, trace_id: str | None = None
+) -> dict[str, float] | None:
+    """The stages (seconds) of the turn from ``stopped`` to ``heard`` (wall seconds), or None
+    when the spans do not cover it (tracing off)."""
+    mine = [s for s in spans if trace_id is None or s.trace_id == trace_id]
+    window = [s for s in mine if stopped - 1.0 <= s.start <= heard + 0.5]
+    eos = next(
+        (s for s in window if s.name == "speech.end_of_speech" and s.end >= stopped - 0.05), None
+    )
+    start = stopped
+    stages: dict[str, float] = {}
+    decision_after = stopped
+    if eos is not None:
+        final = next(
+            (
+                s
+                for s in window
+                if s.name == "speech.final"
+                and s.attributes.get("utterance_id") == eos.attributes.get("utterance_id")
+            ),
+            None,
+        )
+        stages["end_of_speech"] = eos.end - start
+        start = eos.end
+        if final is not None:
+            stages["final"] = final.end - start
+            start = final.end
+        decision_after = start
+    decision = _first(window, "runtime.decision", decision_after)
+    if decision is None:
+        return None
+    stages["decision"] = decision.end - start
+    tts = _first(window, "speech.tts", decision.end)
+    if tts is None:
+        return stages
+    stages["tts"] = tts.end - decision.end
+    rtp = next(
+        (
+            s
+            for s in window
+            if s.name == "media.first_rtp"
+            and s.attributes.get("request_id") == tts.attributes.get("request_id")
+        ),
+        None,
+    )
+    if rtp is not None:
+        stages["playout"] = rtp.end - tts.end
+        stages["network"] = heard - rtp.end
+    backend = _first(window, "runtime.backend", stopped)
+    if backend is not None and backend.start <= heard:
+        stages["backend"] = backend.end - backend.start
+    return stages
+
+
+def call_trace(spans: list[Span], call_id: str) -> str | None:
+    """The trace of the call with SIP Call-ID ``call_id`` (the media gateway's root span)."""
+    root = next(
+        (s for s in spans if s.name == "call" and s.attributes.get("sip.call_id") == call_id),
+        None,
+    )
+    return root.trace_id if root is not None else None
+
+
+def attach_stages(log: CallLog, trace_dir: Path) -> None:
+    """Fill in each turn's stages from the spans of its call."""
+    spans = load_spans(trace_dir)
+    trace_id = call_trace(spans, log.call_id)
+    if trace_id is None:
+        return
+    for turn in log.turns[1:]:
+        if turn.bot is not None and turn.latency_s is not None:
+            stopped = turn.stopped + WALL_OFFSET
+            turn.stages = turn_stages(spans, stopped, stopped + turn.latency_s, trace_id)

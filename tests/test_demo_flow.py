@@ -1,0 +1,139 @@
+"""The whole pipeline on one machine, as `make demo` runs it: the four services and the example
+backend as real processes, a real SIP call over loopback (G.711, RFC 4733), caller speech from
+Piper, the bot's replies transcribed by whisper.cpp. And the runtime killed mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from voicetyped.dev.stack import Stack, StackConfig
+from voicetyped.testing.redis_server import RedisServer
+from voicetyped_media.caller.run import Voices, run_call
+from voicetyped_media.caller.script import Turn, load_script
+from voicetyped_media.caller.stages import attach_stages, call_trace, load_spans
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SCRIPT = EXAMPLES / "calls" / "order-status.yaml"
+
+
+@pytest.fixture(scope="module")
+def voices() -> Voices:
+    return Voices()
+
+
+def stack_config(tmp: Path, store_url: str = "") -> StackConfig:
+    return StackConfig(
+        run_dir=tmp,
+        dialogs=[EXAMPLES / "dialogs" / "order-status.yaml"],
+        integrations=[EXAMPLES / "integrations" / "shop.yaml"],
+        backend_script=EXAMPLES / "backend" / "example_backend.py",
+        backend_key_file=EXAMPLES / "backend" / "demo-api-key",
+        fixed_ports=False,
+        store_url=store_url,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    s = Stack(stack_config(tmp_path / "run"))
+    await s.start()
+    yield s
+    codes = await s.stop()
+    assert all(code in (0, None) for code in codes.values()), codes
+
+
+def backend_calls(stack: Stack) -> list[dict[str, Any]]:
+    key = (EXAMPLES / "backend" / "demo-api-key").read_text().strip()
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.backend_port}/_requests")
+    request.add_header("X-API-Key", key)
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return list(json.loads(reply.read()))
+
+
+def fsm_path(stack: Stack, call_id: str) -> list[str]:
+    spans = load_spans(stack.trace_dir)
+    trace_id = call_trace(spans, call_id)
+    return [
+        s.attributes["state_to"]
+        for s in spans
+        if s.trace_id == trace_id and s.name == "runtime.decision"
+    ]
+
+
+async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) -> None:
+    log = await run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices)
+    assert not log.failures, log.failures  # every `expect`: the caller heard the prompts
+    assert log.ended_by_bot, "the dialog's terminal state hung up"
+    said = [t.bot.text for t in log.turns if t.bot is not None]
+    assert len(said) == 4, said
+    calls = [c for c in backend_calls(stack) if c["path"].startswith("/api/")]
+    assert [(c["method"], c["path"], c["status"]) for c in calls] == [
+        ("GET", "/api/orders/48213", 200)
+    ]
+    await asyncio.sleep(1.0)  # spans are exported every 0.5 s
+    assert fsm_path(stack, log.call_id) == ["ask_number", "lookup", "shipped", "goodbye"]
+    attach_stages(log, stack.trace_dir)
+    timed = [t for t in log.turns[1:] if t.stages]
+    assert len(timed) == 3, [t.stages for t in log.turns]
+    for turn in timed:
+        assert turn.stages is not None and turn.latency_s is not None
+        assert {"end_of_speech", "final", "decision", "tts", "playout"} <= set(turn.stages)
+        assert sum(v for k, v in turn.stages.items() if k != "backend") == pytest.approx(
+            turn.latency_s, abs=0.005
+        )
+
+
+async def test_the_caller_interrupts_a_long_prompt(
+    stack: Stack, voices: Voices, tmp_path: Path
+) -> None:
+    script = tmp_path / "barge-in.yaml"
+    # The greeting allows barge-in: talk over it 0.7 s after it starts.
+    script.write_text(
+        '- say: "I want to check the status of my order."\n'
+        "  barge_in_after_ms: 700\n"
+        '- expect: "order number"\n'
+    )
+    steps = load_script(script)
+    log = await run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", steps, voices)
+    turn: Turn = log.turns[0]
+    assert turn.barge_in_stop_s is not None, "the greeting stopped"
+    assert turn.barge_in_stop_s < 0.6, f"playback went on {turn.barge_in_stop_s:.2f} s"
+    assert not log.failures, log.failures  # the interruption was taken as the next turn
+
+
+async def test_runtime_killed_mid_call_resumes_without_losing_a_turn(
+    tmp_path: Path, voices: Voices
+) -> None:
+    with RedisServer() as redis:
+        stack = Stack(stack_config(tmp_path / "run", store_url=redis.url))
+        await stack.start()
+        try:
+            killed = asyncio.Event()
+
+            def on_event(kind: str, data: Any) -> None:
+                # Right after the bot asked for the order number: crash the runtime.
+                asked = (
+                    kind == "turn" and data.bot is not None and "number" in data.bot.text.lower()
+                )
+                if asked and not killed.is_set():
+                    killed.set()
+                    stack.kill("runtime")
+                    asyncio.get_running_loop().create_task(stack.restart("runtime"))
+
+            log = await run_call(
+                f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices, on_event
+            )
+            assert killed.is_set()
+            assert not log.failures, log.failures
+            calls = [c for c in backend_calls(stack) if c["path"].startswith("/api/")]
+            assert [(c["method"], c["path"]) for c in calls] == [("GET", "/api/orders/48213")]
+        finally:
+            await stack.stop()
