@@ -4,6 +4,7 @@
 #   make test    lint + every test suite, e2e on a local control plane (.ci/run)
 #   make install the whole uv workspace into .venv for development
 #   make proto   regenerate voicetyped.v1 Python code from proto/
+#   make crds    regenerate crds/ (and the chart's copy) from the operator's models
 #   make lint    ruff, mypy, hadolint, lock freshness
 #   make bench   benchmarks; JSON results in bench/results/
 #
@@ -33,13 +34,13 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server sip-tester baresip libopus0
 
-SRC_DIRS := common images conftest.py proto/generate.py bench tests examples
-DOCKERFILES := $(wildcard images/*/Dockerfile)
+SRC_DIRS := common images operator conftest.py proto/generate.py bench tests examples
+DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile
 
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
 include tests/e2e/cluster/cluster.mk
 
-.PHONY: help install system-deps proto lint format test unit bench clean demo
+.PHONY: help install system-deps proto crds lint format test unit bench clean demo
 
 help:
 	@grep -hE '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -66,6 +67,12 @@ system-deps:
 
 proto: install
 	$(PY) proto/generate.py
+
+# The CRDs are generated from the operator's pydantic models (a unit test fails when stale),
+# and the Argo CD argocd-cm snippet from the chart's health.lua scripts.
+crds: install
+	$(PY) -m voicetyped_operator.crds --out crds --out charts/voicetyped-operator/crds
+	$(PY) -m voicetyped_operator.argocd --root charts/voicetyped-operator/argocd
 
 format: install
 	$(VENV)/bin/ruff format .
@@ -96,6 +103,7 @@ bench: install system-deps
 	$(PY) bench/speech.py --out bench/results/speech.json
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/operator_apply.py --out bench/results/operator.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results

@@ -53,12 +53,12 @@ def test_final_image_runs_the_service_as_non_root(service: str) -> None:
     assert entrypoint == [f'["voicetyped-{service}"]']
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) -> None:
+def _replay(dockerfile: Path, tmp_path: Path) -> tuple[Path, list[list[str]], int]:
+    """Replay the build stage on the host: COPY into a scratch context, then its uv sync."""
     uv = shutil.which("uv")
     if uv is None:
         pytest.fail("uv is not on PATH (make test puts it there)")
-    build = _stages(REPO / "images" / service / "Dockerfile")[0]
+    build = _stages(dockerfile)[0]
     context = tmp_path / "src"
     context.mkdir()
     env_dir = tmp_path / "venv"
@@ -100,6 +100,12 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
             replayed.append(command)
         elif op == "ENV":
             build_env.update(_env_pairs(rest))
+    return env_dir, replayed, syncs
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) -> None:
+    env_dir, replayed, syncs = _replay(REPO / "images" / service / "Dockerfile", tmp_path)
     assert syncs == 1
     assert (env_dir / "bin" / f"voicetyped-{service}").exists()
     installed = {
@@ -137,3 +143,37 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
 def _env_pairs(rest: str) -> list[tuple[str, str]]:
     """``ENV A=1 B=2`` as pairs."""
     return [tuple(p.split("=", 1)) for p in shlex.split(rest)]  # type: ignore[misc]
+
+
+def test_operator_image(tmp_path: Path) -> None:
+    """The operator image: non-root, the operator with the runtime's and the integration
+    gateway's validators as libraries, no media or speech service, no dev tools."""
+    dockerfile = REPO / "operator" / "Dockerfile"
+    final = _stages(dockerfile)[-1]
+    users = [rest for op, rest in final if op == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) != 0
+    assert [rest for op, rest in final if op == "ENTRYPOINT"] == ['["voicetyped-operator"]']
+    assert any(op == "HEALTHCHECK" for op, _ in final)
+    env_dir, replayed, syncs = _replay(dockerfile, tmp_path)
+    assert syncs == 1 and not replayed
+    installed = {
+        p.name.split("-")[0] for p in (env_dir / "lib").glob("python3*/site-packages/*.dist-info")
+    }
+    assert {"voicetyped_operator", "voicetyped_runtime", "voicetyped_integration"} <= installed
+    assert not installed & {"voicetyped_media", "voicetyped_speech"}
+    assert not installed & {"pytest", "mypy", "ruff", "hypothesis", "lupa"}, (
+        "dev tools in the image"
+    )
+    result = subprocess.run(
+        [env_dir / "bin" / "voicetyped-operator", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "voicetyped-operator" in result.stdout
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_images_have_a_healthcheck_and_a_writable_workdir(service: str) -> None:
+    final = _stages(REPO / "images" / service / "Dockerfile")[-1]
+    checks = [rest for op, rest in final if op == "HEALTHCHECK"]
+    assert len(checks) == 1 and "/healthz" in checks[0]
+    assert ("WORKDIR", "/var/lib/voicetyped") in final

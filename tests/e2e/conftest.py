@@ -59,6 +59,13 @@ def load_helper(relpath: str) -> ModuleType:
     return module
 
 
+# The operator's fixtures (module scope: each test module gets its own CRDs and operator)
+# and helpers; the test_operator*.py modules use the helpers as sys.modules[...] entries.
+_operator_support = load_helper("operator_support")
+voicetyped_crds = _operator_support.voicetyped_crds
+operator = _operator_support.operator
+
+
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """kubectl and helm against the cluster under test (see the module docstring)."""

@@ -1,0 +1,52 @@
+-- Argo CD health of a voicetyped.io VoiceDeployment: Healthy once the operator reports
+-- Ready for the current generation (every Deployment available), Degraded while it is
+-- Stalled (a missing Dialog/Secret, a spec the API server refused), else Progressing.
+local hs = {}
+
+local function condition(kind)
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+if obj.status == nil or obj.status.conditions == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to report status"
+  return hs
+end
+
+local generation = obj.metadata.generation
+local observed = obj.status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. generation
+  return hs
+end
+
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = (stalled.reason or "Stalled") .. ": " .. (stalled.message or "")
+  return hs
+end
+
+local ready = condition("Ready")
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message or "Ready"
+  return hs
+end
+
+local reconciling = condition("Reconciling")
+hs.status = "Progressing"
+if reconciling ~= nil and reconciling.status == "True" and reconciling.message ~= "" then
+  hs.message = reconciling.message
+elseif ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+  hs.message = ready.message
+else
+  hs.message = "Waiting for the Ready condition"
+end
+return hs

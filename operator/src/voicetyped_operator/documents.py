@@ -1,0 +1,237 @@
+"""Dialog and Integration resources -> validated documents -> ConfigMaps.
+
+Validation is the services' own: ``load_dialog`` (runtime) and ``Integration`` (integration
+gateway). A document that fails it never reaches a ConfigMap, so the version the services
+run stays in place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+from pydantic import ValidationError
+from voicetyped_integration.spec import Integration
+from voicetyped_runtime.dialog.compiled import CompiledDialog, DialogError, load_dialog
+
+from voicetyped_operator import naming
+from voicetyped_operator.models.base import SecretKeyRef
+from voicetyped_operator.models.integration import IntegrationSpec
+
+SECRETS_ROOT = "/var/run/secrets/voicetyped/integrations"
+MAX_MESSAGE = 4000
+
+
+class InvalidDocumentError(ValueError):
+    """The document fails the service's validator; ``issues`` name field paths."""
+
+    def __init__(self, kind: str, name: str, issues: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.issues = issues
+        super().__init__(f"{kind} {name} is invalid: " + "; ".join(issues))
+
+    def message(self) -> str:
+        text = "; ".join(self.issues)
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 20] + f"... ({len(self.issues)} problems)"
+        return text
+
+
+# ---- Dialog -------------------------------------------------------------------------------
+
+
+def dialog_document(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain dialog document of a Dialog resource (metadata.name names it)."""
+    document = dict(spec)
+    document.setdefault("name", name)
+    return document
+
+
+def compile_dialog(name: str, spec: Mapping[str, Any]) -> CompiledDialog:
+    """Validate with the runtime's validator; raises :class:`InvalidDocumentError`."""
+    if spec.get("name") not in (None, name):
+        raise InvalidDocumentError(
+            "Dialog", name, [f"spec.name: must equal metadata.name {name!r}"]
+        )
+    try:
+        return load_dialog(dialog_document(name, spec))
+    except DialogError as exc:
+        raise InvalidDocumentError(
+            "Dialog",
+            name,
+            [f"spec.{i.path}: {i.message}" if i.path else i.message for i in exc.issues],
+        ) from None
+
+
+def dialog_config_map(name: str, namespace: str, uid: str, compiled: CompiledDialog) -> ConfigMap:
+    text = yaml.safe_dump(compiled.document, sort_keys=False, allow_unicode=True, width=100)
+    return ConfigMap(
+        metadata=ObjectMeta(
+            name=naming.dialog_config_map(name),
+            namespace=namespace,
+            labels=naming.document_labels("Dialog", name),
+            annotations={naming.CONTENT_HASH: compiled.content_hash},
+            ownerReferences=[naming.owner_reference("Dialog", name, uid)],
+        ),
+        data={f"{name}.yaml": text},
+    )
+
+
+# ---- Integration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    """One Secret mounted (some of its keys) into the integration gateway."""
+
+    secret: str
+    keys: tuple[str, ...]
+    path: str  # directory
+
+    def file(self, key: str) -> str:
+        return f"{self.path}/{key}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"secret": self.secret, "keys": list(self.keys), "path": self.path}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SecretMount:
+        return cls(
+            secret=str(data["secret"]),
+            keys=tuple(str(k) for k in data["keys"]),
+            path=str(data["path"]),
+        )
+
+
+@dataclass(frozen=True)
+class RenderedIntegration:
+    name: str  # the document's name (call_hook.service)
+    document: dict[str, Any]
+    content_hash: str
+    mounts: tuple[SecretMount, ...]
+    refs: tuple[tuple[str, SecretKeyRef], ...]
+
+
+def parse_integration(name: str, spec: Mapping[str, Any]) -> IntegrationSpec:
+    try:
+        return IntegrationSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise InvalidDocumentError("Integration", name, pydantic_issues(exc, "spec")) from None
+
+
+def integration_mounts(name: str, spec: IntegrationSpec) -> tuple[SecretMount, ...]:
+    keys: dict[str, list[str]] = {}
+    for _, ref in spec.secret_refs():
+        keys.setdefault(ref.name, [])
+        if ref.key not in keys[ref.name]:
+            keys[ref.name].append(ref.key)
+    return tuple(
+        SecretMount(secret=s, keys=tuple(sorted(k)), path=f"{SECRETS_ROOT}/{name}/{s}")
+        for s, k in sorted(keys.items())
+    )
+
+
+def render_integration(name: str, spec: Mapping[str, Any]) -> RenderedIntegration:
+    """Secret references -> mounted file paths, validated by the gateway's own model."""
+    parsed = parse_integration(name, spec)
+    if parsed.name not in (None, name):
+        raise InvalidDocumentError("Integration", name, [f"spec.name: must equal {name!r}"])
+    mounts = {m.secret: m for m in integration_mounts(name, parsed)}
+
+    def path(ref: SecretKeyRef | None) -> str:
+        assert ref is not None
+        return mounts[ref.name].file(ref.key)
+
+    auth = parsed.auth
+    if auth.type == "apiKey":
+        doc_auth: dict[str, Any] = {"type": "apiKey", "prefix": auth.prefix}
+        doc_auth["valueFile"] = path(auth.secret_ref)
+        if auth.header is not None:
+            doc_auth["header"] = auth.header
+        if auth.query is not None:
+            doc_auth["query"] = auth.query
+    elif auth.type == "oauth2":
+        doc_auth = {
+            "type": "oauth2",
+            "tokenURL": auth.token_url,
+            "clientIdFile": path(auth.client_id_secret_ref),
+            "clientSecretFile": path(auth.client_secret_secret_ref),
+            "scopes": list(auth.scopes),
+            "refreshBeforeSeconds": auth.refresh_before_seconds,
+        }
+        if auth.audience is not None:
+            doc_auth["audience"] = auth.audience
+    elif auth.type == "mtls":
+        tls_secret = auth.tls_secret_name
+        assert tls_secret is not None
+        doc_auth = {
+            "type": "mtls",
+            "certFile": mounts[tls_secret].file("tls.crt"),
+            "keyFile": mounts[tls_secret].file("tls.key"),
+        }
+    else:
+        doc_auth = {"type": "none"}
+    document: dict[str, Any] = {
+        "name": name,
+        "baseURL": parsed.base_url,
+        "auth": doc_auth,
+        "tls": {"caFile": path(parsed.tls.ca_secret_ref)} if parsed.tls.ca_secret_ref else {},
+        "timeoutMs": parsed.timeout_ms,
+        "retry": parsed.retry.model_dump(mode="json", by_alias=True),
+        "rateLimit": parsed.rate_limit.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "circuitBreaker": parsed.circuit_breaker.model_dump(mode="json", by_alias=True),
+        "redact": list(parsed.redact),
+        "operations": {
+            op: value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for op, value in parsed.operations.items()
+        },
+    }
+    try:
+        validated = Integration.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidDocumentError("Integration", name, pydantic_issues(exc, "spec")) from None
+    canonical = validated.model_dump(mode="json", by_alias=True)
+    return RenderedIntegration(
+        name=name,
+        document=document,
+        content_hash=naming.digest(canonical),
+        mounts=tuple(mounts.values()),
+        refs=tuple(parsed.secret_refs()),
+    )
+
+
+def integration_config_map(
+    name: str, namespace: str, uid: str, rendered: RenderedIntegration
+) -> ConfigMap:
+    text = yaml.safe_dump(rendered.document, sort_keys=False, allow_unicode=True, width=100)
+    mounts = json.dumps([m.to_json() for m in rendered.mounts], separators=(",", ":"))
+    return ConfigMap(
+        metadata=ObjectMeta(
+            name=naming.integration_config_map(name),
+            namespace=namespace,
+            labels=naming.document_labels("Integration", name),
+            annotations={naming.CONTENT_HASH: rendered.content_hash, naming.SECRET_MOUNTS: mounts},
+            ownerReferences=[naming.owner_reference("Integration", name, uid)],
+        ),
+        data={f"{name}.yaml": text},
+    )
+
+
+def pydantic_issues(exc: ValidationError, prefix: str) -> list[str]:
+    """``spec.auth.secretRef.name: String should match pattern ...`` lines."""
+    issues = []
+    for err in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field missing"
+        issues.append(f"{prefix}{loc}: {msg}")
+    return issues

@@ -1,0 +1,1 @@
+"""The custom resources' specs and statuses (pydantic): the CRD schemas are generated from them."""

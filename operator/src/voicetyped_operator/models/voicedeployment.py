@@ -1,0 +1,502 @@
+"""VoiceDeployment: one voicetyped pipeline (media, speech, runtime, integration gateways).
+
+Cross-field rules are CEL (``x-kubernetes-validations``) so the API server refuses a bad
+object at ``kubectl apply`` time with a message naming the field; the operator validates
+the same model again and reports what only it can see (missing Dialogs, Secrets).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from voicetyped_operator.models.base import (
+    DNS_SUBDOMAIN,
+    NodeSelector,
+    ObjectName,
+    ResourceRequirements,
+    SecretKeyRef,
+    Spec,
+    Toleration,
+    cel,
+    validations,
+)
+
+SERVICES = ("media", "speech", "runtime", "integration")
+Codec = Literal["opus", "G722", "PCMU", "PCMA"]
+ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+NAME_MAX = 40
+Transport = Literal["udp", "tcp"]
+
+
+def _transports() -> list[Transport]:
+    return ["udp", "tcp"]
+
+
+def _codecs() -> list[Codec]:
+    return [
+        "opus",
+        "G722",
+        "PCMU",
+        "PCMA",
+    ]  # children are "<name>-integration", a DNS label of at most 63
+
+
+def _range_rule() -> dict[str, str]:
+    return cel(
+        "self.minReplicas <= self.maxReplicas",
+        "minReplicas must not exceed maxReplicas",
+        ".minReplicas",
+    )
+
+
+class Autoscaling(Spec):
+    """A HorizontalPodAutoscaler (autoscaling/v2) on CPU utilization."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_range_rule()))
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_cpu_utilization: int = Field(
+        70,
+        alias="targetCPUUtilization",
+        ge=1,
+        le=100,
+        description="Average CPU utilization (% of requests) to aim for.",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class MediaAutoscaling(Spec):
+    """Scale the media gateway on active calls per pod (a Pods metric served by a metrics
+    adapter from ``voicetyped_media_active_calls``): CPU is the wrong signal for call load.
+    Scale-down is slow and one pod at a time; each pod drains its calls before it stops."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_range_rule()))
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_active_calls: int = Field(
+        50, ge=1, le=10000, description="Average active calls per pod to aim for."
+    )
+    metric_name: str = Field(
+        "voicetyped_media_active_calls",
+        max_length=253,
+        description="Pods metric with the active calls of each pod.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0, le=3600, description="Wait this long at lower load before removing pods."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class GpuMetric(Spec):
+    """Where the GPU utilization comes from (e.g. NVIDIA DCGM exporter via a metrics adapter)."""
+
+    type: Literal["Pods", "External"] = Field(
+        "Pods", description="Pods: per-pod metric averaged over pods; External: one value."
+    )
+    name: str = Field("DCGM_FI_DEV_GPU_UTIL", max_length=253, description="Metric name.")
+
+
+class SpeechAutoscaling(Spec):
+    """Scale the speech gateway on GPU utilization (GPU pools) and/or CPU utilization."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            _range_rule(),
+            cel(
+                "has(self.targetCPUUtilization) || has(self.targetGPUUtilization)",
+                "set targetGPUUtilization and/or targetCPUUtilization",
+            ),
+        )
+    )
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_cpu_utilization: int | None = Field(
+        None,
+        alias="targetCPUUtilization",
+        ge=1,
+        le=100,
+        description="Average CPU utilization (% of requests).",
+    )
+    target_gpu_utilization: int | None = Field(
+        None, alias="targetGPUUtilization", ge=1, le=100, description="Average GPU utilization (%)."
+    )
+    gpu_metric: GpuMetric = Field(default_factory=GpuMetric, alias="gpuMetric")
+
+    @model_validator(mode="after")
+    def _targets(self) -> SpeechAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.target_cpu_utilization is None and self.target_gpu_utilization is None:
+            raise ValueError("set targetGPUUtilization and/or targetCPUUtilization")
+        return self
+
+
+class Workload(Spec):
+    """What every service has: image, replicas, resources and placement."""
+
+    image: str | None = Field(
+        None,
+        max_length=512,
+        description="Container image; default: <operator's registry>/<service>:<version>.",
+    )
+    image_pull_policy: ImagePullPolicy | None = Field(None, description="Image pull policy.")
+    replicas: int = Field(1, ge=0, le=1000, description="Replicas when autoscaling is off.")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="Node labels the pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pods tolerate."
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pod affinity/anti-affinity as in a Pod spec (checked by the API server "
+        "when the operator applies the Deployment).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logs.")
+
+
+class SipSpec(Spec):
+    port: int = Field(5060, ge=1, le=65535, description="SIP port.")
+    transports: list[Transport] = Field(
+        default_factory=_transports,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="SIP transports to listen on (and expose on the Service).",
+    )
+
+
+class RtpSpec(Spec):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.portMax - self.portMin >= 2",
+                "portMax must be at least portMin + 2",
+                ".portMax",
+            ),
+            cel(
+                "self.portMax - self.portMin <= 20000",
+                "the RTP range may span at most 20000 ports",
+                ".portMax",
+            ),
+        )
+    )
+
+    port_min: int = Field(20000, ge=1024, le=65534, description="First RTP port.")
+    port_max: int = Field(20999, ge=1025, le=65535, description="Last RTP port.")
+
+    @model_validator(mode="after")
+    def _range(self) -> RtpSpec:
+        if self.port_max - self.port_min < 2:
+            raise ValueError("portMax must be at least portMin + 2")
+        return self
+
+
+class DigestAuth(Spec):
+    """SIP digest authentication: a Secret key holding ``user:password`` lines."""
+
+    secret_ref: SecretKeyRef = Field(description="The users file.")
+    realm: str = Field("voicetyped", max_length=253, description="Digest realm.")
+
+
+class MediaSpec(Workload):
+    """The media gateway: SIP signalling and RTP media."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "size(self.allowedSourceCIDRs) > 0 || has(self.digestAuth)",
+                "set allowedSourceCIDRs or digestAuth: an open SIP port invites toll fraud",
+                ".allowedSourceCIDRs",
+            ),
+            cel(
+                "self.allowedSourceCIDRs.all(c, isCIDR(c))",
+                "allowedSourceCIDRs entries must be CIDRs such as 10.0.0.0/8",
+                ".allowedSourceCIDRs",
+            ),
+            cel(
+                "!self.hostNetwork || self.serviceType != 'LoadBalancer'",
+                "hostNetwork media pods are reached on the node: use serviceType ClusterIP or "
+                "NodePort",
+                ".serviceType",
+            ),
+        )
+    )
+
+    autoscaling: MediaAutoscaling | None = Field(
+        None, description="Scale on active calls (replaces replicas)."
+    )
+    sip: SipSpec = Field(default_factory=SipSpec)
+    rtp: RtpSpec = Field(default_factory=RtpSpec)
+    host_network: bool = Field(
+        False,
+        description="Run on the node's network (RTP reaches the pod directly; SDP advertises "
+        "the node address). One media pod per node for a given port range.",
+    )
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        "ClusterIP", description="How the SIP Service is exposed."
+    )
+    codecs: list[Codec] = Field(
+        default_factory=_codecs,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Codecs offered and accepted.",
+    )
+    max_calls: int = Field(200, ge=1, le=100000, description="Calls admitted per pod.")
+    allowed_source_cidrs: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        alias="allowedSourceCIDRs",
+        max_length=64,
+        description="Networks allowed to send SIP/RTP (also enforced by the NetworkPolicy).",
+    )
+    digest_auth: DigestAuth | None = Field(None, description="SIP digest authentication.")
+    dialog: str | None = Field(
+        None,
+        max_length=253,
+        description="Dialog for calls (one of spec.dialogs); default: the first of spec.dialogs.",
+    )
+    dialog_routes: dict[Annotated[str, Field(max_length=64)], ObjectName] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="Called user part (Request-URI user) -> Dialog name.",
+    )
+    drain_seconds: int = Field(
+        120,
+        ge=1,
+        le=86400,
+        description="On scale-down/rollout: how long active calls may continue before the "
+        "pod stops (terminationGracePeriodSeconds follows).",
+    )
+
+    @model_validator(mode="after")
+    def _exposure(self) -> MediaSpec:
+        if not self.allowed_source_cidrs and self.digest_auth is None:
+            raise ValueError("set allowedSourceCIDRs or digestAuth")
+        return self
+
+
+class Gpu(Spec):
+    """GPU placement of the speech pods."""
+
+    enabled: bool = Field(False, description="Request GPUs and schedule on GPU nodes.")
+    count: int = Field(1, ge=1, le=16, description="nvidia.com/gpu per pod.")
+    resource_name: str = Field(
+        "nvidia.com/gpu", max_length=253, description="Extended resource to request."
+    )
+    node_selector: NodeSelector = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"},
+        description="Node labels of GPU nodes.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [
+            Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        ],
+        max_length=32,
+        description="Taints of GPU nodes to tolerate.",
+    )
+
+
+class SpeechSpec(Workload):
+    """The speech gateway: VAD, ASR and TTS."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.gpu.enabled || self.backend == 'faster-whisper'",
+                "gpu.enabled needs backend faster-whisper (whispercpp runs on CPU here)",
+                ".backend",
+            ),
+            cel(
+                "!has(self.autoscaling) || !has(self.autoscaling.targetGPUUtilization) "
+                "|| self.gpu.enabled",
+                "autoscaling.targetGPUUtilization needs gpu.enabled",
+                ".autoscaling.targetGPUUtilization",
+            ),
+        )
+    )
+
+    autoscaling: SpeechAutoscaling | None = Field(
+        None, description="Scale on GPU and/or CPU utilization (replaces replicas)."
+    )
+    backend: Literal["whispercpp", "faster-whisper"] = Field(
+        "whispercpp", description="Recognition backend."
+    )
+    model: str | None = Field(
+        None,
+        max_length=1024,
+        description="Model path in the image (whispercpp: ggml file; faster-whisper: "
+        "CTranslate2 directory); default: the model prepared in the image.",
+    )
+    language: str = Field("en", max_length=16, description="Recognition language.")
+    workers: int = Field(1, ge=1, le=64, description="Recognition workers per pod.")
+    gpu: Gpu = Field(default_factory=Gpu)
+
+    @model_validator(mode="after")
+    def _gpu(self) -> SpeechSpec:
+        if self.gpu.enabled and self.backend != "faster-whisper":
+            raise ValueError("gpu.enabled needs backend faster-whisper")
+        auto = self.autoscaling
+        if auto is not None and auto.target_gpu_utilization is not None and not self.gpu.enabled:
+            raise ValueError("autoscaling.targetGPUUtilization needs gpu.enabled")
+        return self
+
+
+class ExternalRedis(Spec):
+    """A Redis the installation already has."""
+
+    url_secret_ref: SecretKeyRef = Field(
+        alias="urlSecretRef", description="Secret key holding redis://host:6379/0 (or rediss://)."
+    )
+    password_secret_ref: SecretKeyRef | None = Field(
+        None, alias="passwordSecretRef", description="Secret key holding the password (a file)."
+    )
+
+
+class ManagedRedis(Spec):
+    """A single Redis pod run by the operator (small installations; no persistence)."""
+
+    image: str = Field("redis:7.4-alpine", max_length=512, description="Redis image.")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+
+class StateStore(Spec):
+    """Where live call sessions (runtime) and idempotency records (integration) are kept."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.type != 'redis' || has(self.redis)",
+                "type redis needs redis.urlSecretRef",
+                ".redis",
+            ),
+        )
+    )
+
+    type: Literal["managedRedis", "redis"] = Field(
+        "managedRedis", description="managedRedis: one Redis pod run by the operator; redis: yours."
+    )
+    redis: ExternalRedis | None = Field(None, description="type redis: how to reach it.")
+    managed_redis: ManagedRedis = Field(default_factory=ManagedRedis)
+
+    @model_validator(mode="after")
+    def _redis(self) -> StateStore:
+        if self.type == "redis" and self.redis is None:
+            raise ValueError("type redis needs redis.urlSecretRef")
+        return self
+
+
+class RuntimeSpec(Workload):
+    """The conversation runtime: runs the dialogs."""
+
+    autoscaling: Autoscaling | None = Field(None, description="Scale on CPU (replaces replicas).")
+    store: StateStore = Field(default_factory=StateStore)
+    drain_seconds: int = Field(
+        60,
+        ge=1,
+        le=86400,
+        description="On scale-down/rollout: how long calls may finish or move before the pod "
+        "stops (sessions are stored, the media gateway re-attaches elsewhere).",
+    )
+
+
+class IntegrationServiceSpec(Workload):
+    """The integration gateway: the only way out to customer backends."""
+
+    autoscaling: Autoscaling | None = Field(None, description="Scale on CPU (replaces replicas).")
+
+
+class NetworkPolicySpec(Spec):
+    """NetworkPolicies allowing only the pipeline's own traffic."""
+
+    enabled: bool = Field(True, description="Create the NetworkPolicies.")
+    metrics_namespace_selector: dict[str, str] | None = Field(
+        None,
+        description="Namespaces (by labels) allowed to scrape /metrics, e.g. "
+        "{kubernetes.io/metadata.name: monitoring}; unset: none.",
+    )
+
+
+class VoiceDeploymentSpec(Spec):
+    """A voicetyped pipeline serving the given Dialogs with the given Integrations."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.media.dialog) || self.media.dialog in self.dialogs",
+                "media.dialog must be one of spec.dialogs",
+                ".media.dialog",
+            ),
+            cel(
+                "self.media.dialogRoutes.all(k, self.media.dialogRoutes[k] in self.dialogs)",
+                "media.dialogRoutes must route to Dialogs listed in spec.dialogs",
+                ".media.dialogRoutes",
+            ),
+        )
+    )
+
+    dialogs: list[Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]] = (
+        Field(
+            min_length=1,
+            max_length=64,
+            json_schema_extra={"uniqueItems": True},
+            description="Dialogs (same namespace) the runtime serves.",
+        )
+    )
+    integrations: list[
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+    ] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"uniqueItems": True},
+        description="Integrations (same namespace) the integration gateway serves.",
+    )
+    media: MediaSpec
+    speech: SpeechSpec = Field(default_factory=SpeechSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    integration: IntegrationServiceSpec = Field(default_factory=IntegrationServiceSpec)
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+    image_pull_secrets: list[ObjectName] = Field(
+        default_factory=list, max_length=16, description="Secrets for pulling the images."
+    )
+
+    @model_validator(mode="after")
+    def _dialogs(self) -> VoiceDeploymentSpec:
+        if len(set(self.dialogs)) != len(self.dialogs):
+            raise ValueError("dialogs must not repeat")
+        if self.media.dialog is not None and self.media.dialog not in self.dialogs:
+            raise ValueError("media.dialog must be one of spec.dialogs")
+        for user, dialog in self.media.dialog_routes.items():
+            if dialog not in self.dialogs:
+                raise ValueError(f"media.dialogRoutes.{user}: {dialog!r} is not in spec.dialogs")
+        return self
+
+    def default_dialog(self) -> str:
+        return self.media.dialog or self.dialogs[0]
+
+
+VD_ROOT_RULES = [
+    cel(
+        f"size(self.metadata.name) <= {NAME_MAX}",
+        f"VoiceDeployment names are at most {NAME_MAX} characters (children are named "
+        "<name>-integration)",
+    ),
+    cel(
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "VoiceDeployment names must be DNS labels starting with a letter (they name Services)",
+    ),
+]

@@ -1,0 +1,1 @@
+"""Reconcilers: the logic behind the thin kopf handlers."""

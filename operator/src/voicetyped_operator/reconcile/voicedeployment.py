@@ -1,0 +1,426 @@
+"""Reconcile one VoiceDeployment: resolve what it references, apply its children, report.
+
+Outcomes, the kstatus way:
+
+* spec refused by the model (what CEL could not express) or by the API server when a child
+  is applied: ``Stalled`` (InvalidSpec / ApplyRejected) and :class:`kopf.PermanentError`:
+  nothing to retry until the spec changes;
+* a Dialog, Integration or Secret missing (or without a valid version): ``Stalled`` naming
+  it, children left as they are, :class:`kopf.TemporaryError` so it recovers by itself
+  when the object appears (Dialog/Integration changes also trigger it at once);
+* a dependency still being processed: ``Reconciling`` (WaitingForDependencies), short retry;
+* transient API failures: :class:`kopf.TemporaryError` with capped exponential backoff,
+  status left alone;
+* success: ``observedGeneration`` = generation; ``Ready`` once every Deployment is
+  available (status refreshes follow the Deployments' own status changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from voicetyped_operator import conditions, events, naming
+from voicetyped_operator.documents import SecretMount, pydantic_issues
+from voicetyped_operator.kube import Rejected, Transient
+from voicetyped_operator.models.status import (
+    ComponentStatus,
+    DocumentRef,
+    VoiceDeploymentStatus,
+)
+from voicetyped_operator.models.voicedeployment import SERVICES, VoiceDeploymentSpec
+from voicetyped_operator.render import (
+    REDIS,
+    Dependencies,
+    Owner,
+    RenderError,
+    ServedDialog,
+    ServedIntegration,
+    possible_children,
+    render,
+)
+from voicetyped_operator.state import Key, OperatorState, Reconciled
+
+KIND = "VoiceDeployment"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+    stalled: bool  # False: still being processed elsewhere, soon resolved
+
+
+class DependencyError(Exception):
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(p.message for p in problems))
+
+    @property
+    def stalled(self) -> bool:
+        return any(p.stalled for p in self.problems)
+
+    @property
+    def reason(self) -> str:
+        chosen = [p for p in self.problems if p.stalled] or self.problems
+        reasons = {p.reason for p in chosen}
+        return chosen[0].reason if len(reasons) == 1 else "MissingDependencies"
+
+
+def backoff(state: OperatorState, retry: int) -> float:
+    s = state.settings
+    return float(min(s.api_retry_max_seconds, s.api_retry_seconds * (2 ** min(retry, 10))))
+
+
+def reference(name: str, namespace: str, uid: str) -> dict[str, Any]:
+    return events.reference(KIND, name, namespace, uid)
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> VoiceDeploymentStatus:
+    try:
+        return VoiceDeploymentStatus.model_validate(
+            {k: v for k, v in (raw or {}).items() if k in _STATUS_FIELDS}
+        )
+    except ValidationError:
+        return VoiceDeploymentStatus()
+
+
+_STATUS_FIELDS = {f.alias or n for n, f in VoiceDeploymentStatus.model_fields.items()}
+
+
+async def reconcile(
+    state: OperatorState,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    retry: int,
+) -> None:
+    key: Key = (namespace, name)
+    async with state.locks[key]:
+        previous = state.status.get(key) or parse_status(status)
+        state.status[key] = previous
+        ref = reference(name, namespace, uid)
+        try:
+            parsed = VoiceDeploymentSpec.model_validate(dict(spec))
+        except ValidationError as exc:
+            message = "; ".join(pydantic_issues(exc, "spec"))
+            await _write(state, key, ref, generation, conditions.stalled("InvalidSpec", message))
+            raise kopf.PermanentError(f"invalid spec: {message}") from None
+        try:
+            deps = await resolve(state, namespace, parsed)
+        except DependencyError as exc:
+            if exc.stalled:
+                wanted = conditions.stalled(exc.reason, str(exc))
+                delay = state.settings.dependency_retry_seconds
+            else:
+                wanted = conditions.progressing("WaitingForDependencies", str(exc))
+                delay = min(2.0, state.settings.dependency_retry_seconds)
+            await _write(state, key, ref, generation, wanted)
+            raise kopf.TemporaryError(str(exc), delay=delay) from None
+        except Transient as exc:
+            raise kopf.TemporaryError(str(exc), delay=backoff(state, retry)) from None
+        owner = Owner(name=name, namespace=namespace, uid=uid)
+        try:
+            children = render(owner, parsed, deps, state.settings)
+        except RenderError as exc:
+            await _write(state, key, ref, generation, conditions.stalled("InvalidSpec", str(exc)))
+            raise kopf.PermanentError(str(exc)) from None
+        try:
+            applied = await state.kube.apply_all(children)
+            await _prune(state, owner, children)
+        except Rejected as exc:
+            message = f"the API server refused {exc}"
+            await _write(state, key, ref, generation, conditions.stalled("ApplyRejected", message))
+            if exc.code in (401, 403):  # RBAC may be fixed without a spec change
+                raise kopf.TemporaryError(message, delay=backoff(state, retry)) from None
+            raise kopf.PermanentError(message) from None
+        except Transient as exc:
+            raise kopf.TemporaryError(str(exc), delay=backoff(state, retry)) from None
+        for result in applied:
+            state.applied[(result.kind, namespace, result.name)] = (
+                result.generation,
+                result.resource_version,
+            )
+            state.inventory.add((result.kind, namespace, result.name))
+            if result.kind == "Deployment" and result.status is not None:
+                component = result.name.removeprefix(f"{name}-")
+                # The watch is the fresher source for a generation it has already reported
+                # (the apply's answer may predate the controller's status update, and no
+                # further event would correct it); the answer counts for a new generation.
+                seen = int(result.generation or 0)
+                if seen > state.readiness_generation[key].get(component, -1):
+                    state.readiness_generation[key][component] = seen
+                    state.readiness[key][component] = component_status(
+                        result.generation, result.status, None
+                    )
+        components = (*SERVICES, REDIS) if parsed.runtime.store.type == "managedRedis" else SERVICES
+        state.reconciled[key] = Reconciled(uid, generation, deps, tuple(components))
+        await _write_ready(state, key, ref)
+
+
+async def refresh(state: OperatorState, key: Key) -> None:
+    """Recompute Ready/Reconciling from the Deployments after their status changed."""
+    async with state.locks[key]:
+        if key in state.reconciled and key not in state.deleting:
+            found = state.reconciled[key]
+            await _write_ready(state, key, reference(key[1], key[0], found.uid))
+
+
+def schedule_refresh(state: OperatorState, key: Key) -> None:
+    """Coalesce bursts of Deployment events into one status write."""
+    if key in state.refreshes and not state.refreshes[key].done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(state.settings.status_debounce_seconds)
+        state.refreshes.pop(key, None)
+        try:
+            await refresh(state, key)
+        except (Transient, Rejected) as exc:
+            log.warning("status refresh of %s/%s failed: %s", key[0], key[1], exc)
+
+    state.refreshes[key] = asyncio.create_task(later())
+
+
+def component_status(
+    generation: int | None, status: Mapping[str, Any], spec_replicas: int | None
+) -> ComponentStatus:
+    """A Deployment's rollout the kstatus way: current, updated, all replicas available."""
+    desired = spec_replicas if spec_replicas is not None else int(status.get("replicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    current = generation is None or observed >= generation
+    done = current and updated >= desired and available >= desired and total <= desired
+    return ComponentStatus(desired=desired, ready=ready, updated=updated, available=done)
+
+
+async def _write_ready(state: OperatorState, key: Key, ref: dict[str, Any]) -> None:
+    found = state.reconciled[key]
+    readiness = state.readiness[key]
+    waiting = []
+    for component in found.components:
+        got = readiness.get(component)
+        if got is None or not got.available:
+            detail = f"{got.ready}/{got.desired} ready" if got else "no status yet"
+            waiting.append(f"{component} ({detail})")
+    total = len(found.components)
+    if waiting:
+        wanted = conditions.progressing("ComponentsNotReady", "waiting for " + ", ".join(waiting))
+    else:
+        wanted = conditions.ready(f"all {total} components available")
+    await _write(
+        state,
+        key,
+        ref,
+        found.generation,
+        wanted,
+        components={c: readiness[c] for c in found.components if c in readiness},
+        summary=f"{total - len(waiting)}/{total}",
+        deps=found.deps,
+    )
+
+
+async def _write(
+    state: OperatorState,
+    key: Key,
+    ref: dict[str, Any],
+    generation: int,
+    wanted: tuple[conditions.State, conditions.State, conditions.State],
+    *,
+    components: dict[str, ComponentStatus] | None = None,
+    summary: str | None = None,
+    deps: Dependencies | None = None,
+) -> None:
+    previous = state.status.get(key) or VoiceDeploymentStatus()
+    merged = conditions.merge(previous.conditions, generation, wanted)
+    updated = previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": merged,
+            **({"components": components} if components is not None else {}),
+            **({"summary": summary} if summary is not None else {}),
+            **(
+                {
+                    "dialogs": [
+                        DocumentRef(name=d.name, content_hash=d.content_hash) for d in deps.dialogs
+                    ],
+                    "integrations": [
+                        DocumentRef(name=i.name, content_hash=i.content_hash)
+                        for i in deps.integrations
+                    ],
+                }
+                if deps is not None
+                else {}
+            ),
+        }
+    )
+    if key in state.status and updated == previous:
+        return  # nothing changed (merge kept every transition time)
+    await state.kube.patch_status(
+        KIND, key[0], key[1], updated.model_dump(mode="json", by_alias=True)
+    )
+    state.status[key] = updated
+    _post_transitions(ref, previous, updated)
+
+
+def _post_transitions(
+    ref: dict[str, Any], before: VoiceDeploymentStatus, after: VoiceDeploymentStatus
+) -> None:
+    old = {c.type: c for c in before.conditions}
+    for cond in after.conditions:
+        was = old.get(cond.type)
+        flipped = was is None or was.status != cond.status or was.reason != cond.reason
+        if not flipped:
+            continue
+        if cond.type == "Stalled" and cond.status == "True":
+            events.post(ref, "Warning", cond.reason, cond.message)
+        elif cond.type == "Ready" and cond.status == "True":
+            events.post(ref, "Normal", "Ready", cond.message)
+        elif cond.type == "Stalled" and was is not None and was.status == "True":
+            events.post(ref, "Normal", "Recovered", "no longer stalled")
+
+
+async def _prune(state: OperatorState, owner: Owner, children: Sequence[Any]) -> None:
+    """Delete children this spec no longer wants (autoscaling off, NetworkPolicies off...)."""
+    wanted = {(type(c).__name__, c.metadata.name) for c in children}
+    stale = [
+        (kind, name)
+        for kind, name in possible_children(owner)
+        if (kind.__name__, name) not in wanted
+        and (kind.__name__, owner.namespace, name) in state.inventory
+    ]
+    for kind, name in stale:
+        await state.kube.delete(kind, owner.namespace, name)
+        state.inventory.discard((kind.__name__, owner.namespace, name))
+        state.applied.pop((kind.__name__, owner.namespace, name), None)
+
+
+# ---- dependencies ----------------------------------------------------------------------------
+
+
+async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpec) -> Dependencies:
+    """The served versions of the Dialogs/Integrations, with every Secret checked."""
+    kube = state.kube
+    dialogs = await asyncio.gather(*(_dialog(state, namespace, d) for d in spec.dialogs))
+    integrations = await asyncio.gather(
+        *(_integration(state, namespace, i) for i in spec.integrations)
+    )
+    problems = [p for p in (*dialogs, *integrations) if isinstance(p, Problem)]
+    served_d = [d for d in dialogs if isinstance(d, ServedDialog)]
+    served_i = [i for i in integrations if isinstance(i, ServedIntegration)]
+    needed: dict[str, list[tuple[str, str]]] = {}  # secret -> [(key, who)]
+    for integration in served_i:
+        for mount in integration.mounts:
+            for key in mount.keys:
+                needed.setdefault(mount.secret, []).append((key, f"Integration {integration.name}"))
+    media = spec.media
+    if media.digest_auth is not None:
+        ref = media.digest_auth.secret_ref
+        needed.setdefault(ref.name, []).append((ref.key, "spec.media.digestAuth.secretRef"))
+    redis = spec.runtime.store.redis if spec.runtime.store.type == "redis" else None
+    if redis is not None:
+        ref = redis.url_secret_ref
+        needed.setdefault(ref.name, []).append((ref.key, "spec.runtime.store.redis.urlSecretRef"))
+        if redis.password_secret_ref is not None:
+            ref = redis.password_secret_ref
+            needed.setdefault(ref.name, []).append(
+                (ref.key, "spec.runtime.store.redis.passwordSecretRef")
+            )
+    names = sorted(needed)
+    found = await asyncio.gather(*(kube.secret_keys(namespace, s) for s in names))
+    for secret, keys in zip(names, found, strict=True):
+        users = sorted({who for _, who in needed[secret]})
+        if keys is None:
+            problems.append(
+                Problem(
+                    "SecretNotFound",
+                    f"Secret {namespace}/{secret} (used by {', '.join(users)}) not found",
+                    stalled=True,
+                )
+            )
+            continue
+        for key, who in needed[secret]:
+            if key not in keys:
+                problems.append(
+                    Problem(
+                        "SecretKeyNotFound",
+                        f"Secret {namespace}/{secret} has no key {key!r} (used by {who})",
+                        stalled=True,
+                    )
+                )
+    if problems:
+        raise DependencyError(problems)
+    return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i))
+
+
+async def _document(
+    state: OperatorState, kind: str, namespace: str, name: str, config_map: str, field: str
+) -> tuple[dict[str, str], dict[str, Any]] | Problem:
+    obj, annotations = await asyncio.gather(
+        state.kube.get_custom(kind, namespace, name),
+        state.kube.get_config_map(namespace, config_map),
+    )
+    if obj is None:
+        return Problem(f"{kind}NotFound", f"{kind} {namespace}/{name} ({field}) not found", True)
+    if annotations is not None and naming.CONTENT_HASH in annotations:
+        return annotations, obj
+    status = obj.get("status") or {}
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    processed = int(status.get("observedGeneration") or 0) >= generation > 0
+    stalled = next((c for c in status.get("conditions") or [] if c.get("type") == "Stalled"), None)
+    if processed and stalled is not None and stalled.get("status") == "True":
+        why = stalled.get("message") or stalled.get("reason") or "invalid"
+        # A missing Secret stays the reason: that is what the user has to create.
+        reason = (
+            "SecretNotFound" if stalled.get("reason") == "SecretNotFound" else f"{kind}NotReady"
+        )
+        return Problem(reason, f"{kind} {namespace}/{name} has no valid version yet: {why}", True)
+    return Problem(
+        f"{kind}Pending", f"{kind} {namespace}/{name} is not rendered yet", stalled=False
+    )
+
+
+async def _dialog(state: OperatorState, namespace: str, name: str) -> ServedDialog | Problem:
+    config_map = naming.dialog_config_map(name)
+    got = await _document(state, "Dialog", namespace, name, config_map, "spec.dialogs")
+    if isinstance(got, Problem):
+        return got
+    annotations, _ = got
+    return ServedDialog(name, config_map, annotations[naming.CONTENT_HASH])
+
+
+async def _integration(
+    state: OperatorState, namespace: str, name: str
+) -> ServedIntegration | Problem:
+    config_map = naming.integration_config_map(name)
+    got = await _document(state, "Integration", namespace, name, config_map, "spec.integrations")
+    if isinstance(got, Problem):
+        return got
+    annotations, _ = got
+    try:
+        mounts = tuple(
+            SecretMount.from_json(m)
+            for m in json.loads(annotations.get(naming.SECRET_MOUNTS, "[]"))
+        )
+    except (ValueError, KeyError, TypeError):
+        return Problem(
+            "IntegrationPending",
+            f"ConfigMap {namespace}/{config_map} has no readable {naming.SECRET_MOUNTS}",
+            stalled=False,
+        )
+    return ServedIntegration(name, config_map, annotations[naming.CONTENT_HASH], mounts)

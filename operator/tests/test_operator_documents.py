@@ -1,0 +1,117 @@
+"""Dialogs and Integrations are validated by the services' own code and rendered."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from voicetyped_integration.spec import Integration
+from voicetyped_operator import naming
+from voicetyped_operator.documents import (
+    SECRETS_ROOT,
+    InvalidDocumentError,
+    compile_dialog,
+    dialog_config_map,
+    integration_config_map,
+    render_integration,
+)
+from voicetyped_runtime.dialog.compiled import load_dialog
+
+REPO = Path(__file__).resolve().parents[2]
+Example = Callable[[str], dict[str, Any]]
+
+
+def test_example_dialog_is_the_dialogs_example(example: Example) -> None:
+    plain = yaml.safe_load((REPO / "examples" / "dialogs" / "order-status.yaml").read_text())
+    resource = example("dialog")
+    assert {"name": resource["metadata"]["name"], **resource["spec"]} == plain
+
+
+def test_example_integration_matches_the_integrations_example(example: Example) -> None:
+    plain = yaml.safe_load((REPO / "examples" / "integrations" / "shop.yaml").read_text())
+    spec = example("integration")["spec"]
+    # Same document apart from where the backend is and how the key arrives.
+    for key in ("timeoutMs", "retry", "rateLimit", "circuitBreaker", "redact", "operations"):
+        assert spec[key] == plain[key], key
+    assert spec["auth"]["header"] == plain["auth"]["header"]
+
+
+def test_dialog_is_compiled_by_the_runtime_validator(example: Example) -> None:
+    resource = example("dialog")
+    compiled = compile_dialog("order-status", resource["spec"])
+    same = load_dialog({"name": "order-status", **resource["spec"]})
+    assert compiled.content_hash == same.content_hash
+    config_map = dialog_config_map("order-status", "ns", "uid-1", compiled)
+    meta = config_map.metadata
+    assert meta is not None and meta.name == "voicetyped-dialog-order-status"
+    assert meta.annotations == {naming.CONTENT_HASH: compiled.content_hash}
+    assert meta.ownerReferences is not None and meta.ownerReferences[0].kind == "Dialog"
+    assert config_map.data is not None
+    rendered = yaml.safe_load(config_map.data["order-status.yaml"])
+    # What the runtime reads back is the same dialog.
+    assert load_dialog(rendered).content_hash == compiled.content_hash
+
+
+def test_dialog_issues_name_the_spec_path(example: Example) -> None:
+    spec = copy.deepcopy(example("dialog")["spec"])
+    spec["states"]["greet"]["transitions"][0]["condition"] = "vars.nope > 1"
+    spec["initial"] = "nowhere"
+    with pytest.raises(InvalidDocumentError) as caught:
+        compile_dialog("order-status", spec)
+    text = caught.value.message()
+    assert "spec.states.greet.transitions[0].condition" in text
+    assert "vars.nope" in text and "spec.initial" in text
+    with pytest.raises(InvalidDocumentError, match=r"spec\.name: must equal"):
+        compile_dialog("order-status", {**spec, "name": "other"})
+
+
+def test_integration_secret_refs_become_mounted_files(example: Example) -> None:
+    rendered = render_integration("shop", example("integration")["spec"])
+    path = f"{SECRETS_ROOT}/shop/shop-api-key/api-key"
+    assert rendered.document["auth"] == {
+        "type": "apiKey",
+        "prefix": "",
+        "valueFile": path,
+        "header": "X-API-Key",
+    }
+    assert [m.to_json() for m in rendered.mounts] == [
+        {"secret": "shop-api-key", "keys": ["api-key"], "path": f"{SECRETS_ROOT}/shop/shop-api-key"}
+    ]
+    # The gateway's own model accepts the rendered document.
+    assert Integration.model_validate(rendered.document).auth.value_file == path  # type: ignore[union-attr]
+    config_map = integration_config_map("shop", "ns", "uid", rendered)
+    assert config_map.metadata is not None and config_map.metadata.annotations is not None
+    assert naming.SECRET_MOUNTS in config_map.metadata.annotations
+
+
+def test_integration_mtls_and_ca() -> None:
+    rendered = render_integration(
+        "bank",
+        {
+            "baseURL": "https://bank/api",
+            "auth": {"type": "mtls", "tlsSecretName": "bank-client"},
+            "tls": {"caSecretRef": {"name": "bank-ca", "key": "ca.crt"}},
+            "operations": {"balance": {"path": "/balance"}},
+        },
+    )
+    assert rendered.document["auth"] == {
+        "type": "mtls",
+        "certFile": f"{SECRETS_ROOT}/bank/bank-client/tls.crt",
+        "keyFile": f"{SECRETS_ROOT}/bank/bank-client/tls.key",
+    }
+    assert rendered.document["tls"] == {"caFile": f"{SECRETS_ROOT}/bank/bank-ca/ca.crt"}
+    assert {m.secret: m.keys for m in rendered.mounts} == {
+        "bank-ca": ("ca.crt",),
+        "bank-client": ("tls.crt", "tls.key"),
+    }
+
+
+def test_invalid_integration_names_fields() -> None:
+    with pytest.raises(InvalidDocumentError) as caught:
+        render_integration("shop", {"baseURL": "https://x/api", "operations": {}, "retry": 5})
+    text = caught.value.message()
+    assert "spec.operations" in text and "spec.retry" in text

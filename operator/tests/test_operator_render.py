@@ -1,0 +1,309 @@
+"""The children of a VoiceDeployment (pure rendering, no cluster)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from voicetyped.service.config import ServiceSettings
+from voicetyped_integration.config import IntegrationSettings
+from voicetyped_media.config import MediaSettings
+from voicetyped_operator import naming
+from voicetyped_operator.documents import SecretMount
+from voicetyped_operator.models.voicedeployment import VoiceDeploymentSpec
+from voicetyped_operator.render import (
+    DIALOGS_DIR,
+    INTEGRATIONS_DIR,
+    Child,
+    Dependencies,
+    Owner,
+    RenderError,
+    ServedDialog,
+    ServedIntegration,
+    render,
+)
+from voicetyped_operator.settings import OperatorSettings
+from voicetyped_runtime.config import RuntimeSettings
+from voicetyped_speech.config import SpeechSettings
+
+OWNER = Owner(name="order-status", namespace="shop", uid="uid-1")
+DEPS = Dependencies(
+    dialogs=(ServedDialog("order-status", "voicetyped-dialog-order-status", "h1"),),
+    integrations=(
+        ServedIntegration(
+            "shop",
+            "voicetyped-integration-shop",
+            "h2",
+            (SecretMount("shop-api-key", ("api-key",), "/var/run/secrets/x/shop/shop-api-key"),),
+        ),
+    ),
+)
+SETTINGS = OperatorSettings(image_registry="registry.local/voicetyped", image_tag="1.2.3")
+
+
+def _render(
+    spec: dict[str, Any], deps: Dependencies = DEPS
+) -> dict[tuple[str, str], dict[str, Any]]:
+    children = render(OWNER, VoiceDeploymentSpec.model_validate(spec), deps, SETTINGS)
+    return {(type(c).__name__, _name(c)): c.to_dict() for c in children}
+
+
+def _name(child: Child) -> str:
+    assert child.metadata is not None and child.metadata.name is not None
+    return child.metadata.name
+
+
+def _pod(objects: dict[tuple[str, str], dict[str, Any]], component: str) -> dict[str, Any]:
+    pod: dict[str, Any] = objects[("Deployment", f"order-status-{component}")]["spec"]["template"]
+    return pod
+
+
+def test_children_of_the_example(vd_spec: dict[str, Any]) -> None:
+    objects = _render(vd_spec)
+    kinds: dict[str, int] = {}
+    for kind, _ in objects:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert kinds == {
+        "ServiceAccount": 5,
+        "ConfigMap": 4,
+        "Service": 5,
+        "Deployment": 5,
+        "PodDisruptionBudget": 4,
+        "HorizontalPodAutoscaler": 1,
+        "NetworkPolicy": 5,
+    }
+    for obj in objects.values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "shop"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "voicetyped.io/v1alpha1",
+                "kind": "VoiceDeployment",
+                "name": "order-status",
+                "uid": "uid-1",
+                "blockOwnerDeletion": True,
+                "controller": True,
+            }
+        ]
+        assert meta["labels"][naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+    media = _pod(objects, "media")
+    assert media["spec"]["containers"][0]["image"] == "registry.local/voicetyped/media:1.2.3"
+    assert media["metadata"]["labels"][naming.VERSION] == "1.2.3"
+
+
+def test_speech_on_gpu(vd_spec: dict[str, Any]) -> None:
+    pod = _pod(_render(vd_spec), "speech")["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    spec = copy.deepcopy(vd_spec)
+    spec["speech"] = {"backend": "whispercpp"}
+    cpu = _pod(_render(spec), "speech")["spec"]
+    assert "nodeSelector" not in cpu and "tolerations" not in cpu
+    assert "resources" not in cpu["containers"][0]
+
+
+def test_hot_reload_and_rollout_rules(vd_spec: dict[str, Any]) -> None:
+    before = _render(vd_spec)
+    changed = Dependencies(
+        dialogs=(ServedDialog("order-status", "voicetyped-dialog-order-status", "h9"),),
+        integrations=(ServedIntegration("shop", "voicetyped-integration-shop", "h8", ()),),
+    )
+    after = _render(vd_spec, changed)
+    runtime_key = ("Deployment", "order-status-runtime")
+    # A dialog change: same pod templates for runtime and speech (hot reload), new annotation.
+    for component in ("runtime", "speech"):
+        assert _pod(before, component) == _pod(after, component)
+    assert (
+        before[runtime_key]["metadata"]["annotations"][naming.DIALOGS_HASH]
+        != after[runtime_key]["metadata"]["annotations"][naming.DIALOGS_HASH]
+    )
+    # An integration change rolls the integration gateway.
+    old = _pod(before, "integration")["metadata"]["annotations"][naming.INTEGRATIONS_HASH]
+    new = _pod(after, "integration")["metadata"]["annotations"][naming.INTEGRATIONS_HASH]
+    assert old != new
+    # A settings change rolls that service.
+    spec = copy.deepcopy(vd_spec)
+    spec["media"]["maxCalls"] = 50
+    third = _render(spec)
+    assert (
+        _pod(third, "media")["metadata"]["annotations"][naming.CONFIG_HASH]
+        != _pod(before, "media")["metadata"]["annotations"][naming.CONFIG_HASH]
+    )
+    assert _pod(third, "runtime") == _pod(before, "runtime")
+
+
+def test_drain_and_security(vd_spec: dict[str, Any]) -> None:
+    objects = _render(vd_spec)
+    for component, drain in (("media", 300), ("runtime", 60)):
+        pod = _pod(objects, component)["spec"]
+        assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+        assert pod["terminationGracePeriodSeconds"] == 5 + 2 + drain + 10
+    for component in ("media", "speech", "runtime", "integration"):
+        pod = _pod(objects, component)["spec"]
+        container = pod["containers"][0]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        }
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == f"order-status-{component}"
+        assert {m["mountPath"] for m in container["volumeMounts"]} >= {
+            "/tmp",
+            "/var/lib/voicetyped",
+        }
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def _load(settings_cls: type[ServiceSettings], text: str, tmp_path: Path) -> Any:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return settings_cls.load(path)
+
+
+@pytest.mark.parametrize(
+    ("component", "settings_cls"),
+    [
+        ("media", MediaSettings),
+        ("speech", SpeechSettings),
+        ("runtime", RuntimeSettings),
+        ("integration", IntegrationSettings),
+    ],
+)
+def test_rendered_settings_load_in_the_services(
+    vd_spec: dict[str, Any],
+    tmp_path: Path,
+    component: str,
+    settings_cls: type[ServiceSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = _render(vd_spec)
+    text = objects[("ConfigMap", f"order-status-{component}")]["data"]["config.yaml"]
+    # What the pod adds through the environment (fieldRefs).
+    for env in _pod(objects, component)["spec"]["containers"][0]["env"]:
+        if "valueFrom" in env:
+            monkeypatch.setenv(env["name"], "10.0.0.7")
+    settings = _load(settings_cls, text, tmp_path)
+    assert settings.log_format == "json"
+    if component == "media":
+        assert settings.speech_target == "order-status-speech:50062"
+        assert settings.runtime_target == "order-status-runtime:50063"
+        assert settings.allowed_cidrs == ["10.0.0.0/8", "192.0.2.0/24"]
+        assert settings.shutdown_grace_s == 300
+    elif component == "speech":
+        assert settings.asr.backend == "faster-whisper" and settings.asr.device == "cuda"
+        assert settings.tts.warmup_dialogs_dir == Path(DIALOGS_DIR)
+    elif component == "runtime":
+        assert settings.dialogs_dir == Path(DIALOGS_DIR)
+        assert settings.store_url == "redis://order-status-redis:6379/0"
+        assert settings.integration_target == "order-status-integration:50064"
+    else:
+        assert settings.integrations_dir == Path(INTEGRATIONS_DIR)
+        assert settings.store_url == "redis://order-status-redis:6379/1"
+
+
+def test_media_options(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["media"].update(
+        {
+            "hostNetwork": True,
+            "serviceType": "NodePort",
+            "allowedSourceCIDRs": [],
+            "digestAuth": {"secretRef": {"name": "sip-users", "key": "users.txt"}},
+            "sip": {"port": 5080, "transports": ["udp"]},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetActiveCalls": 30},
+        }
+    )
+    objects = _render(spec)
+    deployment = objects[("Deployment", "order-status-media")]
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["VOICETYPED_MEDIA_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["digest-users"]["secret"]["items"] == [{"key": "users.txt", "path": "users"}]
+    config = yaml.safe_load(objects[("ConfigMap", "order-status-media")]["data"]["config.yaml"])
+    assert config["digest_users_file"] == "/var/run/secrets/voicetyped/digest/users"
+    service = objects[("Service", "order-status-media")]["spec"]
+    assert [p["name"] for p in service["ports"]] == ["sip-udp"]
+    assert service["sessionAffinity"] == "ClientIP"
+    policy = objects[("NetworkPolicy", "order-status-media")]["spec"]["ingress"][0]
+    assert "from" not in policy  # digest auth only: any source may reach SIP
+    speech_from = objects[("NetworkPolicy", "order-status-speech")]["spec"]["ingress"][0]["from"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in speech_from  # host-network media gateway
+    hpa = objects[("HorizontalPodAutoscaler", "order-status-media")]["spec"]
+    assert hpa["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "30"}
+
+
+def test_low_sip_port_gets_the_unprivileged_port_sysctl(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["media"]["sip"] = {"port": 506, "transports": ["udp"]}
+    pod = _pod(_render(spec), "media")["spec"]
+    assert pod["securityContext"]["sysctls"] == [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+    ]
+
+
+def test_external_redis(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["runtime"]["store"] = {
+        "type": "redis",
+        "redis": {
+            "urlSecretRef": {"name": "redis", "key": "url"},
+            "passwordSecretRef": {"name": "redis", "key": "password"},
+        },
+    }
+    objects = _render(spec)
+    assert ("Deployment", "order-status-redis") not in objects
+    assert ("NetworkPolicy", "order-status-redis") not in objects
+    for component in ("runtime", "integration"):
+        env = {e["name"]: e for e in _pod(objects, component)["spec"]["containers"][0]["env"]}
+        assert env["VOICETYPED_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis",
+            "key": "url",
+        }
+        config = yaml.safe_load(
+            objects[("ConfigMap", f"order-status-{component}")]["data"]["config.yaml"]
+        )
+        assert config["redis_password_file"] == "/var/run/secrets/voicetyped/redis/password"
+        assert "store_url" not in config
+
+
+def test_no_integrations_mounts_an_empty_directory(vd_spec: dict[str, Any]) -> None:
+    spec = {**copy.deepcopy(vd_spec), "integrations": []}
+    objects = _render(spec, Dependencies(dialogs=DEPS.dialogs))
+    volumes = {v["name"]: v for v in _pod(objects, "integration")["spec"]["volumes"]}
+    assert volumes["integrations"] == {"name": "integrations", "emptyDir": {}}
+
+
+def test_affinity_is_checked(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["runtime"]["affinity"] = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {
+                            "matchLabels": {"app.kubernetes.io/component": "runtime"}
+                        },
+                    },
+                }
+            ]
+        }
+    }
+    pod = _pod(_render(spec), "runtime")["spec"]
+    assert pod["affinity"] == spec["runtime"]["affinity"]
+    spec["runtime"]["affinity"] = {"podAntiAfinity": {}}
+    with pytest.raises(RenderError, match=r"spec.runtime.affinity: unknown field 'podAntiAfinity'"):
+        _render(spec)
