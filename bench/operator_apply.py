@@ -202,7 +202,12 @@ def run(count: int, out: Path, ready_timeout_s: float = 300.0) -> dict[str, Any]
         started = True
     work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     kubeconfig = cluster.kubeconfig_path()
-    api = client(kubeconfig, work)
+    try:
+        api = client(kubeconfig, work)
+    except BaseException:
+        if started:  # never leave a control plane running behind a failed start
+            cluster.down()
+        raise
     namespace = f"bench-operator-{uuid.uuid4().hex[:5]}"
     proc: subprocess.Popen[bytes] | None = None
     try:

@@ -1,0 +1,4 @@
+"""Unit tests of the operator.
+
+A package named operator_tests: "tests" is common/tests, "operator" is the stdlib.
+"""
