@@ -35,8 +35,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from voicetyped.dev.stack import free_sip_port
 from voicetyped.testing.processes import ServiceProcess, free_port
-from voicetyped_media.testing import RuntimePeer, SpeechPeer, free_udp_port, sipp_dir
+from voicetyped_media.testing import RuntimePeer, SpeechPeer, sipp_dir
 
 TARGETS = {"calls_per_core": 150, "late_frame_ratio": 0.005}
 LATE_S = 0.040
@@ -62,7 +63,7 @@ async def level(n: int, tmp: Path, loop: str = "uvloop") -> dict[str, Any]:
     speech, runtime = SpeechPeer(record=False), RuntimePeer()
     await speech.server.start()
     await runtime.server.start()
-    sip, http = free_udp_port(), free_port()
+    sip, http = free_sip_port(), free_port()
     process = ServiceProcess(
         "voicetyped_media",
         {
@@ -98,7 +99,7 @@ async def level(n: int, tmp: Path, loop: str = "uvloop") -> dict[str, Any]:
         "-i",
         "127.0.0.1",
         "-p",
-        str(free_udp_port()),
+        str(free_sip_port()),
         "-mp",
         "30000",
         "-r",

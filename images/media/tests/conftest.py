@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from voicetyped.dev.stack import free_sip_port
 from voicetyped.testing.processes import ServiceProcess, free_port
-from voicetyped_media.testing import RuntimePeer, SpeechPeer, free_udp_port
+from voicetyped_media.testing import RuntimePeer, SpeechPeer
 
 _rtp_base = iter(range(32000, 60000, 400))
 
@@ -54,7 +55,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[Any]:
         speech, runtime = SpeechPeer(), RuntimePeer()
         await speech.server.start()
         await runtime.server.start()
-        sip, http = free_udp_port(), free_port()
+        sip, http = free_sip_port(), free_port()
         rtp = next(_rtp_base)
         process = ServiceProcess(
             "voicetyped_media",

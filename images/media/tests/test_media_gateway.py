@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 from piper import SynthesisConfig
+from voicetyped.dev.stack import free_sip_port
 from voicetyped.v1 import runtime_pb2
 from voicetyped_media.codecs.resample import Resampler
 from voicetyped_media.dtmf.inband import tone
 from voicetyped_media.testing import (
     SIPP_PCAP,
     best_correlation,
-    free_udp_port,
     pjsua,
     read_wav,
     sipp,
@@ -181,7 +181,7 @@ async def test_runtime_hangup_sends_bye(start_gateway: Any) -> None:
 
 async def test_transfer_refers_the_caller_and_leaves(start_gateway: Any) -> None:
     gw = await start_gateway()
-    target_port = free_udp_port()
+    target_port = free_sip_port()
     target = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
             "sipp",

@@ -246,11 +246,6 @@ class SipTarget(Protocol):
     def tmp(self) -> Path: ...
 
 
-def free_udp_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    return free_sip_port()
-
-
 # -- peers -------------------------------------------------------------------------------------
 
 
@@ -296,7 +291,7 @@ async def sipp(
         "-i",
         "127.0.0.1",
         "-p",
-        str(free_udp_port()),
+        str(free_sip_port()),
         "-m",
         str(calls),
         "-nostdin",
@@ -352,7 +347,7 @@ async def baresip(
     (conf / "config").write_text(
         "\n".join(
             [
-                f"sip_listen 127.0.0.1:{free_udp_port()}",
+                f"sip_listen 127.0.0.1:{free_sip_port()}",
                 f"audio_source aufile,{source}",
                 f"audio_srate {rate}",
                 "audio_channels 1",
