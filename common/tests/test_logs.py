@@ -64,3 +64,19 @@ def test_exceptions_are_rendered_inside_the_json(capsys: pytest.CaptureFixture[s
         get_logger("test").exception("failed")
     line = _lines(capsys)[-1]
     assert "RuntimeError: boom" in str(line["exception"])
+
+
+def test_stdlib_extra_fields_become_keys_and_are_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("media")
+    logging.getLogger("some.library").info(
+        "SIP request refused", extra={"status": 400, "detail": "bad CSeq", "password": "pw"}
+    )
+    line = _lines(capsys)[-1]
+    assert (line["event"], line["status"], line["detail"]) == (
+        "SIP request refused",
+        400,
+        "bad CSeq",
+    )
+    assert line["password"] == REDACTED

@@ -96,7 +96,12 @@ async def test_sipp_pcap_audio_arrives_bit_exact_with_its_rfc4733_digit(start_ga
     (call,) = await gw.runtime.wait_call()
     await call.wait_for("ended")
     assert call.digits() == [("1", SOURCE.SOURCE_RFC4733)]
-    # The source: the pcap's A-law payloads, decoded and resampled the way the gateway must.
+    assert_received_sipp_alaw_pcap(gw)
+
+
+def assert_received_sipp_alaw_pcap(gw: Any) -> None:
+    """The speech stream got SIPp's g711a.pcap: its A-law payloads decoded and resampled the
+    way the gateway must, bit for bit, all of it up to one frame."""
     from aiortp.codecs.g711 import PcmaCodec
 
     alaw = PcmaCodec()
@@ -106,9 +111,124 @@ async def test_sipp_pcap_audio_arrives_bit_exact_with_its_rfc4733_digit(start_ga
         dtype="<i2",
     )
     got = received(gw)
-    assert len(got) >= len(expected) - 320  # everything, up to one frame
+    assert len(got) >= len(expected) - 320
     n = min(len(got), len(expected))
     assert np.array_equal(got[:n], expected[:n]), "decoded audio differs from the source"
+
+
+def _delayed_offer_scenario(ack_body: str, after_ack: str) -> str:
+    """An INVITE without SDP (RFC 3261 §13.2.1): the offer must come in the 200."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="delayed offer">
+  <send retrans="500"><![CDATA[
+INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 111 9 0 8 101 102" search_in="body"
+            check_it="true" assign_to="offer"/>
+      <ereg regexp="a=rtpmap:111 opus/48000/2" search_in="body" check_it="true"
+            assign_to="opus"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+{"Content-Type: application/sdp" + chr(10) if ack_body else ""}Content-Length: [len]
+
+{ack_body}]]></send>
+{after_ack}
+  <Reference variables="offer,opus"/>
+</scenario>
+"""
+
+
+DELAYED_ANSWER = """v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+"""
+
+PLAY_THEN_BYE = """  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
+  <pause milliseconds="8000"/>
+  <nop><action><exec play_pcap_audio="pcap/dtmf_2833_1.pcap"/></action></nop>
+  <pause milliseconds="1000"/>
+  <send retrans="500"><![CDATA[
+BYE sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>"""
+
+EXPECT_BYE = """  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>"""
+
+
+async def test_delayed_offer_gets_our_offer_and_the_ack_answer_is_used(
+    start_gateway: Any, tmp_path: Path
+) -> None:
+    gw = await start_gateway()
+    scenario = tmp_path / "delayed.xml"
+    scenario.write_text(_delayed_offer_scenario(DELAYED_ANSWER, PLAY_THEN_BYE))
+    result = await sipp(gw, str(scenario))
+    assert result.code == 0, result.output[-2500:]
+    (call,) = await gw.runtime.wait_call()
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    # The answer chose A-law (last in our offer) and telephone-event 101: both are used.
+    assert call.digits() == [("1", SOURCE.SOURCE_RFC4733)]
+    assert_received_sipp_alaw_pcap(gw)
+    assert 'voicetyped_media_calls_answered_total{codec="PCMA"} 1.0' in gw.metrics()
+
+
+async def test_delayed_offer_without_an_answer_in_the_ack_is_hung_up(
+    start_gateway: Any, tmp_path: Path
+) -> None:
+    gw = await start_gateway()
+    scenario = tmp_path / "no-answer.xml"
+    scenario.write_text(_delayed_offer_scenario("", EXPECT_BYE))
+    result = await sipp(gw, str(scenario), timeout_s=20)
+    assert result.code == 0, result.output[-2500:]  # the gateway sent BYE at once
+    assert not gw.runtime.calls, "no call reached the runtime"
+    # The gateway goes on serving, and its RTP port is free again.
+    assert (await sipp(gw, "uac", "-d", "300")).code == 0
 
 
 # -- PJSIP -----------------------------------------------------------------------------------

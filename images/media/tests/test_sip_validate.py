@@ -4,7 +4,7 @@ the answer RFC 3261 asks for, what is valid (however odd) passes untouched."""
 from __future__ import annotations
 
 import pytest
-from voicetyped_media.sdp import SdpError, negotiate
+from voicetyped_media.sdp import SdpError, accept_answer, make_offer, negotiate, parse_offer
 from voicetyped_media.sip.responses import error_response
 from voicetyped_media.sip.transport import normalize, sdp_from_multipart
 from voicetyped_media.sip.validate import check_request
@@ -252,3 +252,29 @@ def test_negotiation_follows_the_offer() -> None:
     assert (g711.codec.name, g711.telephone_event) == ("PCMU", None)
     held = negotiate(SDP.replace("c=IN IP4 192.0.2.1", "c=IN IP4 0.0.0.0"), "10.0.0.1", 20000)
     assert held.on_hold and held.telephone_event == 101
+
+
+def test_delayed_offer_is_ours_and_the_answer_is_read_back() -> None:
+    offer = make_offer("10.0.0.1", 20000, ("PCMU", "opus"))
+    assert "m=audio 20000 RTP/AVP 0 111 101 102\r\n" in offer
+    assert "a=rtpmap:111 opus/48000/2" in offer and "a=sendrecv" in offer
+    assert "a=rtpmap:101 telephone-event/8000" in offer
+    assert "a=rtpmap:102 telephone-event/48000" in offer
+    assert parse_offer(offer).media[0].port == 20000  # our offer parses as SDP
+    # The answer may pick any offered codec, at its own payload type, and put us on hold.
+    answer = HEAD + (
+        "m=audio 7000 RTP/AVP 96 97\r\na=rtpmap:96 opus/48000/2\r\n"
+        "a=rtpmap:97 telephone-event/48000\r\na=sendonly\r\n"
+    )
+    n = accept_answer(answer, "10.0.0.1", 20000, ("PCMU", "opus"))
+    assert (n.codec.name, n.codec.payload_type, n.telephone_event) == ("opus", 96, 97)
+    assert n.remote == ("1.2.3.4", 7000) and n.on_hold
+    # What an offerless re-INVITE offers later: the agreed codec only, mirrored direction.
+    assert "m=audio 20000 RTP/AVP 96 97\r\n" in n.answer and "a=recvonly" in n.answer
+    for bad, reason in [
+        ("", "v=0"),
+        (HEAD + "m=audio 0 RTP/AVP 0\r\n", "no audio stream in the answer"),
+        (HEAD + "m=audio 7000 RTP/AVP 18\r\n", "no common codec .answered: none"),
+    ]:
+        with pytest.raises(SdpError, match=reason):
+            accept_answer(bad, "10.0.0.1", 20000, ("PCMU", "opus"))

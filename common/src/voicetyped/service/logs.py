@@ -82,7 +82,9 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            # stdlib records (aiosipua, grpc, our modules using logging): their ``extra``
+            # fields become JSON keys, redacted like everything else.
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

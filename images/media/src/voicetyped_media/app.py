@@ -84,6 +84,7 @@ class MediaGateway:
                 admit=self._admit,
                 new_call=self._new_call,
                 reinvite=self._reinvite,
+                acked=self._acked,
                 ended=self._ended,
                 dtmf=self._dtmf,
                 transfer_progress=self._transfer_progress,
@@ -179,9 +180,8 @@ class MediaGateway:
         if self.ports.in_use >= self.ports.capacity:
             self.metrics.refused.labels("capacity").inc()
             return Problem(503, "Service Unavailable", "no RTP ports free", retry)
-        if not request.body:
-            self.metrics.refused.labels("no_offer").inc()
-            return Problem(488, "Not Acceptable Here", "an SDP offer is required in the INVITE")
+        if not request.body.strip():
+            return None  # delayed offer: ours goes in the 200, the answer comes in the ACK
         try:
             negotiate(request.text, s.sdp_address(), 9, tuple(s.codecs))
         except SdpError as exc:
@@ -231,6 +231,11 @@ class MediaGateway:
             sip_call.reject(481, "Call/Transaction Does Not Exist")
             return
         call.reinvite(sip_call.invite)
+
+    def _acked(self, sip_call: IncomingCall, ack: SipRequest) -> None:
+        call = self.calls.get(sip_call.call_id)
+        if call is not None:
+            call.acked(ack)
 
     def _ended(self, call_id: str, why: str) -> None:
         call = self.calls.get(call_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from voicetyped_media.rtp.pacer import Pacer, Playout
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
-from voicetyped_media.sdp import Negotiated, SdpError, negotiate
+from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, make_offer, negotiate
 from voicetyped_media.speech_link import SpeechLink
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ DTMF_SOURCE = {
 ENDED = runtime_pb2.CallEnded
 Reason: TypeAlias = runtime_pb2.CallEnded.Reason.ValueType
 MAX_HELD_PLAYBACK_FRAMES = 1500  # 30 s of bot audio kept while the caller holds
+ACK_TIMEOUT_S = 32.0  # 64 x T1: how long a delayed offer's answer (the ACK) may take
 
 
 def session_id_for(call: IncomingCall) -> str:
@@ -106,6 +108,9 @@ class MediaCall:
     _trace: tracing.Context | None = None
     _playback_first_chunk: dict[str, int] = field(default_factory=dict)
     _end_task: asyncio.Task[None] | None = None
+    _awaiting_answer: asyncio.Future[SipRequest] | None = None
+    _unopened: tuple[socket.socket, socket.socket] | None = None
+    _reoffered: bool = False
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -127,30 +132,116 @@ class MediaCall:
                 await self.end(ENDED.REASON_FAILED, 500)
 
     async def _answer(self) -> None:
-        m = self.services.metrics
         port, rtp_sock, rtcp_sock = self.services.ports.acquire()
         self.port = port
+        self._unopened = (rtp_sock, rtcp_sock)
         offer = self.sip.invite.text
+        if not offer.strip():
+            await self._answer_delayed_offer(port, rtp_sock, rtcp_sock)
+            return
         try:
             negotiated = negotiate(offer, self.config.advertised_ip, port, self.config.codecs)
         except SdpError as exc:  # checked at admission; a race with config only
             self._reject(488, "Not Acceptable Here", str(exc))
-            rtp_sock.close()
-            rtcp_sock.close()
             await self.end(ENDED.REASON_FAILED, 488)
             return
-        self.negotiated = negotiated
-        # The call's trace: the speech gateway and the runtime record its stages under it.
-        self._span = tracer.start_span(
-            "call",
-            attributes={
-                "session_id": self.session_id,
-                "sip.call_id": self.sip.call_id,
-                "codec": negotiated.codec.name,
-            },
-        )
-        self._trace = trace.set_span_in_context(self._span)
+        self._start_trace(negotiated)
         self.sip.ringing()
+        endpoint = await self._open_media(negotiated, rtp_sock, rtcp_sock)
+        if endpoint is None:
+            self._reject(503, "Service Unavailable", "speech recognition unavailable")
+            await self.end(ENDED.REASON_FAILED, 503)
+            return
+        if self.ended:  # CANCEL while we were setting up
+            return
+        if self.config.ring_ms:
+            await asyncio.sleep(self.config.ring_ms / 1000)
+            if self.ended:
+                return
+        self.sip.accept(parse_sdp(negotiated.answer))
+        self.answered = True
+        self._start_call(negotiated, endpoint)
+
+    async def _answer_delayed_offer(
+        self, port: int, rtp_sock: socket.socket, rtcp_sock: socket.socket
+    ) -> None:
+        """An INVITE without SDP: our offer in the 200, the caller's answer in the ACK.
+
+        The media and speech stream open once the answer names the codec; if the answer is
+        missing or unusable (or speech is unavailable by then) the call is ended with a BYE,
+        as RFC 3261 §13.3.1.4 has a UAS do when the ACK's answer cannot be used."""
+        self._start_trace(None)
+        self.sip.ringing()
+        if self.config.ring_ms:
+            await asyncio.sleep(self.config.ring_ms / 1000)
+        if self.ended:
+            return
+        self._awaiting_answer = asyncio.get_running_loop().create_future()
+        ours = make_offer(self.config.advertised_ip, port, self.config.codecs)
+        self.sip.accept(parse_sdp(ours))
+        self.answered = True
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                ack = await self._awaiting_answer
+            if not ack.body.strip():
+                raise SdpError("the ACK carried no SDP answer")
+            negotiated = accept_answer(
+                ack.text, self.config.advertised_ip, port, self.config.codecs
+            )
+        except (SdpError, TimeoutError) as exc:
+            if not self.ended:
+                detail = str(exc) or "no SDP answer in the ACK"
+                log.info("delayed offer: no usable answer; hanging up", detail=detail)
+                await self.hang_up()
+                await self.end(ENDED.REASON_FAILED, 488)
+            return
+        finally:
+            self._awaiting_answer = None
+        if self.ended:
+            return
+        if self._span is not None:
+            self._span.set_attribute("codec", negotiated.codec.name)
+        endpoint = await self._open_media(negotiated, rtp_sock, rtcp_sock)
+        if endpoint is None:
+            await self.hang_up()
+            await self.end(ENDED.REASON_FAILED, 503)
+            return
+        if not self.ended:
+            self._start_call(negotiated, endpoint)
+
+    def acked(self, ack: SipRequest) -> None:
+        """An ACK of our 2xx; when that 2xx had an offer (a delayed-offer INVITE or an
+        offerless re-INVITE), it carries the answer."""
+        with session_context(self.session_id):
+            if self._awaiting_answer is not None:
+                if not self._awaiting_answer.done():
+                    self._awaiting_answer.set_result(ack)
+                return
+            if self._reoffered and self.stream is not None and self.port is not None:
+                self._reoffered = False
+                try:
+                    negotiated = accept_answer(
+                        ack.text, self.config.advertised_ip, self.port, self.config.codecs
+                    )
+                except SdpError as exc:
+                    log.info("re-INVITE answer unusable; session unchanged", detail=str(exc))
+                    return
+                self._apply(negotiated)
+
+    def _start_trace(self, negotiated: Negotiated | None) -> None:
+        # The call's trace: the speech gateway and the runtime record its stages under it.
+        attributes = {"session_id": self.session_id, "sip.call_id": self.sip.call_id}
+        if negotiated is not None:
+            attributes["codec"] = negotiated.codec.name
+        self._span = tracer.start_span("call", attributes=attributes)
+        self._trace = trace.set_span_in_context(self._span)
+
+    async def _open_media(
+        self, negotiated: Negotiated, rtp_sock: socket.socket, rtcp_sock: socket.socket
+    ) -> str | None:
+        """Start RTP and open the speech stream: its replica's endpoint, None if unavailable."""
+        m = self.services.metrics
+        self.negotiated = negotiated
         codec = open_codec(negotiated.codec)
         self.stream = MediaStream(
             codec,
@@ -161,6 +252,7 @@ class MediaCall:
             self.call_time_ms,
             symmetric=self.config.symmetric_rtp,
         )
+        self._unopened = None
         await self.stream.start(rtp_sock, rtcp_sock)
         inband = self.config.inband_dtmf
         if inband == "on" or (inband == "auto" and negotiated.telephone_event is None):
@@ -175,26 +267,20 @@ class MediaCall:
             metadata=tracing.metadata(self._trace),
         )
         try:
-            endpoint = await self.speech.open()
+            return await self.speech.open()
         except Exception as exc:
             log.warning("no speech stream; refusing the call", error=str(exc))
             m.refused.labels("speech_unavailable").inc()
-            self._reject(503, "Service Unavailable", "speech recognition unavailable")
-            await self.end(ENDED.REASON_FAILED, 503)
-            return
-        if self.ended:  # CANCEL while we were setting up
-            return
-        if self.config.ring_ms:
-            await asyncio.sleep(self.config.ring_ms / 1000)
-            if self.ended:
-                return
+            return None
+
+    def _start_call(self, negotiated: Negotiated, endpoint: str) -> None:
+        """The call is answered and its media flows: play out, and hand it to the runtime."""
+        assert self.stream is not None
         self.playout = Playout(self.stream, on_started=self._first_rtp)
         self.playout.held = negotiated.on_hold
         self.held = negotiated.on_hold
-        self.sip.accept(parse_sdp(negotiated.answer))
-        self.answered = True
         self.services.pacer.playouts.add(self.playout)
-        m.calls_answered.labels(negotiated.codec.name).inc()
+        self.services.metrics.calls_answered.labels(negotiated.codec.name).inc()
         self.runtime = RuntimeLink(
             self.services.runtime,
             self.session_id,
@@ -214,7 +300,7 @@ class MediaCall:
             codec=negotiated.codec.name,
             telephone_event=negotiated.telephone_event,
             remote=f"{negotiated.remote[0]}:{negotiated.remote[1]}",
-            rtp_port=port,
+            rtp_port=self.port,
             speech=endpoint,
         )
 
@@ -290,8 +376,9 @@ class MediaCall:
             if self.stream is None or self.port is None:
                 self.sip.reject(491, "Request Pending")
                 return
-            if not request.body and self.negotiated is not None:
+            if not request.body.strip() and self.negotiated is not None:
                 # Offerless re-INVITE: offer the session as it is (the answer comes in the ACK).
+                self._reoffered = True
                 self.sip.accept(parse_sdp(self.negotiated.answer))
                 return
             try:
@@ -303,16 +390,21 @@ class MediaCall:
                 self.sip.reject(488, "Not Acceptable Here")
                 self.sip.dialog.confirm()  # the call goes on as it was
                 return
-            previous = self.negotiated
-            self.negotiated = negotiated
-            if previous is not None and negotiated.codec != previous.codec:
-                self.stream.codec = open_codec(negotiated.codec)
-            if previous is None or negotiated.remote != previous.remote:
-                self.stream.remote = negotiated.remote
-                self.stream.remote_rtcp = (negotiated.remote[0], negotiated.remote[1] + 1)
-            self.stream.telephone_event = negotiated.telephone_event
+            self._apply(negotiated)
             self.sip.accept(parse_sdp(negotiated.answer))
-            self._set_held(negotiated.on_hold)
+
+    def _apply(self, negotiated: Negotiated) -> None:
+        """Take a renegotiated session: codec, remote address, telephone-event, hold."""
+        assert self.stream is not None
+        previous = self.negotiated
+        self.negotiated = negotiated
+        if previous is not None and negotiated.codec != previous.codec:
+            self.stream.codec = open_codec(negotiated.codec)
+        if previous is None or negotiated.remote != previous.remote:
+            self.stream.remote = negotiated.remote
+            self.stream.remote_rtcp = (negotiated.remote[0], negotiated.remote[1] + 1)
+        self.stream.telephone_event = negotiated.telephone_event
+        self._set_held(negotiated.on_hold)
 
     def _set_held(self, held: bool) -> None:
         if held == self.held:
@@ -427,6 +519,12 @@ class MediaCall:
             if self._inband is not None:  # a key still held when the call ends
                 for key in self._inband.flush():
                     self.dtmf(key.digit, key.duration_ms, "inband", key.start_ms)
+            if self._awaiting_answer is not None and not self._awaiting_answer.done():
+                self._awaiting_answer.set_exception(SdpError("the call ended"))
+            if self._unopened is not None:  # acquired, never handed to a MediaStream
+                for sock in self._unopened:
+                    sock.close()
+                self._unopened = None
             if self.stream is not None:
                 await self.stream.close()
                 report = self.stream.report()

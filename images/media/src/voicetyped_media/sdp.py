@@ -10,6 +10,10 @@ used, and raises (no answer at all) on offers it cannot read. Here:
 - direction mirrors the offer (sendonly -> recvonly ...), ``c=0.0.0.0`` counts as hold
   (RFC 2543 style);
 - anything unusable raises :class:`SdpError` with a reason for the 488 Warning.
+
+An INVITE without SDP (delayed offer, RFC 3261 §13.2.1) is answered with our own offer
+(:func:`make_offer`: every enabled codec, telephone-event at 8 kHz and, with Opus, 48 kHz); the
+caller's answer comes in the ACK and is read by :func:`accept_answer`.
 """
 
 from __future__ import annotations
@@ -93,11 +97,16 @@ def _rtpmaps(media: MediaDescription) -> dict[int, tuple[str, int, int]]:
     return out
 
 
-def _connection(offer: SdpMessage, media: MediaDescription) -> str:
-    conn = media.connection or offer.connection
+def _remote(sdp: SdpMessage, media: MediaDescription) -> tuple[str, str]:
+    """The peer's address and direction; ``c=0.0.0.0`` counts as hold (RFC 2543 style)."""
+    conn = media.connection or sdp.connection
     if conn is None:
         raise SdpError("no c= line for the audio stream")
-    return conn.address.split("/")[0]
+    address = conn.address.split("/")[0]
+    direction = media.direction
+    if address == "0.0.0.0" and direction == "sendrecv":
+        direction = "sendonly"
+    return address, direction
 
 
 def negotiate(
@@ -109,19 +118,36 @@ def negotiate(
 ) -> Negotiated:
     """Choose a codec from the offer and build the answer (raises :class:`SdpError`)."""
     offer = parse_offer(offer_text)
-    audio_index = next(
+    audio_index = _audio_index(offer, "offered")
+    audio = offer.media[audio_index]
+    choice, telephone_event = _choose(audio, enabled, "offered")
+    address, direction = _remote(offer, audio)
+    answer = _answer(
+        offer, audio_index, choice, telephone_event, local_ip, local_port, direction, ptime
+    )
+    return Negotiated(choice, telephone_event, (address, audio.port), direction, answer, ptime)
+
+
+def _audio_index(sdp: SdpMessage, what: str) -> int:
+    index = next(
         (
             i
-            for i, m in enumerate(offer.media)
+            for i, m in enumerate(sdp.media)
             if m.media == "audio" and m.port > 0 and m.proto.upper() in _AVP
         ),
         None,
     )
-    if audio_index is None:
-        if any(m.media == "audio" and m.port > 0 for m in offer.media):
+    if index is None:
+        if any(m.media == "audio" and m.port > 0 for m in sdp.media):
             raise SdpError("no RTP/AVP audio stream (SRTP is not supported)")
-        raise SdpError("no audio stream offered")
-    audio = offer.media[audio_index]
+        raise SdpError(f"no audio stream {what}")
+    return index
+
+
+def _choose(
+    audio: MediaDescription, enabled: tuple[str, ...], what: str
+) -> tuple[CodecChoice, int | None]:
+    """The first of ``audio``'s formats we take, and its telephone-event payload type."""
     maps = _rtpmaps(audio)
     wanted = {name.lower() for name in enabled}
     choice: CodecChoice | None = None
@@ -139,12 +165,10 @@ def negotiate(
         choice = CodecChoice(canonical, int(fmt), rate, 2 if canonical == "opus" else 1)
         break
     if choice is None:
-        offered = ", ".join(
+        named = ", ".join(
             f"{maps[int(f)][0]}" for f in audio.formats if f.isdigit() and int(f) in maps
         )
-        raise SdpError(
-            f"no common codec (offered: {offered or 'none'}; we take {', '.join(enabled)})"
-        )
+        raise SdpError(f"no common codec ({what}: {named or 'none'}; we take {', '.join(enabled)})")
     telephone_event = next(
         (
             pt
@@ -155,14 +179,7 @@ def negotiate(
         ),
         None,
     )
-    address = _connection(offer, audio)
-    direction = audio.direction
-    if address == "0.0.0.0" and direction == "sendrecv":
-        direction = "sendonly"  # RFC 2543 hold
-    answer = _answer(
-        offer, audio_index, choice, telephone_event, local_ip, local_port, direction, ptime
-    )
-    return Negotiated(choice, telephone_event, (address, audio.port), direction, answer, ptime)
+    return choice, telephone_event
 
 
 _MIRROR = {
@@ -171,6 +188,92 @@ _MIRROR = {
     "recvonly": "sendonly",
     "inactive": "inactive",
 }
+
+
+OFFER_PAYLOAD_TYPES = {"opus": 111, "G722": 9, "PCMU": 0, "PCMA": 8}
+OFFER_CLOCK = {"opus": 48000, "G722": 8000, "PCMU": 8000, "PCMA": 8000}
+OFFER_TELEPHONE_EVENT = {8000: 101, 48000: 102}
+
+
+def make_offer(
+    local_ip: str, local_port: int, enabled: tuple[str, ...] = CODEC_NAMES, ptime: int = 20
+) -> str:
+    """Our offer for an INVITE that had none: the enabled codecs in our order of preference."""
+    codecs = [
+        CodecChoice(name, OFFER_PAYLOAD_TYPES[name], OFFER_CLOCK[name], 2 if name == "opus" else 1)
+        for name in (next(c for c in CODEC_NAMES if c.lower() == e.lower()) for e in enabled)
+    ]
+    events = [
+        (OFFER_TELEPHONE_EVENT[rate], rate)
+        for rate in sorted({c.clock_rate for c in codecs})
+        if rate in OFFER_TELEPHONE_EVENT
+    ]
+    return _description(
+        local_ip, [_audio_lines(local_port, "RTP/AVP", codecs, events, "sendrecv", ptime)]
+    )
+
+
+def accept_answer(
+    answer_text: str,
+    local_ip: str,
+    local_port: int,
+    enabled: tuple[str, ...] = CODEC_NAMES,
+    ptime: int = 20,
+) -> Negotiated:
+    """Read the caller's answer to :func:`make_offer` (raises :class:`SdpError`).
+
+    ``Negotiated.answer`` is then our side of the session as agreed (the chosen codec only),
+    which is what an offerless re-INVITE is offered later."""
+    answer = parse_offer(answer_text)
+    audio = answer.media[_audio_index(answer, "in the answer")]
+    choice, telephone_event = _choose(audio, enabled, "answered")
+    address, direction = _remote(answer, audio)
+    events = [(telephone_event, choice.clock_rate)] if telephone_event is not None else []
+    ours = _description(
+        local_ip,
+        [_audio_lines(local_port, audio.proto, [choice], events, _MIRROR[direction], ptime)],
+    )
+    return Negotiated(choice, telephone_event, (address, audio.port), direction, ours, ptime)
+
+
+def _description(ip: str, media: list[list[str]]) -> str:
+    family = "IP6" if ":" in ip else "IP4"
+    version = next(_session_version)
+    lines = [
+        "v=0",
+        f"o=voicetyped {version} {version} IN {family} {ip}",
+        "s=voicetyped",
+        f"c=IN {family} {ip}",
+        "t=0 0",
+    ]
+    for block in media:
+        lines += block
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _audio_lines(
+    port: int,
+    proto: str,
+    codecs: list[CodecChoice],
+    events: list[tuple[int, int]],
+    direction: str,
+    ptime: int,
+) -> list[str]:
+    """An audio m= section: ``codecs`` in order, then ``events`` (payload type, clock rate)."""
+    pts = [str(c.payload_type) for c in codecs] + [str(pt) for pt, _ in events]
+    lines = [f"m=audio {port} {proto} {' '.join(pts)}"]
+    for codec in codecs:
+        if codec.name == "opus":
+            lines.append(f"a=rtpmap:{codec.payload_type} opus/48000/2")
+            lines.append(f"a=fmtp:{codec.payload_type} useinbandfec=1;stereo=0;sprop-stereo=0")
+        else:
+            lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}")
+    for pt, rate in events:
+        lines.append(f"a=rtpmap:{pt} telephone-event/{rate}")
+        lines.append(f"a=fmtp:{pt} 0-16")
+    lines.append(f"a=ptime:{ptime}")
+    lines.append(f"a={direction}")
+    return lines
 
 
 def _answer(
@@ -183,32 +286,11 @@ def _answer(
     direction: str,
     ptime: int,
 ) -> str:
-    family = "IP6" if ":" in ip else "IP4"
-    version = next(_session_version)
-    lines = [
-        "v=0",
-        f"o=voicetyped {version} {version} IN {family} {ip}",
-        "s=voicetyped",
-        f"c=IN {family} {ip}",
-        "t=0 0",
-    ]
-    for i, media in enumerate(offer.media):
+    media: list[list[str]] = []
+    for i, m in enumerate(offer.media):
         if i != audio_index:
-            formats = " ".join(media.formats) or "0"
-            lines.append(f"m={media.media} 0 {media.proto} {formats}")
+            media.append([f"m={m.media} 0 {m.proto} {' '.join(m.formats) or '0'}"])
             continue
-        pts = [str(codec.payload_type)] + (
-            [str(telephone_event)] if telephone_event is not None else []
-        )
-        lines.append(f"m=audio {port} {media.proto} {' '.join(pts)}")
-        if codec.name == "opus":
-            lines.append(f"a=rtpmap:{codec.payload_type} opus/48000/2")
-            lines.append(f"a=fmtp:{codec.payload_type} useinbandfec=1;stereo=0;sprop-stereo=0")
-        else:
-            lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}")
-        if telephone_event is not None:
-            lines.append(f"a=rtpmap:{telephone_event} telephone-event/{codec.clock_rate}")
-            lines.append(f"a=fmtp:{telephone_event} 0-16")
-        lines.append(f"a=ptime:{ptime}")
-        lines.append(f"a={_MIRROR[direction]}")
-    return "\r\n".join(lines) + "\r\n"
+        events = [(telephone_event, codec.clock_rate)] if telephone_event is not None else []
+        media.append(_audio_lines(port, m.proto, [codec], events, _MIRROR[direction], ptime))
+    return _description(ip, media)

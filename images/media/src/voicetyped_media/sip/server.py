@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosipua import IncomingCall, SipRequest, SipResponse, SipTransport, SipUAS, generate_tag
-from aiosipua.dialog import DialogState
+from aiosipua.dialog import DialogState, dialog_matches
+from aiosipua.uas_requests import handle_ack
 
 from voicetyped_media.dtmf.sip_info import InfoDtmfError, parse_info_dtmf
 from voicetyped_media.sdp import SdpError, parse_offer
@@ -40,6 +41,8 @@ class Handlers:
     admit: Admit
     new_call: Callable[[IncomingCall], None]
     reinvite: Callable[[IncomingCall], None]
+    acked: Callable[[IncomingCall, SipRequest], None]
+    """An ACK of a 2xx: it carries the caller's answer when that 2xx had our offer."""
     ended: Callable[[str, str], None]
     """``(Call-ID, why)``; why: bye | cancel | ack_timeout | session_expired."""
     dtmf: Callable[[IncomingCall, str, int], None]
@@ -87,6 +90,7 @@ class GatewayUAS(SipUAS):
         self.handlers = handlers
         self.client = client
         self._handlers["INFO"] = self._handle_info
+        self._handlers["ACK"] = self._handle_ack
         for method in ("REFER",):  # we send REFER; being transferred ourselves is not served
             self._handlers.pop(method, None)
         self.on_invite = handlers.new_call
@@ -126,6 +130,16 @@ class GatewayUAS(SipUAS):
             reply(self, request, problem)
             return
         super()._handle_invite(request, addr)
+
+    def _handle_ack(self, request: SipRequest, addr: tuple[str, int]) -> None:
+        call = self._calls.get(request.call_id or "")
+        handle_ack(self, request, addr)
+        if (
+            call is not None
+            and call.dialog.state == DialogState.CONFIRMED
+            and dialog_matches(call.dialog, request)
+        ):
+            self.handlers.acked(call, request)
 
     def _handle_info(self, request: SipRequest, addr: tuple[str, int]) -> None:
         call = self._calls.get(request.call_id or "")
