@@ -146,13 +146,14 @@ async def test_playout_paces_frames_stops_at_once_and_holds() -> None:
         played: list[str] = []
         playout = Playout(stream, played.append)
         tone = (np.sin(np.arange(160) / 3) * 8000).astype("<i2").tobytes()
-        playout.add("a", tone * 5, last=True)
-        playout.add("b", tone * 3, last=False)
-        assert playout.tick()
+        playout.add("a", tone * 5, last=True)  # the call was idle: a's first frame goes at once
         (first,) = heard()
         assert (
             np.abs(np.frombuffer(first, "<i2").astype(int) - np.frombuffer(tone, "<i2")).max() < 300
         )
+        assert not playout.tick() and heard() == [], "that tick's frame went out already"
+        playout.add("b", tone * 3, last=False)
+        assert heard() == [], "audio behind other audio waits for the clock"
         assert playout.flush("a") == 5, "four queued frames and the end marker"
         assert playout.tick()
         (next_frame,) = heard()
