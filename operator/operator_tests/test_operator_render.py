@@ -138,6 +138,17 @@ def test_hot_reload_and_rollout_rules(vd_spec: dict[str, Any]) -> None:
     assert _pod(third, "runtime") == _pod(before, "runtime")
 
 
+def test_pods_carry_the_prometheus_scrape_convention(vd_spec: dict[str, Any]) -> None:
+    objects = _render(vd_spec)
+    for component in ("media", "speech", "runtime", "integration"):
+        pod = _pod(objects, component)
+        annotations = pod["metadata"]["annotations"]
+        (http,) = [p for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "http"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(http["containerPort"])
+        assert annotations["prometheus.io/path"] == "/metrics"
+
+
 def test_drain_and_security(vd_spec: dict[str, Any]) -> None:
     objects = _render(vd_spec)
     for component, drain in (("media", 300), ("runtime", 60)):

@@ -645,7 +645,16 @@ def _deployment(
     )
     node_selector = {**workload.node_selector, **pod.node_selector}
     affinity = _affinity(component, workload)
-    template_annotations = {naming.CONFIG_HASH: config_hash, **pod.annotations}
+    template_annotations = {
+        naming.CONFIG_HASH: config_hash,
+        # The de-facto scrape convention (Prometheus' kubernetes_sd examples, the Datadog and
+        # OpenTelemetry collectors' Prometheus receivers); a PodMonitor would need the
+        # Prometheus Operator's CRDs, which a cluster may not have.
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(http),
+        "prometheus.io/path": "/metrics",
+        **pod.annotations,
+    }
     pod_spec = PodSpec(
         containers=[container],
         serviceAccountName=name,
