@@ -69,7 +69,7 @@ proto: install
 	$(PY) proto/generate.py
 
 # The CRDs are generated from the operator's pydantic models (a unit test fails when stale),
-# and the Argo CD argocd-cm snippet from the chart's health.lua scripts.
+# and the Argo CD argocd-cm snippet from the chart's health.lua script.
 crds: install
 	$(PY) -m voicetyped_operator.crds --out crds --out charts/voicetyped-operator/crds
 	$(PY) -m voicetyped_operator.argocd --root charts/voicetyped-operator/argocd

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kopf._cogs.structs import bodies, patches
 from voicetyped_operator import conditions
-from voicetyped_operator.argocd import health
+from voicetyped_operator.argocd import health, script
 from voicetyped_operator.diffbase import HashDiffBaseStorage
 from voicetyped_operator.reconcile.voicedeployment import component_status
 
@@ -92,4 +92,4 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
 def test_argocd_health_checks(kind: str, case: dict[str, Any]) -> None:
     directory = ROOT / "voicetyped.io" / kind
     obj = yaml.safe_load((directory / case["inputPath"]).read_text())
-    assert health((directory / "health.lua").read_text(), obj) == case["healthStatus"]
+    assert health(script(ROOT), obj) == case["healthStatus"]

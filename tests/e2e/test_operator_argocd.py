@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from voicetyped_operator.argocd import health
+from voicetyped_operator.argocd import health, script
 
 if TYPE_CHECKING:
     from tests.e2e.kube import Kube
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 s = sys.modules["voicetyped_e2e_operator_support"]  # conftest.py loads it, with its fixtures
 
 ROOT = s.REPO / "charts" / "voicetyped-operator" / "argocd" / "voicetyped.io"
+SCRIPT = script(ROOT.parent)  # one health script for the three kinds
 KINDS = ("VoiceDeployment", "Dialog", "Integration")
 RESOURCE = {"VoiceDeployment": s.VD, "Dialog": s.DIALOG, "Integration": s.INTEGRATION}
 # A spec field each kind can change to move its generation on.
@@ -45,11 +46,6 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
         tests = yaml.safe_load((ROOT / kind / "health_test.yaml").read_text())["tests"]
         out.extend((kind, t) for t in tests)
     return out
-
-
-def _script(kind: str) -> str:
-    text: str = (ROOT / kind / "health.lua").read_text()
-    return text
 
 
 def test_every_kind_has_healthy_progressing_and_degraded_cases() -> None:
@@ -85,13 +81,13 @@ def test_health_test_cases_on_server_objects(
     stored = s.get(kube, RESOURCE[kind], name, namespace)
     assert stored is not None and stored["metadata"]["generation"] == generation
     assert stored.get("status") == data.get("status"), "the status schema changed the testdata"
-    assert health(_script(kind), stored) == case["healthStatus"]
+    assert health(SCRIPT, stored) == case["healthStatus"]
 
 
 def _health(kube: Kube, kind: str, name: str, namespace: str) -> dict[str, str]:
     obj = s.get(kube, RESOURCE[kind], name, namespace)
     assert obj is not None
-    return health(_script(kind), obj)
+    return health(SCRIPT, obj)
 
 
 def test_health_of_what_the_operator_reports(

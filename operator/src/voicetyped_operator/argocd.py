@@ -1,9 +1,10 @@
 """Argo CD health checks of the three kinds: run them, and render the argocd-cm snippet.
 
-The Lua scripts live in the chart (``charts/voicetyped-operator/argocd/voicetyped.io/<Kind>/
-health.lua``) in Argo CD's own layout, with ``health_test.yaml`` and ``testdata/``. Argo CD
-runs them under gopher-lua (Lua 5.1); :func:`health` runs them the same way with lupa's
-``lua51`` (a development dependency: the operator never runs Lua itself).
+The three kinds report the same kstatus conditions, so one Lua script serves them
+(``charts/voicetyped-operator/argocd/voicetyped.io/health.lua``); each kind keeps Argo CD's
+test layout, ``<Kind>/health_test.yaml`` and ``<Kind>/testdata/``. Argo CD runs the script
+under gopher-lua (Lua 5.1); :func:`health` runs it the same way with lupa's ``lua51`` (a
+development dependency: the operator never runs Lua itself).
 
 ``python -m voicetyped_operator.argocd --root charts/voicetyped-operator/argocd`` writes
 ``argocd-cm-patch.yaml`` there: the ``resource.customizations.health.voicetyped.io_<Kind>``
@@ -37,15 +38,22 @@ def health(lua: str, obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(result).items()}
 
 
+def script(root: Path) -> str:
+    """The health script (the same for every kind)."""
+    return (root / GROUP / "health.lua").read_text()
+
+
 def scripts(root: Path) -> dict[str, str]:
-    return {kind: (root / GROUP / kind / "health.lua").read_text() for kind in KINDS}
+    """What argocd-cm gets: one key per kind (wildcard keys need a recent Argo CD)."""
+    text = script(root)
+    return {kind: text for kind in KINDS}
 
 
 def snippet(root: Path) -> str:
     data = {f"resource.customizations.health.{GROUP}_{k}": v for k, v in scripts(root).items()}
     header = (
-        "# Argo CD health checks of the voicetyped.io kinds. Generated from the health.lua\n"
-        "# files beside this one by `python -m voicetyped_operator.argocd` (make crds).\n"
+        "# Argo CD health checks of the voicetyped.io kinds. Generated from voicetyped.io/\n"
+        "# health.lua beside this file by `python -m voicetyped_operator.argocd` (make crds).\n"
         "# Merge into argocd-cm:\n"
         "#   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file "
         f"{SNIPPET}\n"

@@ -298,9 +298,8 @@ async def child_event(kind: str, type: str | None, body: kopf.Body, memo: Any) -
         got = component_status(
             meta.get("generation"), body.get("status") or {}, spec.get("replicas")
         )
-        state.readiness_generation[key][component] = int(meta.get("generation") or 0)
-        if state.readiness[key].get(component) != got:
-            state.readiness[key][component] = got
+        generation = int(meta.get("generation") or 0)
+        if state.record_readiness(key, component, generation, got, from_watch=True):
             vds.schedule_refresh(state, key)
     if type is None:  # the initial listing: nothing changed, the resume handlers re-apply
         return

@@ -311,17 +311,24 @@ def _media(owner: Owner, spec: VoiceDeploymentSpec) -> _Pod:
     return pod
 
 
-def _dialogs_volume(deps: Dependencies) -> Volume:
-    return Volume(
-        name="dialogs",
-        projected=ProjectedVolumeSource(
-            sources=[
-                VolumeProjection(configMap=ConfigMapProjection(name=d.config_map))
-                for d in deps.dialogs
-            ],
-            defaultMode=0o444,
-        ),
+def _serve_dialogs(pod: _Pod, deps: Dependencies) -> _Pod:
+    """Mount the served Dialogs' ConfigMaps (read by hot reload: a change of their content
+    is recorded on the Deployment, not the pod template, so it rolls nothing)."""
+    pod.volumes.append(
+        Volume(
+            name="dialogs",
+            projected=ProjectedVolumeSource(
+                sources=[
+                    VolumeProjection(configMap=ConfigMapProjection(name=d.config_map))
+                    for d in deps.dialogs
+                ],
+                defaultMode=0o444,
+            ),
+        )
     )
+    pod.mounts.append(VolumeMount(name="dialogs", mountPath=DIALOGS_DIR, readOnly=True))
+    pod.deployment_annotations[naming.DIALOGS_HASH] = deps.dialogs_hash()
+    return pod
 
 
 def _speech(spec: VoiceDeploymentSpec, deps: Dependencies) -> _Pod:
@@ -336,15 +343,15 @@ def _speech(spec: VoiceDeploymentSpec, deps: Dependencies) -> _Pod:
         asr["model"] = speech.model
     config = _common_config("speech", speech, 20.0)
     config.update({"asr": asr, "tts": {"warmup_dialogs_dir": DIALOGS_DIR}})
-    pod = _Pod(
-        component="speech",
-        workload=speech,
-        config=config,
-        env=[_field_env("VOICETYPED_ADVERTISE_HOST", "status.podIP")],
-        volumes=[_dialogs_volume(deps)],
-        mounts=[VolumeMount(name="dialogs", mountPath=DIALOGS_DIR, readOnly=True)],
-        deployment_annotations={naming.DIALOGS_HASH: deps.dialogs_hash()},
-        startup_failures=90,  # models load (and warm up the prompt cache) before ready
+    pod = _serve_dialogs(
+        _Pod(
+            component="speech",
+            workload=speech,
+            config=config,
+            env=[_field_env("VOICETYPED_ADVERTISE_HOST", "status.podIP")],
+            startup_failures=90,  # models load (and warm up the prompt cache) before ready
+        ),
+        deps,
     )
     if speech.gpu.enabled:
         pod.node_selector.update(speech.gpu.node_selector)
@@ -403,19 +410,19 @@ def _runtime(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> _Po
             f"{GRPC_PORT['integration']}",
         }
     )
-    pod = _Pod(
-        component="runtime",
-        workload=runtime,
-        config=config,
-        env=[_field_env("VOICETYPED_ADVERTISE_HOST", "status.podIP")],
-        volumes=[_dialogs_volume(deps)],
-        mounts=[VolumeMount(name="dialogs", mountPath=DIALOGS_DIR, readOnly=True)],
-        deployment_annotations={naming.DIALOGS_HASH: deps.dialogs_hash()},
-        grace_seconds=PRE_STOP_SECONDS
-        + int(SHUTDOWN_DELAY_S)
-        + runtime.drain_seconds
-        + GRACE_MARGIN_S,
-        pre_stop=True,
+    pod = _serve_dialogs(
+        _Pod(
+            component="runtime",
+            workload=runtime,
+            config=config,
+            env=[_field_env("VOICETYPED_ADVERTISE_HOST", "status.podIP")],
+            grace_seconds=PRE_STOP_SECONDS
+            + int(SHUTDOWN_DELAY_S)
+            + runtime.drain_seconds
+            + GRACE_MARGIN_S,
+            pre_stop=True,
+        ),
+        deps,
     )
     _store(owner, spec, 0, config, pod)
     return pod

@@ -44,17 +44,20 @@ class Known:
     status: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """A component's readiness and the Deployment generation it was computed from."""
+
+    generation: int
+    status: ComponentStatus
+
+
 @dataclass
 class OperatorState:
     kube: Kube
     settings: OperatorSettings
     locks: defaultdict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    readiness: defaultdict[Key, dict[str, ComponentStatus]] = field(
-        default_factory=lambda: defaultdict(dict)
-    )
-    # The Deployment generation each readiness entry was computed from: an apply's answer
-    # may carry an older status than a watch event already taken in (see reconcile).
-    readiness_generation: defaultdict[Key, dict[str, int]] = field(
+    readiness: defaultdict[Key, dict[str, Readiness]] = field(
         default_factory=lambda: defaultdict(dict)
     )
     reconciled: dict[Key, Reconciled] = field(default_factory=dict)
@@ -68,10 +71,29 @@ class OperatorState:
     known: dict[Key, Known] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def record_readiness(
+        self,
+        key: Key,
+        component: str,
+        generation: int,
+        status: ComponentStatus,
+        *,
+        from_watch: bool,
+    ) -> bool:
+        """Take in a Deployment's readiness; True when the component's status changed.
+
+        The watch stream is the fresher source for a generation it has already reported: an
+        apply's answer may predate the controller's status update (and no further event would
+        correct it), so an answer counts only for a generation the watch has not shown yet."""
+        current = self.readiness[key].get(component)
+        if not from_watch and current is not None and generation <= current.generation:
+            return False
+        self.readiness[key][component] = Readiness(generation, status)
+        return current is None or current.status != status
+
     def forget(self, key: Key) -> None:
         for store in (
             self.readiness,
-            self.readiness_generation,
             self.reconciled,
             self.status,
             self.known,

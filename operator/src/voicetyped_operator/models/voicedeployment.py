@@ -51,13 +51,24 @@ def _range_rule() -> dict[str, str]:
     )
 
 
-class Autoscaling(Spec):
-    """A HorizontalPodAutoscaler (autoscaling/v2) on CPU utilization."""
+class _ReplicaRange(Spec):
+    """The replica range of a HorizontalPodAutoscaler (the autoscaling specs below)."""
 
     model_config = ConfigDict(json_schema_extra=validations(_range_rule()))
 
     min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+
+    @model_validator(mode="after")
+    def _range(self) -> _ReplicaRange:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+
+class Autoscaling(_ReplicaRange):
+    """A HorizontalPodAutoscaler (autoscaling/v2) on CPU utilization."""
+
     target_cpu_utilization: int = Field(
         70,
         alias="targetCPUUtilization",
@@ -66,22 +77,12 @@ class Autoscaling(Spec):
         description="Average CPU utilization (% of requests) to aim for.",
     )
 
-    @model_validator(mode="after")
-    def _range(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas must not exceed maxReplicas")
-        return self
 
-
-class MediaAutoscaling(Spec):
+class MediaAutoscaling(_ReplicaRange):
     """Scale the media gateway on active calls per pod (a Pods metric served by a metrics
     adapter from ``voicetyped_media_active_calls``): CPU is the wrong signal for call load.
     Scale-down is slow and one pod at a time; each pod drains its calls before it stops."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_range_rule()))
-
-    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
-    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
     target_active_calls: int = Field(
         50, ge=1, le=10000, description="Average active calls per pod to aim for."
     )
@@ -94,12 +95,6 @@ class MediaAutoscaling(Spec):
         300, ge=0, le=3600, description="Wait this long at lower load before removing pods."
     )
 
-    @model_validator(mode="after")
-    def _range(self) -> MediaAutoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas must not exceed maxReplicas")
-        return self
-
 
 class GpuMetric(Spec):
     """Where the GPU utilization comes from (e.g. NVIDIA DCGM exporter via a metrics adapter)."""
@@ -110,7 +105,7 @@ class GpuMetric(Spec):
     name: str = Field("DCGM_FI_DEV_GPU_UTIL", max_length=253, description="Metric name.")
 
 
-class SpeechAutoscaling(Spec):
+class SpeechAutoscaling(_ReplicaRange):
     """Scale the speech gateway on GPU utilization (GPU pools) and/or CPU utilization."""
 
     model_config = ConfigDict(
@@ -123,8 +118,6 @@ class SpeechAutoscaling(Spec):
         )
     )
 
-    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas.")
-    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
     target_cpu_utilization: int | None = Field(
         None,
         alias="targetCPUUtilization",
@@ -139,8 +132,6 @@ class SpeechAutoscaling(Spec):
 
     @model_validator(mode="after")
     def _targets(self) -> SpeechAutoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas must not exceed maxReplicas")
         if self.target_cpu_utilization is None and self.target_gpu_utilization is None:
             raise ValueError("set targetGPUUtilization and/or targetCPUUtilization")
         return self

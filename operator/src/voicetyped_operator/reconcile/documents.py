@@ -34,10 +34,6 @@ DocKind = Literal["Dialog", "Integration"]
 log = logging.getLogger(__name__)
 
 
-def reference(kind: DocKind, name: str, namespace: str, uid: str) -> dict[str, Any]:
-    return events.reference(kind, name, namespace, uid)
-
-
 StatusT = TypeVar("StatusT", DialogStatus, IntegrationStatus)
 
 
@@ -76,7 +72,7 @@ async def reconcile_dialog(
     retry: int,
 ) -> None:
     previous = _parse(DialogStatus, status)
-    ref = reference("Dialog", name, namespace, uid)
+    ref = events.reference("Dialog", name, namespace, uid)
     users = sorted(used_by)
     try:
         compiled = compile_dialog(name, spec)
@@ -118,7 +114,7 @@ async def reconcile_integration(
     retry: int,
 ) -> None:
     previous = _parse(IntegrationStatus, status)
-    ref = reference("Integration", name, namespace, uid)
+    ref = events.reference("Integration", name, namespace, uid)
     users = sorted(used_by)
     try:
         rendered = render_integration(name, spec)

@@ -155,16 +155,13 @@ async def reconcile(
             )
             state.inventory.add((result.kind, namespace, result.name))
             if result.kind == "Deployment" and result.status is not None:
-                component = result.name.removeprefix(f"{name}-")
-                # The watch is the fresher source for a generation it has already reported
-                # (the apply's answer may predate the controller's status update, and no
-                # further event would correct it); the answer counts for a new generation.
-                seen = int(result.generation or 0)
-                if seen > state.readiness_generation[key].get(component, -1):
-                    state.readiness_generation[key][component] = seen
-                    state.readiness[key][component] = component_status(
-                        result.generation, result.status, None
-                    )
+                state.record_readiness(
+                    key,
+                    result.name.removeprefix(f"{name}-"),
+                    int(result.generation or 0),
+                    component_status(result.generation, result.status, None),
+                    from_watch=False,
+                )
         components = (*SERVICES, REDIS) if parsed.runtime.store.type == "managedRedis" else SERVICES
         state.reconciled[key] = Reconciled(uid, generation, deps, tuple(components))
         await _write_ready(state, key, ref)
@@ -211,7 +208,7 @@ def component_status(
 
 async def _write_ready(state: OperatorState, key: Key, ref: dict[str, Any]) -> None:
     found = state.reconciled[key]
-    readiness = state.readiness[key]
+    readiness = {c: r.status for c, r in state.readiness[key].items()}
     waiting = []
     for component in found.components:
         got = readiness.get(component)

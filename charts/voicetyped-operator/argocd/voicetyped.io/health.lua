@@ -1,6 +1,13 @@
--- Argo CD health of a voicetyped.io Integration: Healthy once the current generation is
--- valid and rendered with every referenced Secret present, Degraded while it is Stalled
--- (invalid, or a Secret missing), else Progressing.
+-- Argo CD health of the voicetyped.io kinds (VoiceDeployment, Dialog, Integration): all three
+-- report kstatus conditions, so one script serves them (argocd-cm-patch.yaml registers it
+-- for each kind). Healthy once Ready is True for the current generation, Degraded while
+-- Stalled, else Progressing. What that means per kind:
+--   VoiceDeployment  Ready: every Deployment available; Stalled: a missing Dialog/Secret,
+--                    a spec the API server refused.
+--   Dialog           Ready: the runtime's validator accepted it and its ConfigMap holds it;
+--                    Stalled: an invalid edit (the previous version keeps serving).
+--   Integration      Ready: valid and rendered with every referenced Secret present;
+--                    Stalled: invalid, or a Secret missing.
 local hs = {}
 
 local function condition(kind)
