@@ -33,7 +33,7 @@ from voicetyped.dev.stack import Stack, StackConfig
 from voicetyped_media.caller.phone import Phone
 from voicetyped_media.caller.run import Voices, run_call, transcribe_turns
 from voicetyped_media.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
-from voicetyped_media.caller.stages import attach_stages
+from voicetyped_media.caller.stages import await_stages
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -102,8 +102,7 @@ async def calls(stack: Stack, voices: Voices, count: int, lookups: int) -> list[
             )
         finally:
             await phone.close()
-        await asyncio.sleep(1.0)  # spans are exported every 0.5 s
-        attach_stages(log, stack.trace_dir)
+        await await_stages(log, stack.trace_dir)
         if log.failures:
             print("  call problems:", log.failures, flush=True)
         return log

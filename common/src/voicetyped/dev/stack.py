@@ -66,6 +66,9 @@ class StackConfig:
     """The dialog for incoming calls (empty: the runtime's default, when just one is loaded)."""
     fixed_ports: bool = True
     """The services' default ports (8081-8084, 50061-50064); False: free ones (tests)."""
+    prepare_models: bool = True
+    """Run ``voicetyped models prepare`` (a no-op once done) before any service starts: the
+    speech gateway refuses to start without its prepared model."""
     log_format: str = "json"
     env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Extra environment per service (``{"speech": {"VOICETYPED_VAD__HANGOVER_MS": "250"}}``)."""
@@ -105,6 +108,8 @@ class Stack:
         self.on_line = on_line
         self.services: dict[str, Service] = {}
         self.backend: Service | None = None
+        self.models_ready = asyncio.Event()
+        """Set by :meth:`start` once the speech models are prepared (services start next)."""
         c = config
         self.run_dir = c.run_dir
         self.dialogs_dir = c.run_dir / "dialogs"
@@ -204,6 +209,9 @@ class Stack:
         self._copy_documents(c.dialogs, self.dialogs_dir)
         self._copy_documents(c.integrations, self.integrations_dir)
         envs = self._environments()
+        if c.prepare_models:
+            await self._prepare_models(envs["speech"])
+        self.models_ready.set()
         if c.backend_script is not None and c.backend_key_file is not None:
             self.backend = Service(
                 "backend",
@@ -237,6 +245,33 @@ class Stack:
         await self._start_service("integration")
         await asyncio.gather(self._start_service("speech"), self._start_service("runtime"))
         await self._start_service("media")
+
+    async def _prepare_models(self, env: dict[str, str]) -> None:
+        """``voicetyped models prepare`` in the speech gateway's environment (so it prepares
+        the directory the gateway reads), before anything starts. Its progress goes to the
+        terminal, or line by line to ``on_line`` as service "models"."""
+        argv = [sys.executable, "-m", "voicetyped.cli", "models", "prepare"]
+        log_path = self.log_dir / "models.log"
+        if self.on_line is None:
+            # The terminal's own stdout: rich draws its progress bar when it is a terminal.
+            code = await asyncio.to_thread(
+                subprocess.call, argv, env=env, cwd=self.config.cwd, stdin=subprocess.DEVNULL
+            )
+        else:
+            prep = Service("models", "", env, Ports(0, 0), log_path)
+            self._spawn(prep, argv)
+            assert prep.proc is not None and prep.pump is not None
+            code = await asyncio.to_thread(prep.proc.wait)
+            await prep.pump
+        if code != 0:
+            raise StackError(
+                f"`voicetyped models prepare` exited {code}"
+                + (
+                    f":\n{log_path.read_text(errors='replace')[-3000:]}"
+                    if log_path.exists()
+                    else ""
+                )
+            )
 
     async def _start_service(self, name: str) -> None:
         service = self.services[name]

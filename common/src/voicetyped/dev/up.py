@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -34,6 +32,7 @@ COLOURS = {
     "runtime": "green",
     "integration": "yellow",
     "backend": "blue",
+    "models": "white",
 }
 
 
@@ -102,15 +101,12 @@ def up(
         sip_port=sip_port,
         store_url=store,
         dialog=dialog_name if not dialogs else "",
+        prepare_models=prepare,
     )
     for path in [*config.dialogs, *config.integrations]:
         if not path.exists():
             out.print(f"[red]✗[/red] {escape(str(path))} does not exist")
             raise typer.Exit(2)
-    if prepare:
-        done = subprocess.run([sys.executable, "-m", "voicetyped.cli", "models", "prepare"])
-        if done.returncode:
-            raise typer.Exit(done.returncode)
     raise typer.Exit(asyncio.run(_run(config)))
 
 

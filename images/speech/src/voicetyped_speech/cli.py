@@ -76,11 +76,16 @@ def prepare(
             progress.update(task, total=total, completed=total)
         running.clear()
         if stage in ("convert", "verify"):
+            if not out.is_terminal:  # a log (CI, `voicetyped up`): one line per stage, now
+                out.print(f"{escape(message)}…")
+                return
             if not progress.live.is_started:  # a no-op run prints just its one line
                 progress.start()
             running[progress.add_task(escape(message), total=None, detail="")] = 1
 
     def on_convert(done: int, total: int) -> None:
+        if not running:
+            return
         (task,) = running
         running[task] = total
         detail = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB"

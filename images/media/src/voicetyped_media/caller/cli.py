@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from voicetyped_media.caller.run import Voices, run_call
 from voicetyped_media.caller.script import CallLog, Turn, load_script
-from voicetyped_media.caller.stages import attach_stages
+from voicetyped_media.caller.stages import await_stages
 
 app = typer.Typer(help="Place a scripted test call (real SIP/RTP, G.711).", add_completion=False)
-out = Console()
+out = Console(soft_wrap=True)  # a turn is one line in a log; terminals wrap it
 
 
 def backend_requests(url: str, key_file: Path | None, since: float) -> list[dict[str, Any]]:
@@ -70,10 +71,19 @@ def print_stages(log: CallLog) -> None:
     turns = [t for t in log.turns[1:] if t.stages]
     if not turns:
         return
-    table = Table(title="turn latency by stage (ms)")
-    table.add_column("caller")
+    # Fits an 80-column log (rich's width when not on a terminal): the caller's words give way.
+    table = Table(
+        title="turn latency by stage (ms)",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+        expand=True,
+    )
+    table.add_column("caller", no_wrap=True, overflow="ellipsis", ratio=1, min_width=12)
     for name in (*STAGES, "backend", "total"):
-        table.add_column(name, justify="right")
+        header = name.replace("_", " ")
+        table.add_column(header, justify="right", min_width=max(map(len, header.split())))
     for t in turns:
         assert t.stages is not None and t.latency_s is not None
         names = (*STAGES, "backend")
@@ -139,8 +149,7 @@ def call(
 
     log = asyncio.run(run_call(target, steps, voices, on_event))
     if traces is not None and traces.is_dir():
-        time.sleep(1.0)  # spans are exported every 0.5 s
-        attach_stages(log, traces)
+        asyncio.run(await_stages(log, traces))
     result = summary(log)
     result["backend_calls"] = backend_requests(backend, backend_key, started)
     if as_json:

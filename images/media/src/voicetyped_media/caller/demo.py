@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from voicetyped_media.caller.run import Voices, run_call
 from voicetyped_media.caller.script import load_script
 from voicetyped_media.caller.stages import attach_stages
 
-out = Console()
+out = Console(soft_wrap=True)  # a turn is one line in a log; terminals wrap it
 
 
 async def demo(script: Path) -> int:
@@ -37,18 +38,30 @@ async def demo(script: Path) -> int:
         dialog="order-status",
     )
     out.print(
-        "[bold]voicetyped demo[/bold]: starting media, speech, runtime, integration and "
-        "the example backend…"
+        "[bold]voicetyped demo[/bold]: preparing the speech models, then starting media, "
+        "speech, runtime, integration and the example backend…"
     )
     started = time.perf_counter()
     stack = Stack(config)
-    voices_task = asyncio.ensure_future(asyncio.to_thread(Voices))
+    starting = asyncio.ensure_future(stack.start())
+    # The caller's own voices (Piper, whisper.cpp) load while the services start, once the
+    # stack has prepared the models they share.
+    prepared = asyncio.ensure_future(stack.models_ready.wait())
+    await asyncio.wait({starting, prepared}, return_when=asyncio.FIRST_COMPLETED)
+    prepared.cancel()
+    voices_task = (
+        asyncio.ensure_future(asyncio.to_thread(Voices)) if stack.models_ready.is_set() else None
+    )
     try:
-        await stack.start()
+        await starting
     except StackError as exc:
         out.print(f"[red]✗[/red] {escape(str(exc))}")
         await stack.stop()
+        if voices_task is not None:
+            with contextlib.suppress(Exception):
+                await voices_task
         return 1
+    assert voices_task is not None  # the stack starts services only with prepared models
     voices = await voices_task
     out.print(
         f"[green]✓[/green] up in {time.perf_counter() - started:.1f} s; calling "
@@ -65,10 +78,9 @@ async def demo(script: Path) -> int:
         calls = backend_requests(
             f"http://127.0.0.1:{stack.backend_port}", config.backend_key_file, call_started
         )
-        await asyncio.sleep(1.0)  # the services export spans every 0.5 s
-        attach_stages(log, stack.trace_dir)
     finally:
         codes = await stack.stop()
+    attach_stages(log, stack.trace_dir)  # every service flushed its spans when it stopped
     result = summary(log)
     out.print()
     for r in calls:

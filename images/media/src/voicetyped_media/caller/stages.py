@@ -17,7 +17,9 @@ the reply at the caller. The spans split it into:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,21 @@ def attach_stages(log: CallLog, trace_dir: Path) -> None:
         if turn.bot is not None and turn.latency_s is not None:
             stopped = turn.stopped + WALL_OFFSET
             turn.stages = turn_stages(spans, stopped, stopped + turn.latency_s, trace_id)
+
+
+COMPLETE = frozenset({"decision", "tts", "playout", "network"})
+"""The stages of a turn whose spans have all been exported."""
+
+
+async def await_stages(log: CallLog, trace_dir: Path, timeout_s: float = 10.0) -> bool:
+    """:func:`attach_stages` once every answered turn's spans are on disk (the services export
+    them every 0.5 s, a running service a little later); False when some never came."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        attach_stages(log, trace_dir)
+        answered = [t for t in log.turns[1:] if t.bot is not None and t.latency_s is not None]
+        if all(t.stages is not None and t.stages.keys() >= COMPLETE for t in answered):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
