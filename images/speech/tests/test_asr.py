@@ -219,3 +219,27 @@ async def test_cancelled_jobs_are_dropped_or_stopped() -> None:
     finally:
         release.set()
         pool.close()
+
+
+def test_whisper_cpp_writes_its_log_into_the_json_log(
+    converted: ConversionResult, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """whisper.cpp prints to fd 2 itself; the service routes it through structlog, so a
+    decode we cancel (a stale speculative partial) leaves a debug record, not a plain line."""
+    import _pywhispercpp
+    import structlog
+    from voicetyped_speech.asr.whispercpp import route_whisper_logs
+
+    recognizer = WhisperCppRecognizer(converted.path)
+    route_whisper_logs()
+    try:
+        with structlog.testing.capture_logs() as records:
+            with pytest.raises(Aborted):
+                recognizer.transcribe(np.zeros(48000, dtype=np.float32), abort=lambda: True)
+            recognizer.transcribe(np.zeros(16000, dtype=np.float32))
+    finally:
+        _pywhispercpp.whisper_log_set(None)  # whisper.cpp's own printer for the other tests
+    assert "failed to encode" not in capfd.readouterr().err
+    failed = [r for r in records if r.get("message", "").endswith("failed to encode")]
+    assert [(r["event"], r["log_level"]) for r in failed] == [("whisper.cpp", "debug")]
+    assert not [r for r in records if r["log_level"] != "debug"], records

@@ -17,6 +17,7 @@ from voicetyped.v1 import speech_pb2
 
 from voicetyped_speech.asr.factory import recognizer_factory
 from voicetyped_speech.asr.pool import DecodeStats, RecognitionPool
+from voicetyped_speech.asr.whispercpp import route_whisper_logs
 from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.config import SpeechSettings
 from voicetyped_speech.grpc_service import SpeechGatewayServicer, register
@@ -47,6 +48,8 @@ class SpeechService:
 
     async def start(self) -> None:
         s = self.settings
+        if s.asr.backend == "whispercpp":
+            route_whisper_logs()
         factory = recognizer_factory(s.asr)  # raises at once for a missing or foreign model
         self.pool = await asyncio.to_thread(
             RecognitionPool,

@@ -15,11 +15,39 @@ transcripts on our call-style phrase sets.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from voicetyped.service.logs import get_logger
+
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
+
+log = get_logger("voicetyped.speech.whispercpp")
+_WHISPER_ERROR = 4  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
+_decode = threading.local()  # .aborting: this thread's decode was cancelled by us
+
+
+def _whisper_log(level: int, text: str) -> None:
+    """whisper.cpp's own log lines, into the service's JSON log (it writes plain text to fd 2
+    otherwise). An error is a warning, unless it is the decode we cancelled reporting so."""
+    message = text.rstrip()
+    if not message:
+        return
+    if level == _WHISPER_ERROR and not getattr(_decode, "aborting", False):
+        log.warning("whisper.cpp", message=message)
+    else:
+        log.debug("whisper.cpp", message=message)
+
+
+def route_whisper_logs() -> None:
+    """Send whisper.cpp's log through :func:`_whisper_log` (the service calls this once its
+    JSON logging is configured; whisper.cpp keeps one callback per process)."""
+    import _pywhispercpp
+
+    _pywhispercpp.whisper_log_set(_whisper_log)
+
 
 FULL_CTX = 1500  # Whisper's 30 s window, in encoder positions (20 ms each)
 _SAMPLES_PER_POSITION = 320  # 16 kHz, hop 160, stride-2 conv
@@ -71,8 +99,10 @@ class WhisperCppRecognizer:
         def check() -> bool:
             nonlocal aborted
             aborted = aborted or (abort is not None and abort())
+            _decode.aborting = aborted
             return aborted
 
+        _decode.aborting = False
         # Short phone utterances: one segment, no context carried between utterances. The
         # token cap bounds a decoder loop (about 4 tokens per second of speech is normal).
         segments = self._model.transcribe(
