@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from voicetyped_operator.models.status import Condition, ConditionStatus, now
 
-MAX_MESSAGE = 4000
+MAX_MESSAGE = 32768
+"""The CRDs' maxLength of a condition message (characters): Events carry a cut of it."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,20 @@ def merge(
                 type=kind,
                 status=state.status,
                 reason=state.reason,
-                message=state.message[:MAX_MESSAGE],
+                message=cut(state.message),
                 observed_generation=generation,
                 last_transition_time=now() if moved or old is None else old.last_transition_time,
             )
         )
     return out
+
+
+def cut(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` within the schema's limit, saying how much was left out."""
+    if len(message) <= limit:
+        return message
+    head = message[: limit - 64]  # room for the note
+    return f"{head} … ({len(message) - len(head)} more characters not shown)"
 
 
 def find(conditions: Sequence[Condition], kind: str) -> Condition | None:

@@ -56,18 +56,16 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     state = OperatorState(
         kube=Kube(client, SETTINGS.field_manager, SETTINGS.concurrency), settings=SETTINGS
     )
-    state.background.append(asyncio.create_task(resync(state), name="voicetyped-resync"))
+    state.spawn(resync(state), name="voicetyped-resync")
     memo.state = state
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
+    """kopf runs this once its watchers and handlers have stopped (SIGTERM)."""
     state = getattr(memo, "state", None)
     if isinstance(state, OperatorState):
-        for task in state.background:
-            task.cancel()
-        await asyncio.gather(*state.background, return_exceptions=True)
-        await state.kube.close()
+        await state.close()
 
 
 async def resync(state: OperatorState) -> None:
@@ -110,6 +108,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     # kopf's own INFO logs ("Handler succeeded") are not Events; ours are posted explicitly.
     settings.posting.level = logging.WARNING
+    # Only the Events we post ourselves (events.py: one per transition, cut to the API server's
+    # size limit). kopf would also post every failed handler attempt's log line, repeating each
+    # retry, and its cut counts characters where the limit counts bytes (refused, and lost).
+    settings.posting.loggers = False
     settings.posting.reporting_component = "voicetyped-operator"
     settings.execution.default_backoff = SETTINGS.api_retry_seconds
     settings.networking.request_timeout = 60.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,31 @@ class OperatorState:
     deleting: set[Key] = field(default_factory=set)
     refreshes: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     known: dict[Key, Known] = field(default_factory=dict)
-    background: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Every task the operator started itself (resync, debounced status refreshes)."""
+    closing: bool = False
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Run ``work`` in the background, tracked so :meth:`close` can stop it; None (and
+        ``work`` discarded) once closing."""
+        if self.closing:
+            work.close()
+            return None
+        task = asyncio.create_task(work, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        """Stop every background task, then close the API client: after this nothing of ours
+        calls the API (a refresh waking after the client closed made the operator exit 1)."""
+        self.closing = True
+        while self.tasks:
+            pending = list(self.tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.kube.close()
 
     def record_readiness(
         self,

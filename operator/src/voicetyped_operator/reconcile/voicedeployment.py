@@ -187,8 +187,13 @@ def schedule_refresh(state: OperatorState, key: Key) -> None:
             await refresh(state, key)
         except (Transient, Rejected) as exc:
             log.warning("status refresh of %s/%s failed: %s", key[0], key[1], exc)
+        except Exception:  # a background task: nothing else would ever see it
+            log.exception("status refresh of %s/%s failed", key[0], key[1])
 
-    state.refreshes[key] = asyncio.create_task(later())
+    task = state.spawn(later(), name=f"voicetyped-refresh-{key[0]}/{key[1]}")
+    if task is not None:
+        state.refreshes[key] = task
+        log.debug("status refresh of %s/%s scheduled", key[0], key[1])
 
 
 def component_status(
