@@ -21,13 +21,13 @@ their types with ``if TYPE_CHECKING: from tests.e2e.kube import Kube``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import os
 import re
 import shutil
 import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -61,6 +61,7 @@ def load_helper(relpath: str) -> ModuleType:
 
 # The operator's fixtures (module scope: each test module gets its own CRDs and operator)
 # and helpers; the test_operator*.py modules use the helpers as sys.modules[...] entries.
+load_helper("kube")  # operator_support takes its helpers from it
 _operator_support = load_helper("operator_support")
 voicetyped_crds = _operator_support.voicetyped_crds
 operator = _operator_support.operator
@@ -112,11 +113,13 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     # Every test's namespace was deleted by its ``namespace`` fixture; see they are gone.
     mine = ("namespaces", "-l", f"{SESSION_LABEL}={SESSION}", "-o", "name")
     leftovers: list[str] = []
-    for _ in range(240):
-        leftovers = made.kubectl("get", *mine, check=False).stdout.split()
-        if not leftovers:
-            break
-        time.sleep(0.5)
+
+    def all_gone() -> bool:
+        leftovers[:] = made.kubectl("get", *mine, check=False).stdout.split()
+        return not leftovers
+
+    with contextlib.suppress(AssertionError):
+        kube_mod.wait_until("the test namespaces to be deleted", all_gone, 120)
     if leftovers:
         for ns in leftovers:
             made.kubectl("delete", ns, "--wait=false", check=False)

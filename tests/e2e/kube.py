@@ -39,7 +39,7 @@ class CommandError(AssertionError):
 
 
 def wait_until(
-    what: str, probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s: float = 0.5
+    what: str, probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s: float = 0.3
 ) -> T:
     """Call ``probe`` until it returns something other than None/False; fail after the timeout."""
     deadline = time.monotonic() + timeout_s
@@ -110,6 +110,42 @@ class Kube:
         result: dict[str, Any] = json.loads(out)
         return result
 
+    def find(self, *args: str) -> dict[str, Any] | None:
+        """``kubectl get ARGS -o json``, parsed; None while the object does not exist."""
+        proc = self.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise CommandError([self.kubectl_bin, "get", *args], proc)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def wait_crd(self, name: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Until CRD ``name`` is Established and its resource is served by discovery.
+
+        Polls instead of ``kubectl wait --for=condition=Established``: a CRD just created has
+        ``status.conditions: null``, on which kubectl 1.37 exits 1 instead of waiting."""
+
+        def established() -> dict[str, Any] | None:
+            crd = self.find("crd", name)
+            cond = condition(crd, "Established") if crd is not None else None
+            return crd if cond is not None and cond.get("status") == "True" else None
+
+        crd = wait_until(f"CRD {name} to be Established", established, timeout_s)
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        # Discovery can lag behind Established for a moment.
+        wait_until(
+            f"{plural}.{group} in discovery",
+            lambda: (
+                plural
+                in self.kubectl("api-resources", f"--api-group={group}", "-o", "name")
+                .stdout.replace(".", " ")
+                .split()
+            ),
+            timeout_s,
+        )
+        return crd
+
     def items(self, *args: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.get(*args)["items"]
         return items
@@ -151,8 +187,8 @@ class Kube:
         self, namespace: str, name: str, timeout_s: float = 90.0
     ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
-            pod = self.get("pod", name, "-n", namespace)
-            return pod if is_running(pod) else None
+            pod = self.find("pod", name, "-n", namespace)
+            return pod if pod is not None and is_running(pod) else None
 
         try:
             return wait_until(f"pod {namespace}/{name} to run", probe, timeout_s)
@@ -163,7 +199,9 @@ class Kube:
         """Wait until kube-scheduler gives up on the pod (it stays unbound); return why."""
 
         def probe() -> str | None:
-            pod = self.get("pod", name, "-n", namespace)
+            pod = self.find("pod", name, "-n", namespace)
+            if pod is None:
+                return None
             assert not pod["spec"].get("nodeName"), f"{name} was bound to {pod['spec']['nodeName']}"
             cond = condition(pod, "PodScheduled")
             if cond is not None and cond.get("reason") == "Unschedulable":
@@ -207,8 +245,10 @@ class Kube:
         return httpx.Client(base_url=cluster["server"], verify=ctx, headers=headers, timeout=30.0)
 
 
-def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in obj.get("status", {}).get("conditions", []) or []:
+def condition(obj: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """The condition of type ``kind``; None while the object, its status or the condition
+    is missing (a just-created object has none of them)."""
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
             found: dict[str, Any] = cond
             return found
@@ -218,7 +258,7 @@ def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
 def is_running(pod: Mapping[str, Any]) -> bool:
     ready = condition(pod, "Ready")
     return (
-        pod.get("status", {}).get("phase") == "Running"
+        (pod.get("status") or {}).get("phase") == "Running"
         and ready is not None
         and ready.get("status") == "True"
         and "deletionTimestamp" not in pod.get("metadata", {})

@@ -17,9 +17,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +26,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from tests.e2e.kube import Kube
+    from tests.e2e.kube import Kube, condition, wait_until
+else:  # conftest.py loads kube.py (by path) before this module
+    condition = sys.modules["voicetyped_e2e_kube"].condition
+    wait_until = sys.modules["voicetyped_e2e_kube"].wait_until
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -43,15 +45,7 @@ CHILD_KINDS = "deployments,services,configmaps,serviceaccounts,poddisruptionbudg
     "networkpolicies,horizontalpodautoscalers"  # fmt: skip
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = probe()
-        if got is not None and got is not False:
-            return got
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.3)
+wait_for = wait_until
 
 
 def free_port() -> int:
@@ -86,28 +80,27 @@ class Operator:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> int:
+        """SIGTERM and its exit code (a kill after 30 s counts as a failure: -9)."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return int(self.proc.returncode)
 
+    def assert_clean_exit(self, code: int) -> None:
+        """Exit 0 on SIGTERM, whatever was in flight, and no traceback on the way."""
+        log = self.log.read_text(errors="replace") if self.log.exists() else ""
+        assert code == 0, f"the operator exited {code}:\n{self.tail(120)}"
+        assert "Traceback" not in log, self.tail(200)
+
 
 def apply_crds(kube: Kube) -> None:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     for name in CRDS:
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    wait_for(
-        "the voicetyped.io resources in discovery",
-        lambda: all(
-            p in kube.kubectl("api-resources", f"--api-group={GROUP}").stdout
-            for p in ("voicedeployments", "dialogs", "integrations")
-        ),
-        timeout_s=30,
-    )
+        kube.wait_crd(name)
 
 
 def delete_crds(kube: Kube) -> None:
@@ -161,27 +154,15 @@ def operator(
     crashed = not made.alive()
     code = made.stop()
     assert not crashed, f"the operator died (exit {code}):\n{made.tail()}"
-    assert code in (0, -signal.SIGTERM), f"the operator exited {code}:\n{made.tail()}"
+    made.assert_clean_exit(code)
 
 
 # ---- reading objects ---------------------------------------------------------------------
 
 
 def get(kube: Kube, resource: str, name: str, namespace: str) -> dict[str, Any] | None:
-    result = kube.kubectl("get", resource, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        assert "NotFound" in result.stderr, result.stderr
-        return None
-    found: dict[str, Any] = json.loads(result.stdout)
+    found: dict[str, Any] | None = kube.find(resource, name, "-n", namespace)
     return found
-
-
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            found: dict[str, Any] = cond
-            return found
-    return None
 
 
 def wait_condition(

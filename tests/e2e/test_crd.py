@@ -140,13 +140,7 @@ def crd(kube: Kube) -> Iterator[Crd]:
     """A CRD of its own (unique group) for this module; deleted afterwards."""
     made = Crd(group=f"t{uuid.uuid4().hex[:8]}.e2e.voicetyped.io")
     kube.apply(_definition(made))
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{made.name}", "--timeout=60s")
-    # Discovery can lag behind Established for a moment.
-    kube.wait(
-        "the CRD in discovery",
-        lambda: made.plural in kube.kubectl("api-resources", f"--api-group={made.group}").stdout,
-        timeout_s=30,
-    )
+    kube.wait_crd(made.name)
     yield made
     kube.kubectl("delete", "crd", made.name, "--wait=true", "--timeout=60s")
 

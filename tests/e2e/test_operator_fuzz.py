@@ -16,6 +16,7 @@ same namespace still becomes Ready.
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -385,6 +386,20 @@ CASES: list[Case] = [
         reason="InvalidDialog",
         **REPORT,
     ),
+    _dlg(
+        # Under 1,024 characters, over 1,024 bytes: the Event must be cut by bytes.
+        "multibyte-message",
+        put(
+            "states.greet.transitions",
+            [
+                {"event": "speech", "condition": f'intent == "{"€" * 100}{i}"', "target": "bye"}
+                for i in range(4)
+            ],
+        ),
+        "unknown intent '€€€",
+        reason="InvalidDialog",
+        **REPORT,
+    ),
     # ---- Integration: refused (inline secrets among them) ----
     _int("inline-value", put("auth", {"type": "apiKey", "value": "s3cr3t"}), "inline secrets"),
     _int("inline-token", put("auth", {"type": "none", "token": "t0k"}), "inline secrets"),
@@ -596,6 +611,27 @@ def test_malformed_and_hostile_objects_are_refused_or_reported(
         time.sleep(1)
     problems += [f"{c.id}: not reported in status after 120 s" for c, _ in pending]
     assert not problems, "\n".join(problems)
+    # ...and with a Warning Event the API server accepted (cut to its 1,024-byte limit; the
+    # full text stays in status).
+    reported = [(c, n) for c, n in stored if c.expect == "report"]
+
+    def warned(case: Case, name: str) -> dict[str, Any] | None:
+        found = [e for e in s.events(kube, namespace, name) if e["type"] == "Warning"]
+        return next((e for e in found if e["reason"] == case.reason), None)
+
+    for case, name in reported:
+        event = s.wait_for(
+            f"the {case.id} Warning Event", functools.partial(warned, case, name), 30
+        )
+        size = len(event["message"].encode())
+        assert size <= 1024, (case.id, size)
+        if case.id == "multibyte-message":
+            assert event["message"].endswith("(cut: the full text is in status.conditions)")
+            resource = f"{PLURALS[case.kind]}.v1alpha1.voicetyped.io"
+            full = s.condition(s.get(kube, resource, name, namespace), "Stalled")
+            assert full is not None and len(full["message"].encode()) > 1024, full
+            assert full["message"].startswith(event["message"].split(" … (cut")[0])
+    assert "Failed to post an event" not in operator.tail(2000), operator.tail(2000)
     # Nothing the schema refused was stored.
     names = {
         o["metadata"]["name"]
