@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voicetyped.dev.stack import Stack, StackConfig
+from voicetyped.dev.stack import SERVICES, Stack, StackConfig
+from voicetyped.testing.processes import eventually
 from voicetyped.testing.redis_server import RedisServer
 from voicetyped_media.caller.run import Voices, run_call
 from voicetyped_media.caller.script import Turn, load_script
-from voicetyped_media.caller.stages import attach_stages, call_trace, load_spans
+from voicetyped_media.caller.stages import await_stages, call_trace, load_spans
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -78,9 +79,14 @@ async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) ->
     assert [(c["method"], c["path"], c["status"]) for c in calls] == [
         ("GET", "/api/orders/48213", 200)
     ]
-    await asyncio.sleep(1.0)  # spans are exported every 0.5 s
-    assert fsm_path(stack, log.call_id) == ["ask_number", "lookup", "shipped", "goodbye"]
-    attach_stages(log, stack.trace_dir)
+    assert await await_stages(log, stack.trace_dir), [t.stages for t in log.turns]
+    # The last decision's span may follow the audio it caused by an export interval.
+    path = await eventually(
+        lambda: (got := fsm_path(stack, log.call_id))[-1:] == ["goodbye"] and got,
+        10,
+        "the runtime's decision spans",
+    )
+    assert path == ["ask_number", "lookup", "shipped", "goodbye"]
     timed = [t for t in log.turns[1:] if t.stages]
     assert len(timed) == 3, [t.stages for t in log.turns]
     for turn in timed:
@@ -137,3 +143,53 @@ async def test_runtime_killed_mid_call_resumes_without_losing_a_turn(
             assert [(c["method"], c["path"]) for c in calls] == [("GET", "/api/orders/48213")]
         finally:
             await stack.stop()
+
+
+def problems_in_log(path: Path) -> list[str]:
+    """Tracebacks, exceptions and error records in a service's JSON log."""
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if line.strip():  # anything a service printed outside its JSON log
+                found.append(line)
+            continue
+        bad = not isinstance(record, dict) or "exception" in record
+        if bad or record.get("level") in ("error", "critical"):
+            found.append(line)
+    return found
+
+
+async def test_every_service_exits_0_on_sigterm_in_the_middle_of_a_call(
+    tmp_path: Path, voices: Voices
+) -> None:
+    """What a rollout or a node drain does: SIGTERM to every service at once while a call
+    runs through all of them. A short grace period, so the call outlives it."""
+    config = stack_config(tmp_path / "run")
+    config.env = {name: {"VOICETYPED_SHUTDOWN_GRACE_S": "3"} for name in SERVICES}
+    stack = Stack(config)
+    await stack.start()
+    terminated = asyncio.Event()
+
+    def on_event(kind: str, data: Any) -> None:
+        asked = kind == "turn" and data.bot is not None and "number" in data.bot.text.lower()
+        if asked and not terminated.is_set():
+            terminated.set()
+            for name in SERVICES:
+                stack.terminate(name)
+
+    try:
+        log = await run_call(
+            f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices, on_event
+        )
+        assert terminated.is_set(), [t.bot for t in log.turns]
+        codes = {name: await stack.wait_exit(name, 15) for name in SERVICES}
+    finally:
+        await stack.stop()
+    assert codes == dict.fromkeys(SERVICES, 0), {n: stack.tail(n) for n in SERVICES}
+    for name in SERVICES:
+        logged = problems_in_log(stack.log_dir / f"{name}.log")
+        assert logged == [], f"{name}:\n" + "\n".join(logged)
+    # The media gateway ended the call at the end of its grace period (a BYE, no dead air).
+    assert any(f.startswith("the call ended before") for f in log.failures), log.failures

@@ -3,14 +3,16 @@ admin API, and deduplication that survives SIGKILL of the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import httpx
-from voicetyped.testing.processes import ServiceProcess, free_port
+from voicetyped.testing.processes import ServiceProcess, eventually, free_port
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
 
 if TYPE_CHECKING:
@@ -38,8 +40,9 @@ operations:
 """
 
 
-async def test_gateway_process(backend: Backend, tmp_path: Path) -> None:
-    backend.honor_idempotency_key = False  # the gateway alone must prevent the second charge
+def _gateway(backend: Backend, tmp_path: Path, **env: str) -> tuple[ServiceProcess, int, int]:
+    """The gateway process (not started) serving the shop integration on ``backend``, with
+    its gRPC and HTTP ports."""
     integrations = tmp_path / "integrations"
     integrations.mkdir()
     (integrations / "shop.yaml").write_text(integration_yaml(backend.base_url))
@@ -54,9 +57,16 @@ async def test_gateway_process(backend: Backend, tmp_path: Path) -> None:
             "VOICETYPED_GRPC_PORT": str(grpc_port),
             "VOICETYPED_HTTP_HOST": "127.0.0.1",
             "VOICETYPED_HTTP_PORT": str(http_port),
+            **env,
         },
         tmp_path / "gateway.log",
     )
+    return gateway, grpc_port, http_port
+
+
+async def test_gateway_process(backend: Backend, tmp_path: Path) -> None:
+    backend.honor_idempotency_key = False  # the gateway alone must prevent the second charge
+    gateway, grpc_port, http_port = _gateway(backend, tmp_path)
 
     def request(
         service: str, method: str, payload: object, key: str = ""
@@ -129,3 +139,42 @@ async def test_gateway_process(backend: Backend, tmp_path: Path) -> None:
         assert len(backend.requests_to("/orders", "POST")) == 1
     finally:
         gateway.stop()
+
+
+async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A rollout while a backend call is on its way: the call is answered (the caller's turn
+    is not lost), new calls are refused, the gateway exits 0 with nothing but JSON info lines."""
+    gateway, grpc_port, http_port = _gateway(backend, tmp_path, VOICETYPED_SHUTDOWN_GRACE_S="10")
+    lookup = integration_pb2.ActionRequest(
+        session_id="call-1",
+        action_id="1",
+        service="shop",
+        method="get_order",
+        payload_json=json.dumps({"order_id": "48213"}),
+    )
+    try:
+        gateway.start()
+        await gateway.wait_ready(http_port)
+        backend.delay_next(delay_s=2.0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = integration_pb2_grpc.IntegrationGatewayStub(channel)
+            answer = asyncio.ensure_future(stub.Execute(lookup, timeout=10))
+            await eventually(
+                lambda: backend.requests_to("/orders/48213"), 5, "the backend request", gateway
+            )
+            assert gateway.proc is not None
+            gateway.proc.send_signal(signal.SIGTERM)
+            result = await answer
+        assert (result.outcome, result.http_status) == (R.OUTCOME_SUCCESS, 200), result
+        code = await asyncio.to_thread(gateway.proc.wait, 15)
+    finally:
+        gateway.stop()
+    assert code == 0, gateway.tail()
+    records = [json.loads(line) for line in gateway.log.read_text().splitlines()]
+    assert [r for r in records if r["level"] not in ("debug", "info")] == []
+    events = [r["event"] for r in records]
+    assert events[-2:] == ["drained", "service stopped"], events
+    # The lookup finished while the gateway drained, not after it stopped waiting.
+    assert events.index("draining") < events.index("action") < events.index("drained"), events
