@@ -1,0 +1,85 @@
+"""The README's "same pieces, by hand": `voicetyped up` in one terminal, `voicetyped call` in
+another, Ctrl-C to stop. Run as the commands a user types (real processes, the default ports
+of `voicetyped up`, a SIP port of its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from voicetyped.dev.stack import free_sip_port
+from voicetyped_speech.models.prepare import default_models_dir, prepare_models
+
+REPO = Path(__file__).resolve().parents[1]
+VOICETYPED = [sys.executable, "-m", "voicetyped.cli"]
+
+
+def _lines(proc: subprocess.Popen[str], into: queue.Queue[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.put(line)
+
+
+def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
+    # Preparing the models from nothing is test_make_demo's business: reuse a prepared copy.
+    models = prepare_models(default_models_dir()).models_dir
+    env = {**os.environ, "VOICETYPED_CACHE": str(tmp_path), "VOICETYPED_MODELS_DIR": str(models)}
+    sip_port = free_sip_port()
+    up = subprocess.Popen(
+        [*VOICETYPED, "up", "--sip-port", str(sip_port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(up, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not any("voicetyped is up" in line for line in seen):
+            assert up.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        assert any("already prepared" in line for line in seen), "".join(seen)
+        call = subprocess.run(
+            [
+                *VOICETYPED,
+                "call",
+                "--target",
+                f"sip:bot@127.0.0.1:{sip_port}",
+                "--script",
+                "examples/calls/order-status.yaml",
+                "--json",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert call.returncode == 0, call.stdout[-3000:] + call.stderr[-3000:]
+        result = json.loads(call.stdout.strip().splitlines()[-1])
+        assert result["failures"] == [] and result["ended_by_bot"], result
+        lookups = [(c["method"], c["path"]) for c in result["backend_calls"]]
+        assert ("GET", "/api/orders/48213") in lookups, result["backend_calls"]
+        # Every answered turn has its stages from the services' spans.
+        answered = [t for t in result["turns"][1:] if t["bot"]]
+        assert answered and all("network" in t["stages_ms"] for t in answered), answered
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        code = up.wait(60)
+    rest = "".join(seen) + "".join(lines.get() for _ in range(lines.qsize()))
+    assert code == 0, rest[-5000:]
+    assert "Traceback" not in rest, rest[-5000:]
