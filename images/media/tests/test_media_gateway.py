@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from piper import SynthesisConfig
 from voicetyped.dev.stack import free_sip_port
+from voicetyped.testing.processes import eventually
 from voicetyped.v1 import runtime_pb2
 from voicetyped_media.codecs.resample import Resampler
 from voicetyped_media.dtmf.inband import tone
@@ -284,19 +285,35 @@ async def test_pjsua_g711_both_ways_dtmf_by_info_and_rfc4733_hold_and_resume(
     assert corr_after > 0.9, corr_after
 
 
-async def test_runtime_hangup_sends_bye(start_gateway: Any) -> None:
-    gw = await start_gateway()
-    peer = asyncio.ensure_future(pjsua(gw, seconds=10))
+async def test_runtime_hangup_sends_bye_after_the_last_prompt_played(
+    start_gateway: Any, tmp_path: Path, speech_16k: np.ndarray
+) -> None:
+    """The runtime hangs up once the speech gateway has handed over the goodbye; the caller
+    still hears all of it before the BYE (it was cut off under load)."""
+    spans = tmp_path / "media-spans.jsonl"
+    gw = await start_gateway(VOICETYPED_TRACE_FILE=str(spans))
+    recording = tmp_path / "heard.wav"
+    peer = asyncio.ensure_future(pjsua(gw, record=recording, seconds=20))
     (call,) = await gw.runtime.wait_call(timeout_s=15)
-    await asyncio.sleep(0.5)
+    (stream,) = await gw.speech.wait_stream()
+    goodbye = to_pcm(resample(speech_16k.astype(np.float32) / 32768, 16000, 8000))
+    gw.speech.play(stream.session_id, "goodbye", goodbye.tobytes())  # ~3.5 s, handed over at once
+    await eventually(  # its first RTP went out: every chunk has reached the gateway
+        lambda: spans.exists() and "media.first_rtp" in spans.read_text(), 10, "the first RTP"
+    )
     command = gw.runtime.hangup(call.session_id)
-    (result,) = await call.wait_for("command_result")
+    (result,) = await call.wait_for("command_result", timeout_s=15)
     assert result.command_result.command_id == command and result.command_result.success
     (ended,) = await call.wait_for("ended")
     assert ended.ended.reason == ENDED.REASON_BOT_HANGUP
     out = await peer
     states = [e["state"] for e in out.events() if e["event"] == "state"]
     assert states[-1] == "DISCONNECTED", out.output[-2000:]
+    heard, rate = read_wav(recording)
+    expected = to_pcm(resample(goodbye.astype(np.float32) / 32768, 8000, rate))
+    corr, at = best_correlation(heard, expected)
+    assert at + len(expected) <= len(heard), "the recording stops inside the goodbye"
+    assert corr > 0.9, corr
 
 
 async def test_transfer_refers_the_caller_and_leaves(start_gateway: Any) -> None:

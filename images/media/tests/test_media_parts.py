@@ -3,6 +3,7 @@ SIP INFO bodies, digest authentication."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import time
@@ -171,6 +172,43 @@ async def test_playout_paces_frames_stops_at_once_and_holds() -> None:
         playout.tick()
         playout.tick()
         assert played == ["c"]
+    finally:
+        await stream.close()
+        pool.release(port)
+        far.close()
+
+
+async def test_playout_drain_waits_for_the_queued_frames_to_go_out() -> None:
+    codec = open_codec(CodecChoice("PCMU", 0, 8000))
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    pool = PortPool("127.0.0.1", 39020, 39030)
+    port, rtp, rtcp = pool.acquire()
+    stream = MediaStream(
+        codec, far.getsockname(), None, lambda p, m: None, lambda d, m: None, lambda: 0
+    )
+    await stream.start(rtp, rtcp)
+    try:
+        playout = Playout(stream)
+        assert await playout.drain(0.01), "nothing queued: drained"
+        frame = bytes(320)
+        playout.add("bye", frame * 4, last=True)  # the first frame goes out at once
+        waiting = asyncio.ensure_future(playout.drain(5.0))
+        for _ in range(4):  # the early frame's own tick, then the three other frames
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            playout.tick()
+        playout.tick()  # the end marker: nothing left
+        assert await waiting
+        playout.add("held", frame * 4, last=True)
+        playout.held = True
+        assert not await playout.drain(5.0), "held: nothing goes out, no point waiting"
+        playout.held = False
+        assert not await playout.drain(0.05), "the clock never ticked: gives up at the timeout"
+        late = asyncio.ensure_future(playout.drain(5.0))
+        await asyncio.sleep(0)
+        playout.flush()  # the call ended
+        assert await late
     finally:
         await stream.close()
         pool.release(port)

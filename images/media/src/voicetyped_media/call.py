@@ -29,7 +29,7 @@ from voicetyped.v1 import common_pb2, runtime_pb2
 
 from voicetyped_media.codecs.codec import open_codec
 from voicetyped_media.dtmf.inband import InbandDetector
-from voicetyped_media.rtp.pacer import Pacer, Playout
+from voicetyped_media.rtp.pacer import FRAME_S, Pacer, Playout
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
@@ -52,6 +52,7 @@ DTMF_SOURCE = {
 ENDED = runtime_pb2.CallEnded
 Reason: TypeAlias = runtime_pb2.CallEnded.Reason.ValueType
 MAX_HELD_PLAYBACK_FRAMES = 1500  # 30 s of bot audio kept while the caller holds
+MAX_PLAYOUT_WAIT_S = 10.0  # the longest a BYE or REFER waits for queued audio to go out
 ACK_TIMEOUT_S = 32.0  # 64 x T1: how long a delayed offer's answer (the ACK) may take
 
 
@@ -437,6 +438,7 @@ class MediaCall:
 
     async def _hangup_command(self, command: runtime_pb2.CallCommand) -> None:
         with session_context(self.session_id):
+            await self._let_playout_finish()
             await self.hang_up()
             if self.runtime is not None:
                 self.runtime.send(
@@ -445,6 +447,16 @@ class MediaCall:
                     )
                 )
             await self.end(ENDED.REASON_BOT_HANGUP, command.hangup.reason_code or 16)
+
+    async def _let_playout_finish(self) -> None:
+        """The caller hears the end of the last prompt: the speech gateway reports a prompt
+        played once it has handed its audio over, and part of it is still queued here
+        (more when this process runs late). Bounded: a BYE is never held up for long."""
+        if self.playout is None:
+            return
+        queued_s = self.playout.queued_frames * FRAME_S
+        if not await self.playout.drain(min(queued_s + 1.0, MAX_PLAYOUT_WAIT_S)):
+            log.warning("playout not finished before leaving the call", queued_s=queued_s)
 
     async def hang_up(self) -> None:
         """Send BYE (answered calls) and wait for its response (bounded)."""
@@ -456,6 +468,7 @@ class MediaCall:
     async def _transfer(self, command: runtime_pb2.CallCommand) -> None:
         """Blind transfer (RFC 3515/5589): REFER the caller to the target, follow NOTIFYs."""
         with session_context(self.session_id):
+            await self._let_playout_finish()
             target = command.transfer.target_uri
             self.transfer_command = command.command_id
             response = await self.services.send_in_dialog(
@@ -515,6 +528,7 @@ class MediaCall:
         with session_context(self.session_id):
             if self.playout is not None:
                 self.services.pacer.playouts.discard(self.playout)
+                self.playout.flush()  # nothing more goes out (and nobody waits for it)
             report = None
             if self._inband is not None:  # a key still held when the call ends
                 for key in self._inband.flush():

@@ -58,10 +58,25 @@ class Playout:
         self.held = False
         self.playing = ""
         self._sent_early = False
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     @property
     def queued_frames(self) -> int:
         return len(self._frames)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Until every frame queued so far has gone out (False: ``timeout_s`` passed first, or
+        the call is held and nothing goes out). Before a BYE or a REFER: the runtime ends a
+        call once the speech gateway has handed over its last prompt, which is still here."""
+        if self.held:
+            return not self._frames
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._empty.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def add(self, request_id: str, pcm: bytes, last: bool) -> None:
         """Queue playback audio (any length); ``last`` ends the request."""
@@ -77,6 +92,8 @@ class Playout:
                 self._frames.append((request_id, bytes(buf) + bytes(fb - len(buf))))
             del self._pending[request_id]
             self._frames.append((request_id, b""))  # end marker: reported when reached
+        if self._frames:
+            self._empty.clear()
         if idle and not self.held and not self._sent_early and self._frames:
             self._sent_early = self._send_next()
 
@@ -89,6 +106,8 @@ class Playout:
         else:
             self._frames.clear()
             self._pending.clear()
+        if not self._frames:
+            self._empty.set()
         return before - len(self._frames)
 
     def tick(self) -> bool:
@@ -116,6 +135,7 @@ class Playout:
             self.playing = ""
             if self._on_played is not None:
                 self._on_played(request_id)
+        self._empty.set()
         return False
 
 
