@@ -16,7 +16,7 @@ from voicetyped.dev.stack import SERVICES, Stack, StackConfig
 from voicetyped.testing.processes import eventually
 from voicetyped.testing.redis_server import RedisServer
 from voicetyped_media.caller.run import Voices, run_call
-from voicetyped_media.caller.script import Turn, load_script
+from voicetyped_media.caller.script import WALL_OFFSET, CallLog, Turn, load_script
 from voicetyped_media.caller.stages import await_stages, call_trace, load_spans
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,23 @@ def backend_calls(stack: Stack) -> list[dict[str, Any]]:
         return list(json.loads(reply.read()))
 
 
+def spans_report(stack: Stack, log: CallLog) -> str:
+    """What the trace holds around each turn (for a failure message)."""
+    spans = load_spans(stack.trace_dir)
+    trace_id = call_trace(spans, log.call_id)
+    lines = [f"call {log.call_id}: trace {trace_id}, {len(spans)} spans on disk"]
+    for turn in log.turns[1:]:
+        stopped = turn.stopped + WALL_OFFSET
+        lines.append(f"turn {turn.caller[:30]!r}: latency {turn.latency_s}, stages {turn.stages}")
+        lines += [
+            f"    {s.service} {s.name} {s.start - stopped:+.3f}..{s.end - stopped:+.3f} "
+            f"{s.trace_id == trace_id} {s.attributes}"
+            for s in spans
+            if stopped - 2 <= s.start <= stopped + 4
+        ]
+    return "\n".join(lines)
+
+
 def fsm_path(stack: Stack, call_id: str) -> list[str]:
     spans = load_spans(stack.trace_dir)
     trace_id = call_trace(spans, call_id)
@@ -79,7 +96,7 @@ async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) ->
     assert [(c["method"], c["path"], c["status"]) for c in calls] == [
         ("GET", "/api/orders/48213", 200)
     ]
-    assert await await_stages(log, stack.trace_dir), [t.stages for t in log.turns]
+    assert await await_stages(log, stack.trace_dir), spans_report(stack, log)
     # The last decision's span may follow the audio it caused by an export interval.
     path = await eventually(
         lambda: (got := fsm_path(stack, log.call_id))[-1:] == ["goodbye"] and got,
