@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from voicetyped.dev.up import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ["media", "speech", "runtime", "integration"]
@@ -55,9 +56,11 @@ def test_final_image_runs_the_service_as_non_root(service: str) -> None:
 
 def _replay(dockerfile: Path, tmp_path: Path) -> tuple[Path, list[list[str]], int]:
     """Replay the build stage on the host: COPY into a scratch context, then its uv sync."""
-    uv = shutil.which("uv")
+    # make puts its uv on PATH; a plain `.venv/bin/pytest` finds it where make installed it.
+    made = sorted(cache_dir().glob("tools/uv-*/bin/uv"))
+    uv = shutil.which("uv") or (str(made[-1]) if made else None)
     if uv is None:
-        pytest.fail("uv is not on PATH (make test puts it there)")
+        pytest.fail("no uv on PATH nor in $VOICETYPED_CACHE/tools: run `make install`")
     build = _stages(dockerfile)[0]
     context = tmp_path / "src"
     context.mkdir()

@@ -36,13 +36,18 @@ COLOURS = {
 }
 
 
-def default_run_dir() -> Path:
+def cache_dir() -> Path:
+    """``$VOICETYPED_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/voicetyped`` (the Makefile's)."""
     import os
 
-    cache = os.environ.get("VOICETYPED_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicetyped"
-    )
-    return Path(cache) / "run" / "up"
+    explicit = os.environ.get("VOICETYPED_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicetyped"
+
+
+def default_run_dir() -> Path:
+    return cache_dir() / "run" / "up"
 
 
 def render(service: str, line: str) -> str:
