@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,16 @@ class StackConfig:
     env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Extra environment per service (``{"speech": {"VOICETYPED_VAD__HANGOVER_MS": "250"}}``)."""
     cwd: Path = field(default_factory=Path.cwd)
+
+
+def models_prepare_argv(speech_env: Mapping[str, str]) -> list[str]:
+    """``voicetyped models prepare`` for the directory the speech gateway will read: its own
+    ``VOICETYPED_ASR__MODELS_DIR`` wins over ``$VOICETYPED_MODELS_DIR`` (which the command
+    reads from the same environment)."""
+    argv = [sys.executable, "-m", "voicetyped.cli", "models", "prepare"]
+    if models_dir := speech_env.get("VOICETYPED_ASR__MODELS_DIR"):
+        argv += ["--models-dir", models_dir]
+    return argv
 
 
 @dataclass
@@ -250,7 +260,7 @@ class Stack:
         """``voicetyped models prepare`` in the speech gateway's environment (so it prepares
         the directory the gateway reads), before anything starts. Its progress goes to the
         terminal, or line by line to ``on_line`` as service "models"."""
-        argv = [sys.executable, "-m", "voicetyped.cli", "models", "prepare"]
+        argv = models_prepare_argv(env)
         log_path = self.log_dir / "models.log"
         if self.on_line is None:
             # The terminal's own stdout: rich draws its progress bar when it is a terminal.
