@@ -34,7 +34,7 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server sip-tester baresip libopus0
 
-SRC_DIRS := common images operator conftest.py proto/generate.py bench tests examples
+SRC_DIRS := common specs images operator conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile
 
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).

@@ -32,10 +32,10 @@ from typing import Any
 import yaml
 from voicetyped.session import CallerInfo, CallSession
 from voicetyped_runtime import engine as e
-from voicetyped_runtime.dialog.compiled import CompiledDialog, load_dialog_file
 from voicetyped_runtime.dialogs import prepare
 from voicetyped_runtime.simulate import CALL_START_MS, ScriptStep, Simulator
 from voicetyped_runtime.state import CallState
+from voicetyped_specs.dialog.compiled import CompiledDialog, load_dialog_file
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "dialogs"
 DIALOGS = ("order-status", "main-menu")

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from voicetyped_integration.spec import Integration
 from voicetyped_operator import naming
 from voicetyped_operator.documents import (
     SECRETS_ROOT,
@@ -19,7 +18,8 @@ from voicetyped_operator.documents import (
     integration_config_map,
     render_integration,
 )
-from voicetyped_runtime.dialog.compiled import load_dialog
+from voicetyped_specs.dialog.compiled import load_dialog
+from voicetyped_specs.integration import Integration
 
 REPO = Path(__file__).resolve().parents[2]
 Example = Callable[[str], dict[str, Any]]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from voicetyped_operator.models.integration import IntegrationSpec
-from voicetyped_operator.models.voicedeployment import VoiceDeploymentSpec
+from voicetyped_specs.resources.integration import IntegrationSpec
+from voicetyped_specs.resources.voicedeployment import VoiceDeploymentSpec
 
 
 def _with(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from voicetyped_integration.config import IntegrationSettings
 from voicetyped_media.config import MediaSettings
 from voicetyped_operator import naming
 from voicetyped_operator.documents import SecretMount
-from voicetyped_operator.models.voicedeployment import VoiceDeploymentSpec
 from voicetyped_operator.render import (
     DIALOGS_DIR,
     INTEGRATIONS_DIR,
@@ -27,6 +26,7 @@ from voicetyped_operator.render import (
 )
 from voicetyped_operator.settings import OperatorSettings
 from voicetyped_runtime.config import RuntimeSettings
+from voicetyped_specs.resources.voicedeployment import VoiceDeploymentSpec
 from voicetyped_speech.config import SpeechSettings
 
 OWNER = Owner(name="order-status", namespace="shop", uid="uid-1")

@@ -27,7 +27,7 @@ from voicetyped_integration.auth import (
     build_ssl_context,
     redact_url,
 )
-from voicetyped_integration.spec import Integration
+from voicetyped_specs.integration import Integration
 
 if TYPE_CHECKING:  # mypy runs from the repository root and names these modules so
     from images.integration.tests.backend_server import Backend, TokenFailure

@@ -11,7 +11,7 @@ from voicetyped_integration.breaker import (
     CircuitBreaker,
     Permit,
 )
-from voicetyped_integration.spec import CircuitBreaker as BreakerSpec
+from voicetyped_specs.integration import CircuitBreaker as BreakerSpec
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

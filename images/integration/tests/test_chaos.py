@@ -20,7 +20,7 @@ from voicetyped_integration.dedup import SqliteIdempotencyStore
 from voicetyped_integration.executor import Action, Executor, Outcome
 from voicetyped_integration.metrics import GatewayMetrics
 from voicetyped_integration.registry import IntegrationRegistry
-from voicetyped_integration.spec import Integration
+from voicetyped_specs.integration import Integration
 
 if TYPE_CHECKING:
     from images.integration.tests.backend_server import Backend

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from voicetyped_integration.limits import RateLimited, RateLimiter, limiter_for
-from voicetyped_integration.spec import Rate, RateLimit
+from voicetyped_specs.integration import Rate, RateLimit
 
 
 class Clock:

@@ -17,7 +17,7 @@ from voicetyped_integration.requests import (
     extract,
     parse_path,
 )
-from voicetyped_integration.spec import Integration, Operation
+from voicetyped_specs.integration import Integration, Operation
 
 if TYPE_CHECKING:  # mypy runs from the repository root and names this module so
     from images.integration.tests.backend_server import Backend

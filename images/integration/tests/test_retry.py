@@ -14,7 +14,7 @@ from voicetyped_integration.retry import (
     retry_after_s,
     retryable_status,
 )
-from voicetyped_integration.spec import Retry
+from voicetyped_specs.integration import Retry
 
 RETRY = Retry(max_attempts=5, initial_backoff_ms=100, max_backoff_ms=1000)
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)

@@ -15,10 +15,10 @@ from pathlib import Path
 from voicetyped.session import CallerInfo, CallSession
 from voicetyped_runtime import engine as e
 from voicetyped_runtime.call import CallActor, wall_ms
-from voicetyped_runtime.dialog.compiled import load_dialog_file
 from voicetyped_runtime.dialogs import DialogVersion, prepare
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.sqlite import SqliteStore
+from voicetyped_specs.dialog.compiled import load_dialog_file
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "dialogs"
 CALLS = 200

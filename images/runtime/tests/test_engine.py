@@ -25,14 +25,14 @@ from voicetyped.session import (
     Transfer,
 )
 from voicetyped_runtime import engine as e
-from voicetyped_runtime.dialog.compiled import (
+from voicetyped_runtime.state import CallState, PendingRequest
+from voicetyped_specs.dialog.compiled import (
     CompiledDialog,
     load_dialog,
     load_dialog_file,
     parse_yaml,
 )
-from voicetyped_runtime.dialog.model import BargeIn
-from voicetyped_runtime.state import CallState, PendingRequest
+from voicetyped_specs.dialog.model import BargeIn
 
 T0 = 1_700_000_000_000
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "dialogs"

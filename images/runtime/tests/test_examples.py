@@ -10,9 +10,9 @@ import yaml
 from typer.testing import CliRunner
 from voicetyped_runtime import engine as e
 from voicetyped_runtime.cli import app
-from voicetyped_runtime.dialog.compiled import CompiledDialog, load_dialog_file
 from voicetyped_runtime.dialogs import DialogVersion, prepare
 from voicetyped_runtime.simulate import ExpectationError, ScriptStep, Simulator
+from voicetyped_specs.dialog.compiled import CompiledDialog, load_dialog_file
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "dialogs"
 DIALOGS = sorted(EXAMPLES.glob("*.yaml"))

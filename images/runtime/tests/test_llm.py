@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from voicetyped_runtime.dialog import compiled as c
-from voicetyped_runtime.dialog.model import EventType, LlmSettings
 from voicetyped_runtime.engine import LlmAnswer
 from voicetyped_runtime.llm import LlmClient
+from voicetyped_specs.dialog import compiled as c
+from voicetyped_specs.dialog.model import EventType, LlmSettings
 
 
 def _load_server_module() -> ModuleType:

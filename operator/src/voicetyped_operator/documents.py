@@ -16,12 +16,12 @@ import yaml
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 from pydantic import ValidationError
-from voicetyped_integration.spec import Integration
-from voicetyped_runtime.dialog.compiled import CompiledDialog, DialogError, load_dialog
+from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog
+from voicetyped_specs.integration import Integration
+from voicetyped_specs.resources.base import SecretKeyRef
+from voicetyped_specs.resources.integration import IntegrationSpec
 
 from voicetyped_operator import naming
-from voicetyped_operator.models.base import SecretKeyRef
-from voicetyped_operator.models.integration import IntegrationSpec
 
 SECRETS_ROOT = "/var/run/secrets/voicetyped/integrations"
 MAX_MESSAGE = 4000

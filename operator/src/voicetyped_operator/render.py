@@ -91,15 +91,15 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Service, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
-
-from voicetyped_operator import naming
-from voicetyped_operator.documents import SecretMount
-from voicetyped_operator.models import base
-from voicetyped_operator.models.voicedeployment import (
+from voicetyped_specs.resources import base
+from voicetyped_specs.resources.voicedeployment import (
     SERVICES,
     VoiceDeploymentSpec,
     Workload,
 )
+
+from voicetyped_operator import naming
+from voicetyped_operator.documents import SecretMount
 from voicetyped_operator.settings import OperatorSettings
 
 Child = (

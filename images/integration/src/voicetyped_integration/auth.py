@@ -5,7 +5,7 @@ An :class:`Authenticator` adds the credential to each outgoing request
 (:meth:`~Authenticator.on_unauthorized`); only OAuth2 can do something about a
 401 (fetch a new token), so only it asks for the one retry.
 
-Secrets are files (Kubernetes Secret mounts, see :mod:`voicetyped_integration.spec`).
+Secrets are files (Kubernetes Secret mounts, see :mod:`voicetyped_specs.integration`).
 They are read when the authenticator is built and read again whenever the
 file changes (Kubernetes rotates a mounted Secret by swapping a symlink, which
 changes the file's inode and mtime), so rotating a key needs no restart.
@@ -36,8 +36,7 @@ from typing import Literal, Protocol
 from urllib.parse import quote_plus
 
 import httpx
-
-from voicetyped_integration.spec import ApiKeyAuth, Integration, MtlsAuth, OAuth2Auth
+from voicetyped_specs.integration import ApiKeyAuth, Integration, MtlsAuth, OAuth2Auth
 
 log = logging.getLogger(__name__)
 

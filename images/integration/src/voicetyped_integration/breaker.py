@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
-from voicetyped_integration import spec
+from voicetyped_specs import integration as spec
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from pydantic import JsonValue
 from voicetyped.service.logs import get_logger
+from voicetyped_specs.integration import Operation
 
 from voicetyped_integration.auth import AuthError
 from voicetyped_integration.dedup import IdempotencyStore
@@ -35,7 +36,6 @@ from voicetyped_integration.metrics import GatewayMetrics
 from voicetyped_integration.registry import IntegrationHandle, IntegrationRegistry
 from voicetyped_integration.requests import InvalidResponse, PayloadError, build_request, extract
 from voicetyped_integration.retry import may_retry, next_delay_s, retryable_status
-from voicetyped_integration.spec import Operation
 
 log = get_logger("voicetyped.integration")
 

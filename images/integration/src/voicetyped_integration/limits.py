@@ -1,6 +1,6 @@
 """Rate limits on calls to a backend: per integration and per call (session).
 
-Both limits are leaky buckets (aiolimiter). A :class:`~voicetyped_integration.spec.Rate`
+Both limits are leaky buckets (aiolimiter). A :class:`~voicetyped_specs.integration.Rate`
 ``{rps, burst}`` maps to ``AsyncLimiter(max_rate=burst, time_period=burst / rps)``:
 the bucket holds ``burst`` requests and drains at ``burst / (burst / rps) = rps``
 per second, so ``burst`` requests may go at once and then ``rps`` per second
@@ -29,8 +29,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from aiolimiter import AsyncLimiter
-
-from voicetyped_integration import spec
+from voicetyped_specs import integration as spec
 
 MAX_CALLS = 10_000
 

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 from voicetyped.documents import DocumentKindError, unwrap
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
+from voicetyped_specs.integration import Integration
 
 from voicetyped_integration.auth import Authenticator, build_authenticator, build_client
 from voicetyped_integration.breaker import BreakerState, CircuitBreaker
 from voicetyped_integration.limits import RateLimiter
 from voicetyped_integration.metrics import BREAKER_VALUES, GatewayMetrics
-from voicetyped_integration.spec import Integration
 
 log = get_logger("voicetyped.integration.registry")
 

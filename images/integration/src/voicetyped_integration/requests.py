@@ -35,8 +35,7 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import JsonValue
-
-from voicetyped_integration.spec import Operation
+from voicetyped_specs.integration import Operation
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -29,7 +29,7 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from voicetyped_integration import spec
+from voicetyped_specs import integration as spec
 
 RETRYABLE_4XX = frozenset({408, 429})
 """Request Timeout and Too Many Requests: the same request may succeed later."""

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from aiohttp import web
 from voicetyped.service.http import bearer_guard
+from voicetyped_specs.dialog.compiled import DialogError, parse_yaml
 
 from voicetyped_runtime.calls import CallManager
-from voicetyped_runtime.dialog.compiled import DialogError, parse_yaml
 from voicetyped_runtime.dialogs import DialogRegistry
 from voicetyped_runtime.state import CallState
 

@@ -12,9 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from voicetyped_runtime.dialog.compiled import CompiledDialog, DialogError, load_dialog_file
-from voicetyped_runtime.dialog.graph import to_dot, to_mermaid
+from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog_file
+from voicetyped_specs.dialog.graph import to_dot, to_mermaid
 
 app = typer.Typer(help="Validate, draw and simulate dialogs.", no_args_is_help=True)
 # Wide when not a terminal, so long validation messages stay on one line in logs and CI.

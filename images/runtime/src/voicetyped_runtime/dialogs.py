@@ -16,13 +16,13 @@ from typing import Any
 
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
-
-from voicetyped_runtime.dialog.compiled import (
+from voicetyped_specs.dialog.compiled import (
     CompiledDialog,
     DialogError,
     load_dialog,
     parse_yaml,
 )
+
 from voicetyped_runtime.engine import Engine
 from voicetyped_runtime.intents import IntentMatcher, build_intent_matcher
 

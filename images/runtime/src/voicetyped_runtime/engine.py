@@ -37,11 +37,11 @@ from voicetyped.session import (
 from voicetyped.session import (
     Transfer as TransferRecord,
 )
+from voicetyped_specs.dialog import compiled as c
+from voicetyped_specs.dialog.cel import CelEvalError, truthy
+from voicetyped_specs.dialog.model import BargeIn, EventType, Outcome
+from voicetyped_specs.dialog.template import _plain
 
-from voicetyped_runtime.dialog import compiled as c
-from voicetyped_runtime.dialog.cel import CelEvalError, truthy
-from voicetyped_runtime.dialog.model import BargeIn, EventType, Outcome
-from voicetyped_runtime.dialog.template import _plain
 from voicetyped_runtime.state import (
     CallState,
     Deferred,

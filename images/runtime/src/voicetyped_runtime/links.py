@@ -11,9 +11,9 @@ from voicetyped.service.grpc_client import create_channel
 from voicetyped.service.logs import get_logger
 from voicetyped.service.streams import RequestFeed
 from voicetyped.v1 import runtime_pb2, session_pb2, speech_pb2, speech_pb2_grpc
+from voicetyped_specs.dialog.model import BargeIn
 
 from voicetyped_runtime import engine as e
-from voicetyped_runtime.dialog.model import BargeIn
 
 log = get_logger("voicetyped.runtime.links")
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 from pydantic import JsonValue
+from voicetyped_specs.dialog.model import LlmSettings
 
-from voicetyped_runtime.dialog.model import LlmSettings
 from voicetyped_runtime.engine import LlmAnswer
 
 log = logging.getLogger(__name__)

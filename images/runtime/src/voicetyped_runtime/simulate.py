@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from voicetyped.session import CallerInfo, CallSession
+from voicetyped_specs.dialog.compiled import CompiledDialog
 
 from voicetyped_runtime import engine as e
-from voicetyped_runtime.dialog.compiled import CompiledDialog
 from voicetyped_runtime.state import CallState
 
 CALL_START_MS = 1_700_000_000_000

@@ -14,8 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from voicetyped.session import CallSession
-
-from voicetyped_runtime.dialog.model import BargeIn, CollectDigitsSpec
+from voicetyped_specs.dialog.model import BargeIn, CollectDigitsSpec
 
 
 class _State(BaseModel):

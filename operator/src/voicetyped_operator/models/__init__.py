@@ -1,1 +1,1 @@
-"""The custom resources' specs and statuses (pydantic): the CRD schemas are generated from them."""
+"""The operator's status models (the specs live in voicetyped_specs.resources)."""

@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field
-
-from voicetyped_operator.models.base import Spec
+from voicetyped_specs.resources.base import Spec
 
 ConditionType = Literal["Ready", "Reconciling", "Stalled"]
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -26,6 +26,7 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
+from voicetyped_specs.resources.voicedeployment import SERVICES, VoiceDeploymentSpec
 
 from voicetyped_operator import conditions, events, naming
 from voicetyped_operator.documents import SecretMount, pydantic_issues
@@ -35,7 +36,6 @@ from voicetyped_operator.models.status import (
     DocumentRef,
     VoiceDeploymentStatus,
 )
-from voicetyped_operator.models.voicedeployment import SERVICES, VoiceDeploymentSpec
 from voicetyped_operator.render import (
     REDIS,
     Dependencies,

@@ -2,7 +2,7 @@
 
 The same document is the ``spec`` of the Dialog custom resource. These models
 only check shape (types, enums, unknown fields); cross-references, CEL and
-reachability are checked by :mod:`voicetyped_runtime.dialog.validate`.
+reachability are checked by :mod:`voicetyped_specs.dialog.validate`.
 
 Example::
 

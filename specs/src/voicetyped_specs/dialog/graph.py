@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voicetyped_runtime.dialog.compiled import CompiledDialog, CompiledTransition
+from voicetyped_specs.dialog.compiled import CompiledDialog, CompiledTransition
 
 
 def _label(t: CompiledTransition) -> str:

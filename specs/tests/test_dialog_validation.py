@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from voicetyped_runtime.dialog.cel import ACTIVATION_NAMES
-from voicetyped_runtime.dialog.compiled import (
+from voicetyped_specs.dialog.cel import ACTIVATION_NAMES
+from voicetyped_specs.dialog.compiled import (
     CompiledDialog,
     DialogError,
     load_dialog,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from voicetyped_operator.models.base import (
+from voicetyped_specs.resources.base import (
     DNS_SUBDOMAIN,
     NodeSelector,
     ObjectName,

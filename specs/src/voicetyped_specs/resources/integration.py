@@ -1,6 +1,6 @@
 """Integration: the integration gateway's document, with auth material as Secret references.
 
-The document (``voicetyped_integration.spec.Integration``) holds *file paths* for keys and
+The document (``voicetyped_specs.integration.Integration``) holds *file paths* for keys and
 credentials; this resource holds *Secret references* instead, and the operator turns each
 into a mounted file and the path into the rendered document. Inline secrets are refused
 by CEL (and again here): there is no field that could carry one.
@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
-from voicetyped_integration.spec import (
+
+from voicetyped_specs.integration import (
     NAME_PATTERN,
     CircuitBreaker,
     Operation,
     RateLimit,
     Retry,
 )
-
-from voicetyped_operator.models.base import ObjectName, SecretKeyRef, Spec, cel, validations
+from voicetyped_specs.resources.base import ObjectName, SecretKeyRef, Spec, cel, validations
 
 # Header and query names that carry credentials: never allowed as literal values.
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token")

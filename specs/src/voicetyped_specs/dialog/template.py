@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from voicetyped_runtime.dialog.cel import Expression
+from voicetyped_specs.dialog.cel import Expression
 
 _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 

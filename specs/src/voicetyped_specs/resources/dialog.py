@@ -1,16 +1,15 @@
 """Dialog: the runtime's dialog document as the spec.
 
-The schema is generated from ``voicetyped_runtime.dialog.model.Dialog`` itself and the
-operator validates with ``voicetyped_runtime.dialog.compiled.load_dialog``: the same code
+The schema is generated from ``voicetyped_specs.dialog.model.Dialog`` itself and the
+operator validates with ``voicetyped_specs.dialog.compiled.load_dialog``: the same code
 the runtime loads dialogs with, no second implementation. Only ``name`` differs: it may be
 left out (metadata.name names the dialog) and must equal metadata.name when given.
 """
 
 from __future__ import annotations
 
-from voicetyped_runtime.dialog.model import Dialog
-
-from voicetyped_operator.models.base import cel
+from voicetyped_specs.dialog.model import Dialog
+from voicetyped_specs.resources.base import cel
 
 MODEL = Dialog
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from voicetyped.session import CallerInfo, CallSession, SipHeader
 from voicetyped_runtime import engine as e
-from voicetyped_runtime.dialog import cel as cel_module
-from voicetyped_runtime.dialog.cel import (
+from voicetyped_runtime.state import CallState
+from voicetyped_specs.dialog import cel as cel_module
+from voicetyped_specs.dialog.cel import (
     ACTIVATION_NAMES,
     CelCompileError,
     CelEvalError,
@@ -21,9 +22,8 @@ from voicetyped_runtime.dialog.cel import (
     spoken_digits,
     truthy,
 )
-from voicetyped_runtime.dialog.compiled import load_dialog
-from voicetyped_runtime.dialog.template import JsonTemplate, Template
-from voicetyped_runtime.state import CallState
+from voicetyped_specs.dialog.compiled import load_dialog
+from voicetyped_specs.dialog.template import JsonTemplate, Template
 
 T0 = 1_700_000_000_000
 

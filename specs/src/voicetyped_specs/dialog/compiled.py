@@ -21,9 +21,9 @@ import yaml
 from pydantic import ValidationError
 from voicetyped.documents import DocumentKindError, unwrap
 
-from voicetyped_runtime.dialog import model as m
-from voicetyped_runtime.dialog.cel import CelCompileError, Expression
-from voicetyped_runtime.dialog.template import JsonTemplate, Template
+from voicetyped_specs.dialog import model as m
+from voicetyped_specs.dialog.cel import CelCompileError, Expression
+from voicetyped_specs.dialog.template import JsonTemplate, Template
 
 BUILTIN_TIMERS = frozenset({"no_input", "max_duration", "collect_digits"})
 _URI = re.compile(r"^(sips?|tel):\S+$")
