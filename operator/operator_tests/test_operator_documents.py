@@ -82,7 +82,7 @@ def test_integration_secret_refs_become_mounted_files(example: Example) -> None:
         {"secret": "shop-api-key", "keys": ["api-key"], "path": f"{SECRETS_ROOT}/shop/shop-api-key"}
     ]
     # The gateway's own model accepts the rendered document.
-    assert Integration.model_validate(rendered.document).auth.value_file == path  # type: ignore[union-attr]
+    assert Integration.model_validate(rendered.document).auth.value_file == path
     config_map = integration_config_map("shop", "ns", "uid", rendered)
     assert config_map.metadata is not None and config_map.metadata.annotations is not None
     assert naming.SECRET_MOUNTS in config_map.metadata.annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from voicetyped_specs.resources.integration import IntegrationSpec
+from voicetyped_specs.integration import IntegrationSpec
 from voicetyped_specs.resources.voicedeployment import VoiceDeploymentSpec
 
 

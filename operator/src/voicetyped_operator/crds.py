@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from voicetyped_specs.integration import IntegrationSpec
 from voicetyped_specs.resources import dialog as dialog_model
 from voicetyped_specs.resources.integration import ROOT_RULES as INTEGRATION_ROOT_RULES
-from voicetyped_specs.resources.integration import IntegrationSpec
 from voicetyped_specs.resources.voicedeployment import VD_ROOT_RULES, VoiceDeploymentSpec
 
 from voicetyped_operator.models.status import (

@@ -1,8 +1,9 @@
 """Dialog and Integration resources -> validated documents -> ConfigMaps.
 
-Validation is the services' own: ``load_dialog`` (runtime) and ``Integration`` (integration
-gateway). A document that fails it never reaches a ConfigMap, so the version the services
-run stays in place.
+Validation is the services' own, from voicetyped-specs: ``load_dialog`` (what the runtime
+loads dialogs with) and ``IntegrationSpec.to_document`` (the integration gateway's document).
+A document that fails it never reaches a ConfigMap, so the version the services run stays
+in place.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 from pydantic import ValidationError
 from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog
-from voicetyped_specs.integration import Integration
+from voicetyped_specs.integration import IntegrationSpec
 from voicetyped_specs.resources.base import SecretKeyRef
-from voicetyped_specs.resources.integration import IntegrationSpec
 
 from voicetyped_operator import naming
 
@@ -143,59 +143,13 @@ def render_integration(name: str, spec: Mapping[str, Any]) -> RenderedIntegratio
     if parsed.name not in (None, name):
         raise InvalidDocumentError("Integration", name, [f"spec.name: must equal {name!r}"])
     mounts = {m.secret: m for m in integration_mounts(name, parsed)}
-
-    def path(ref: SecretKeyRef | None) -> str:
-        assert ref is not None
-        return mounts[ref.name].file(ref.key)
-
-    auth = parsed.auth
-    if auth.type == "apiKey":
-        doc_auth: dict[str, Any] = {"type": "apiKey", "prefix": auth.prefix}
-        doc_auth["valueFile"] = path(auth.secret_ref)
-        if auth.header is not None:
-            doc_auth["header"] = auth.header
-        if auth.query is not None:
-            doc_auth["query"] = auth.query
-    elif auth.type == "oauth2":
-        doc_auth = {
-            "type": "oauth2",
-            "tokenURL": auth.token_url,
-            "clientIdFile": path(auth.client_id_secret_ref),
-            "clientSecretFile": path(auth.client_secret_secret_ref),
-            "scopes": list(auth.scopes),
-            "refreshBeforeSeconds": auth.refresh_before_seconds,
-        }
-        if auth.audience is not None:
-            doc_auth["audience"] = auth.audience
-    elif auth.type == "mtls":
-        tls_secret = auth.tls_secret_name
-        assert tls_secret is not None
-        doc_auth = {
-            "type": "mtls",
-            "certFile": mounts[tls_secret].file("tls.crt"),
-            "keyFile": mounts[tls_secret].file("tls.key"),
-        }
-    else:
-        doc_auth = {"type": "none"}
-    document: dict[str, Any] = {
-        "name": name,
-        "baseURL": parsed.base_url,
-        "auth": doc_auth,
-        "tls": {"caFile": path(parsed.tls.ca_secret_ref)} if parsed.tls.ca_secret_ref else {},
-        "timeoutMs": parsed.timeout_ms,
-        "retry": parsed.retry.model_dump(mode="json", by_alias=True),
-        "rateLimit": parsed.rate_limit.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "circuitBreaker": parsed.circuit_breaker.model_dump(mode="json", by_alias=True),
-        "redact": list(parsed.redact),
-        "operations": {
-            op: value.model_dump(mode="json", by_alias=True, exclude_none=True)
-            for op, value in parsed.operations.items()
-        },
-    }
     try:
-        validated = Integration.model_validate(document)
+        validated = parsed.to_document(name, lambda ref: mounts[ref.name].file(ref.key))
     except ValidationError as exc:
         raise InvalidDocumentError("Integration", name, pydantic_issues(exc, "spec")) from None
+    document = validated.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
     canonical = validated.model_dump(mode="json", by_alias=True)
     return RenderedIntegration(
         name=name,

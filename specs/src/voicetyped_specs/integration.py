@@ -1,11 +1,19 @@
-"""The Integration document: how to reach one customer backend.
+"""The Integration: how the integration gateway reaches one customer backend.
 
-The same document is the ``spec`` of the Integration custom resource, so it
-follows Kubernetes naming (camelCase) and never holds a secret inline: API
-keys, OAuth2 client credentials and TLS keys are *file paths* (Secret mounts);
-the operator turns Secret references into those mounts.
+One definition, two forms. Everything but the credentials (base URL, timeouts, retries,
+rate limits, the circuit breaker, operations, and every rule and bound on them) is declared
+once, in :class:`IntegrationBase`. The forms differ only in how a credential is named:
 
-Example::
+* :class:`Integration`, the gateway's document (``voicetyped up``, the rendered ConfigMap):
+  credentials are *file paths* (``valueFile``, ``clientIdFile``...; Secret mounts);
+* :class:`IntegrationSpec`, the Integration custom resource's spec: credentials are
+  *Secret references* (``secretRef``, ``clientIdSecretRef``...), never values.
+
+:data:`CREDENTIALS` pairs the two names of each credential; the per-scheme rules, the CEL
+rules of the CRD, :meth:`IntegrationSpec.secret_refs` and :meth:`IntegrationSpec.to_document`
+(reference -> mounted file) are all derived from it.
+
+The gateway's document, for example::
 
     name: shop
     baseURL: http://shop-backend.shop.svc:8080/api
@@ -26,70 +34,24 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from voicetyped_specs.resources.base import ObjectName, SecretKeyRef, cel, validations
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+# Header and query names that carry credentials: never allowed as literal values.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token")
+CREDENTIAL_PARAMS = ("api_key", "apikey", "access_token", "token", "password", "secret", "key")
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# ---- authentication --------------------------------------------------------
-
-
-class NoAuth(_Spec):
-    type: Literal["none"] = "none"
-
-
-class ApiKeyAuth(_Spec):
-    """An API key sent in a header or a query parameter."""
-
-    type: Literal["apiKey"]
-    header: str | None = Field(None, description="Header name, e.g. X-API-Key.")
-    query: str | None = Field(None, description="Query parameter name (when not a header).")
-    prefix: str = Field("", description='Prepended to the key, e.g. "Bearer ".')
-    value_file: str = Field(alias="valueFile", description="File holding the key.")
-
-    @model_validator(mode="after")
-    def _one_place(self) -> ApiKeyAuth:
-        if (self.header is None) == (self.query is None):
-            raise ValueError("set exactly one of header or query")
-        return self
-
-
-class OAuth2Auth(_Spec):
-    """OAuth2 client credentials; tokens are cached until shortly before they expire."""
-
-    type: Literal["oauth2"]
-    token_url: str = Field(alias="tokenURL")
-    client_id_file: str = Field(alias="clientIdFile")
-    client_secret_file: str = Field(alias="clientSecretFile")
-    scopes: list[str] = Field(default_factory=list)
-    audience: str | None = None
-    refresh_before_s: int = Field(
-        30, alias="refreshBeforeSeconds", ge=0, description="Renew this long before expiry."
-    )
-
-
-class MtlsAuth(_Spec):
-    """A client certificate presented to the backend."""
-
-    type: Literal["mtls"]
-    cert_file: str = Field(alias="certFile")
-    key_file: str = Field(alias="keyFile")
-
-
-Auth = Annotated[NoAuth | ApiKeyAuth | OAuth2Auth | MtlsAuth, Field(discriminator="type")]
-
-
-class Tls(_Spec):
-    """How the backend's server certificate is verified (https base URLs)."""
-
-    ca_file: str | None = Field(None, alias="caFile", description="CA bundle; default: system.")
 
 
 # ---- resilience --------------------------------------------------------------
@@ -174,25 +136,402 @@ class Operation(_Spec):
         return names
 
 
-class Integration(_Spec):
-    name: str = Field(pattern=NAME_PATTERN)
-    base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s/]+.*$")
-    auth: Auth = Field(default_factory=NoAuth)
-    tls: Tls = Field(default_factory=Tls)
-    timeout_ms: int = Field(3000, alias="timeoutMs", gt=0)
-    retry: Retry = Field(default_factory=Retry)
-    rate_limit: RateLimit = Field(default_factory=RateLimit, alias="rateLimit")
-    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, alias="circuitBreaker")
-    redact: list[str] = Field(
-        default_factory=list,
-        description="Payload/response field names masked in logs (auth headers always are).",
+# ---- credentials: one table, two names each ------------------------------------------------
+
+AuthType = Literal["none", "apiKey", "oauth2", "mtls"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One secret an auth scheme needs: its file in the document, its Secret reference in the
+    resource. mTLS names one kubernetes.io/tls Secret for two files (``secret_key``)."""
+
+    scheme: AuthType
+    file_field: str
+    """Alias in the document (a file path)."""
+    ref_field: str
+    """Alias in the resource (a SecretKeyRef, or a Secret name when ``secret_key`` is set)."""
+    secret_key: str | None = None
+
+
+CREDENTIALS = (
+    Credential("apiKey", "valueFile", "secretRef"),
+    Credential("oauth2", "clientIdFile", "clientIdSecretRef"),
+    Credential("oauth2", "clientSecretFile", "clientSecretSecretRef"),
+    Credential("mtls", "certFile", "tlsSecretName", "tls.crt"),
+    Credential("mtls", "keyFile", "tlsSecretName", "tls.key"),
+)
+
+# Settings that belong to one scheme (beside its credentials); set under another: refused.
+SCHEME_SETTINGS: dict[str, AuthType] = {
+    "header": "apiKey",
+    "query": "apiKey",
+    "prefix": "apiKey",
+    "tokenURL": "oauth2",
+    "scopes": "oauth2",
+    "audience": "oauth2",
+    "refreshBeforeSeconds": "oauth2",
+}
+# What the scheme needs beside its credentials, in words.
+_SCHEME_NEEDS = {"oauth2": ("tokenURL",)}
+
+
+def _needs(scheme: str, names: list[str]) -> str:
+    return f"{scheme} auth needs " + (
+        " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
     )
-    operations: dict[
-        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")], Operation
-    ] = Field(min_length=1)
+
+
+class AuthBase(_Spec):
+    """How the gateway authenticates to the backend (``type`` picks the scheme)."""
+
+    type: AuthType = Field("none", description="Scheme: none, apiKey, oauth2 or mtls.")
+    header: str | None = Field(None, max_length=256, description="apiKey: header name.")
+    query: str | None = Field(None, max_length=256, description="apiKey: query parameter name.")
+    prefix: str = Field("", max_length=64, description='apiKey: prepended, e.g. "Bearer ".')
+    token_url: str | None = Field(
+        None,
+        alias="tokenURL",
+        max_length=2048,
+        pattern=r"^https?://",
+        description="oauth2: the token endpoint.",
+    )
+    scopes: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=64, description="oauth2 scopes."
+    )
+    audience: str | None = Field(None, max_length=1024, description="oauth2 audience.")
+    refresh_before_s: int = Field(
+        30,
+        alias="refreshBeforeSeconds",
+        ge=0,
+        le=3600,
+        description="oauth2: renew the token this long before it expires.",
+    )
+
+    def _credential_set(self, credential: Credential) -> bool:
+        raise NotImplementedError
 
     @model_validator(mode="after")
-    def _mtls_needs_https(self) -> Integration:
-        if isinstance(self.auth, MtlsAuth) and not self.base_url.startswith("https://"):
+    def _scheme_rules(self) -> AuthBase:
+        fields = type(self).model_fields
+        for name in sorted(self.model_fields_set):
+            alias = fields[name].alias or name
+            scheme = SCHEME_SETTINGS.get(alias)
+            # A default counts as unset: the API server writes the schema's defaults in.
+            default = fields[name].get_default(call_default_factory=True)
+            if scheme is not None and scheme != self.type and getattr(self, name) != default:
+                raise ValueError(f"auth.{alias} belongs to {scheme} auth, not {self.type}")
+        missing = list(_SCHEME_NEEDS.get(self.type, ()))
+        missing = [m for m in missing if getattr(self, _attr(type(self), m)) is None]
+        for credential in CREDENTIALS:
+            if credential.scheme != self.type:
+                if self._credential_set(credential):
+                    raise ValueError(
+                        f"auth.{self._name_of(credential)} belongs to {credential.scheme} auth, "
+                        f"not {self.type}"
+                    )
+            elif not self._credential_set(credential):
+                name = self._name_of(credential)
+                if name not in missing:
+                    missing.append(name)
+        if missing:
+            raise ValueError(_needs(self.type, missing))
+        if self.type == "apiKey" and (self.header is None) == (self.query is None):
+            raise ValueError("apiKey auth needs exactly one of header or query")
+        return self
+
+    def _name_of(self, credential: Credential) -> str:
+        raise NotImplementedError
+
+
+def _attr(model: type[BaseModel], alias: str) -> str:
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == alias:
+            return name
+    raise KeyError(alias)
+
+
+class FileAuth(AuthBase):
+    """The document's auth: every credential is a file (a mounted Secret key)."""
+
+    value_file: str | None = Field(None, alias="valueFile", description="apiKey: the key.")
+    client_id_file: str | None = Field(
+        None, alias="clientIdFile", description="oauth2: the client id."
+    )
+    client_secret_file: str | None = Field(
+        None, alias="clientSecretFile", description="oauth2: the client secret."
+    )
+    cert_file: str | None = Field(None, alias="certFile", description="mtls: the certificate.")
+    key_file: str | None = Field(None, alias="keyFile", description="mtls: its private key.")
+
+    def _credential_set(self, credential: Credential) -> bool:
+        return getattr(self, _attr(FileAuth, credential.file_field)) is not None
+
+    def _name_of(self, credential: Credential) -> str:
+        return credential.file_field
+
+    def file(self, alias: str) -> str:
+        """The path of a credential the scheme requires (validation made sure it is set)."""
+        value = getattr(self, _attr(FileAuth, alias))
+        if value is None:
+            raise ValueError(f"auth.{alias} is not set")
+        return str(value)
+
+
+# Fields declared only so that the API server answers with a clear message instead of
+# dropping them: the resource has no field that could carry a secret or a file path.
+INLINE_FIELDS = ("value", "token", "password", "clientSecret", "clientId", "privateKey")
+FILE_FIELDS = tuple(dict.fromkeys(c.file_field for c in CREDENTIALS))
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+def _scheme_cel_rules() -> list[dict[str, str]]:
+    rules = []
+    for scheme in ("apiKey", "oauth2", "mtls"):
+        needs = list(_SCHEME_NEEDS.get(scheme, ()))
+        needs += list(dict.fromkeys(c.ref_field for c in CREDENTIALS if c.scheme == scheme))
+        condition = " && ".join(f"has(self.{n})" for n in needs)
+        message = _needs(scheme, needs)
+        if scheme == "apiKey":
+            condition = f"{condition} && (has(self.header) != has(self.query))"
+            message += " and exactly one of header or query"
+        rules.append(cel(f"self.type != '{scheme}' || ({condition})", message))
+    return rules
+
+
+class SecretAuth(AuthBase):
+    """The resource's auth: every credential is a Secret reference."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                " && ".join(f"!has(self.{f})" for f in INLINE_FIELDS),
+                "inline secrets are refused: store the value in a Secret and reference it "
+                "(secretRef, clientIdSecretRef, clientSecretSecretRef, tlsSecretName)",
+            ),
+            cel(
+                " && ".join(f"!has(self.{f})" for f in FILE_FIELDS),
+                "file paths are set by the operator: reference a Secret instead",
+            ),
+            *_scheme_cel_rules(),
+        )
+    )
+
+    secret_ref: SecretKeyRef | None = Field(None, alias="secretRef", description="apiKey: the key.")
+    client_id_secret_ref: SecretKeyRef | None = Field(
+        None, alias="clientIdSecretRef", description="oauth2: the client id."
+    )
+    client_secret_secret_ref: SecretKeyRef | None = Field(
+        None, alias="clientSecretSecretRef", description="oauth2: the client secret."
+    )
+    tls_secret_name: ObjectName | None = Field(
+        None, alias="tlsSecretName", description="mtls: Secret with tls.crt and tls.key."
+    )
+    value: str | None = Field(None, description="Refused: use secretRef.")
+    token: str | None = Field(None, description="Refused: use secretRef.")
+    password: str | None = Field(None, description="Refused: use a Secret.")
+    client_secret: str | None = Field(
+        None, alias="clientSecret", description="Refused: clientSecretSecretRef."
+    )
+    client_id: str | None = Field(
+        None, alias="clientId", description="Refused: use clientIdSecretRef."
+    )
+    private_key: str | None = Field(
+        None, alias="privateKey", description="Refused: use tlsSecretName."
+    )
+    value_file: str | None = Field(None, alias="valueFile", description="Set by the operator.")
+    client_id_file: str | None = Field(
+        None, alias="clientIdFile", description="Set by the operator."
+    )
+    client_secret_file: str | None = Field(
+        None, alias="clientSecretFile", description="Set by the operator."
+    )
+    cert_file: str | None = Field(None, alias="certFile", description="Set by the operator.")
+    key_file: str | None = Field(None, alias="keyFile", description="Set by the operator.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_inline(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for alias in INLINE_FIELDS + FILE_FIELDS:
+                if alias in data:
+                    raise ValueError(
+                        f"auth.{alias}: inline secrets and file paths are refused; "
+                        "reference a Secret"
+                    )
+        return data
+
+    def _credential_set(self, credential: Credential) -> bool:
+        return self.ref(credential) is not None
+
+    def _name_of(self, credential: Credential) -> str:
+        return credential.ref_field
+
+    def ref(self, credential: Credential) -> SecretKeyRef | None:
+        """The Secret key holding ``credential``, when set."""
+        value = getattr(self, _attr(SecretAuth, credential.ref_field))
+        if value is None or isinstance(value, SecretKeyRef):
+            return value
+        assert credential.secret_key is not None  # a Secret's name: the key is fixed
+        return SecretKeyRef(name=value, key=credential.secret_key)
+
+
+class FileTls(_Spec):
+    """How the backend's server certificate is verified (https base URLs)."""
+
+    ca_file: str | None = Field(None, alias="caFile", description="CA bundle; default: system.")
+
+
+class SecretTls(_Spec):
+    """How the backend's server certificate is verified (https base URLs)."""
+
+    ca_secret_ref: SecretKeyRef | None = Field(
+        None, alias="caSecretRef", description="CA bundle (a Secret key); default: the system CAs."
+    )
+
+
+# ---- the integration -------------------------------------------------------------------------
+
+OperationName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$", max_length=63)]
+
+
+class IntegrationBase(_Spec):
+    """What both forms share: every field but the credentials, with its rules and bounds."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.baseURL.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@')",
+                "baseURL must not carry credentials (user:password@): use auth with a Secret",
+                ".baseURL",
+            ),
+            cel(
+                "self.operations.all(o, self.operations[o].headers.all(h, "
+                f"!(h.lowerAscii() in {_cel_list(CREDENTIAL_HEADERS)})))",
+                "operations.*.headers must not carry credentials (Authorization, Cookie, "
+                "X-API-Key...): use auth with a Secret reference",
+                ".operations",
+            ),
+            cel(
+                "self.operations.all(o, self.operations[o].query.all(q, "
+                f"!(q.lowerAscii() in {_cel_list(CREDENTIAL_PARAMS)})))",
+                "operations.*.query must not carry credentials (api_key, token, password...): "
+                "use auth with a Secret reference",
+                ".operations",
+            ),
+            cel(
+                "self.auth.type != 'mtls' || self.baseURL.startsWith('https://')",
+                "mtls auth needs an https:// baseURL",
+                ".baseURL",
+            ),
+        )
+    )
+
+    name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Name the dialogs' call_hook.service uses.",
+    )
+    base_url: str = Field(
+        alias="baseURL",
+        max_length=2048,
+        pattern=r"^https?://[^\s/]+.*$",
+        description="http(s) base URL of the backend API.",
+    )
+    auth: AuthBase
+    timeout_ms: int = Field(
+        3000, alias="timeoutMs", gt=0, le=600000, description="Per-request timeout."
+    )
+    retry: Retry = Field(default_factory=Retry)
+    rate_limit: RateLimit = Field(
+        default_factory=RateLimit,
+        alias="rateLimit",
+        description="Requests per second per integration and per call; wait at most maxWaitMs.",
+    )
+    circuit_breaker: CircuitBreaker = Field(
+        default_factory=CircuitBreaker,
+        alias="circuitBreaker",
+        description="Stop calling a failing backend for openSeconds once the failure rate "
+        "over windowSeconds passes failureRateThreshold.",
+    )
+    redact: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Payload/response field names masked in logs (auth headers always are).",
+    )
+    operations: dict[OperationName, Operation] = Field(
+        min_length=1, max_length=128, description="Operation name -> backend call."
+    )
+
+    @model_validator(mode="after")
+    def _no_credentials_outside_auth(self) -> IntegrationBase:
+        if "@" in self.base_url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("baseURL must not carry credentials (user:password@)")
+        for name, op in self.operations.items():
+            for header in op.headers:
+                if header.lower() in CREDENTIAL_HEADERS:
+                    raise ValueError(f"operations.{name}.headers.{header}: credentials refused")
+            for param in op.query:
+                if param.lower() in CREDENTIAL_PARAMS:
+                    raise ValueError(f"operations.{name}.query.{param}: credentials refused")
+        if self.auth.type == "mtls" and not self.base_url.startswith("https://"):
             raise ValueError("mtls auth needs an https:// baseURL")
         return self
+
+
+class Integration(IntegrationBase):
+    """The gateway's document: credentials are files."""
+
+    name: str = Field(
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Name the dialogs' call_hook.service uses.",
+    )
+    auth: FileAuth = Field(default_factory=FileAuth)
+    tls: FileTls = Field(default_factory=FileTls)
+
+
+class IntegrationSpec(IntegrationBase):
+    """The Integration resource's spec: credentials are Secret references."""
+
+    name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Name the dialogs' call_hook.service uses; default: metadata.name.",
+    )
+    auth: SecretAuth = Field(default_factory=SecretAuth)
+    tls: SecretTls = Field(default_factory=SecretTls)
+
+    def secret_refs(self) -> list[tuple[str, SecretKeyRef]]:
+        """(field path, reference) of every key this integration mounts."""
+        refs: list[tuple[str, SecretKeyRef]] = []
+        for credential in CREDENTIALS:
+            if credential.scheme == self.auth.type:
+                ref = self.auth.ref(credential)
+                if ref is not None:
+                    refs.append((f"spec.auth.{credential.ref_field}", ref))
+        if self.tls.ca_secret_ref is not None:
+            refs.append(("spec.tls.caSecretRef", self.tls.ca_secret_ref))
+        return refs
+
+    def to_document(self, name: str, file_of: Callable[[SecretKeyRef], str]) -> Integration:
+        """The gateway's document: each Secret reference replaced by the file it is mounted
+        as (``file_of``); everything else carried over as it is."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"auth", "tls"})
+        settings = self.auth.model_dump(mode="json", by_alias=True, exclude_none=True)
+        auth: dict[str, Any] = {"type": self.auth.type} | {
+            alias: settings[alias]
+            for alias, scheme in SCHEME_SETTINGS.items()
+            if scheme == self.auth.type and alias in settings
+        }
+        for credential in CREDENTIALS:
+            ref = self.auth.ref(credential) if credential.scheme == self.auth.type else None
+            if ref is not None:
+                auth[credential.file_field] = file_of(ref)
+        tls = {"caFile": file_of(self.tls.ca_secret_ref)} if self.tls.ca_secret_ref else {}
+        return Integration.model_validate({**data, "name": name, "auth": auth, "tls": tls})

@@ -36,7 +36,7 @@ from typing import Literal, Protocol
 from urllib.parse import quote_plus
 
 import httpx
-from voicetyped_specs.integration import ApiKeyAuth, Integration, MtlsAuth, OAuth2Auth
+from voicetyped_specs.integration import Integration
 
 log = logging.getLogger(__name__)
 
@@ -390,16 +390,17 @@ def build_authenticator(integration: Integration, http: httpx.AsyncClient) -> Au
     Raises :class:`AuthError` when a secret file cannot be read.
     """
     auth = integration.auth
-    if isinstance(auth, ApiKeyAuth):
+    if auth.type == "apiKey":
         return ApiKeyAuthenticator(
-            auth.value_file, header=auth.header, query=auth.query, prefix=auth.prefix
+            auth.file("valueFile"), header=auth.header, query=auth.query, prefix=auth.prefix
         )
-    if isinstance(auth, OAuth2Auth):
+    if auth.type == "oauth2":
+        assert auth.token_url is not None  # the model requires it for oauth2
         return OAuth2Authenticator(
             http,
             token_url=auth.token_url,
-            client_id_file=auth.client_id_file,
-            client_secret_file=auth.client_secret_file,
+            client_id_file=auth.file("clientIdFile"),
+            client_secret_file=auth.file("clientSecretFile"),
             scopes=auth.scopes,
             audience=auth.audience,
             refresh_before_s=auth.refresh_before_s,
@@ -423,13 +424,14 @@ def build_ssl_context(integration: Integration) -> ssl.SSLContext:
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     auth = integration.auth
-    if isinstance(auth, MtlsAuth):
+    if auth.type == "mtls":
+        cert_file, key_file = auth.file("certFile"), auth.file("keyFile")
         try:
-            context.load_cert_chain(auth.cert_file, auth.key_file)
+            context.load_cert_chain(cert_file, key_file)
         except (OSError, ssl.SSLError) as exc:
             raise AuthError(
-                f"{integration.name}: cannot load the client certificate {auth.cert_file} "
-                f"with key {auth.key_file}: {_reason(exc)}"
+                f"{integration.name}: cannot load the client certificate {cert_file} "
+                f"with key {key_file}: {_reason(exc)}"
             ) from None
     return context
 
