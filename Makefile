@@ -34,7 +34,7 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server sip-tester baresip libopus0
 
-SRC_DIRS := common specs images operator conftest.py proto/generate.py bench tests examples
+SRC_DIRS := common specs dev testkit images operator conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile
 
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
@@ -83,6 +83,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy $(SRC_DIRS)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 unit: install system-deps
@@ -92,7 +93,7 @@ test: lint unit e2e-local
 
 # `voicetyped up` in the background, the scripted order-status call, then everything stopped.
 demo: install system-deps
-	$(PY) -m voicetyped_media.caller.demo
+	$(PY) -m voicetyped_dev.caller.demo
 
 bench: install system-deps
 	mkdir -p bench/results

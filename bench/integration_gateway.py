@@ -26,8 +26,8 @@ from pathlib import Path
 
 import grpc
 import httpx
-from voicetyped.testing.processes import ServiceProcess, free_port
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
+from voicetyped_testkit.processes import ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY_FILE = REPO / "examples" / "backend" / "demo-api-key"

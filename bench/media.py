@@ -4,7 +4,7 @@ The gateway runs as its own process with the full media path: RTP in (SIPp's ``u
 scenario: G.711 A-law audio and an RFC 4733 digit from its pcap), reorder/decode, resample to
 16 kHz, one gRPC ``StreamAudio`` per call to a speech-gateway endpoint, 20 ms paced RTP out
 (silence frames, as a gateway sends while the bot is quiet), RTCP, a ``StreamCall`` per call to a
-runtime endpoint. The endpoints are this benchmark's contract peers (``voicetyped_media.testing``:
+runtime endpoint. The endpoints are this benchmark's contract peers (``voicetyped_testkit.media``:
 they count audio, in another process than the gateway).
 
 Per level, over the steady-state window:
@@ -35,9 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from voicetyped.dev.stack import free_sip_port
-from voicetyped.testing.processes import ServiceProcess, free_port
-from voicetyped_media.testing import RuntimePeer, SpeechPeer, sipp_dir
+from voicetyped_testkit.media import RuntimePeer, SpeechPeer, sipp_dir
+from voicetyped_testkit.processes import ServiceProcess, free_port, free_sip_port
 
 TARGETS = {"calls_per_core": 150, "late_frame_ratio": 0.005}
 LATE_S = 0.040

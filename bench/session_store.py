@@ -25,10 +25,10 @@ from typing import Any
 
 import redis
 from voicetyped.session import CallSession
-from voicetyped.testing.redis_server import RedisServer
 from voicetyped_runtime.store.base import SessionStore
 from voicetyped_runtime.store.redis import RedisStore
 from voicetyped_runtime.store.sqlite import SqliteStore
+from voicetyped_testkit.redis_server import RedisServer
 
 SESSIONS = 200
 TTL_S = 3600.0

@@ -1,8 +1,8 @@
 """Benchmark: the speech gateway on 2 cores -- recognition latency, throughput, synthesis.
 
 The gateway runs as its own process, driven over gRPC the way the media gateway and the runtime
-drive it (``voicetyped_speech.client``); caller audio is Piper speech through a G.711 mu-law call
-leg, streamed in real time in 20 ms chunks.
+drive it (``voicetyped_testkit.speech_client``); caller audio is Piper speech through a G.711
+mu-law call leg, streamed in real time in 20 ms chunks.
 
 - **end of speech -> final transcript** for utterances of 1-5 s, p50/p95, from the moment the VAD
   declares the end (its SPEECH_END event, ``hangover_ms`` after the caller stopped) and from the
@@ -41,16 +41,16 @@ from typing import Any
 import grpc
 import numpy as np
 from piper import SynthesisConfig
-from voicetyped.testing.processes import ServiceProcess, free_port
 from voicetyped.v1 import speech_pb2
 from voicetyped_speech.asr.base import Recognizer
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
-from voicetyped_speech.client import MediaSide, RuntimeSide
 from voicetyped_speech.models.prepare import default_models_dir, locate_bundled, prepare_models
 from voicetyped_speech.models.verify import load_voice
-from voicetyped_speech.testing import Pcm, phone_speech, silence, word_errors
 from voicetyped_speech.vad import pcm16_to_float32
+from voicetyped_testkit.processes import ServiceProcess, free_port
+from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
+from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
 
 TARGETS = {"eos_to_final_p50_ms": 250.0}
 QUIET = SynthesisConfig(noise_scale=0, noise_w_scale=0)

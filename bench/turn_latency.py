@@ -1,7 +1,7 @@
 """Benchmark: turn latency of the whole pipeline on one machine (2 cores).
 
-The four services and the example backend run as real processes (``voicetyped.dev.stack``);
-calls are real SIP/RTP (G.711) from the scripted caller (``voicetyped_media.caller``), the
+The four services and the example backend run as real processes (``voicetyped_dev.stack``);
+calls are real SIP/RTP (G.711) from the scripted caller (``voicetyped_dev.caller``), the
 caller's words spoken by Piper, the bot's replies transcribed by whisper.cpp. A turn is from the
 caller's last speech sample to the first loud RTP frame of the reply arriving at the caller;
 each turn is split into stages from the call's OpenTelemetry spans (end of speech, final
@@ -29,11 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from voicetyped.dev.stack import Stack, StackConfig
-from voicetyped_media.caller.phone import Phone
-from voicetyped_media.caller.run import Voices, run_call, transcribe_turns
-from voicetyped_media.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
-from voicetyped_media.caller.stages import await_stages
+from voicetyped_dev.caller.phone import Phone
+from voicetyped_dev.caller.run import Voices, run_call, transcribe_turns
+from voicetyped_dev.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
+from voicetyped_dev.caller.stages import await_stages
+from voicetyped_dev.stack import Stack, StackConfig
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voicetyped.dev.stack import SERVICES, Stack, StackConfig
-from voicetyped.testing.processes import eventually
-from voicetyped.testing.redis_server import RedisServer
-from voicetyped_media.caller.run import Voices, run_call
-from voicetyped_media.caller.script import WALL_OFFSET, CallLog, Turn, load_script
-from voicetyped_media.caller.stages import await_stages, call_trace, load_spans
+from voicetyped_dev.caller.run import Voices, run_call
+from voicetyped_dev.caller.script import WALL_OFFSET, CallLog, Turn, load_script
+from voicetyped_dev.caller.stages import await_stages, call_trace, load_spans
+from voicetyped_dev.stack import SERVICES, Stack, StackConfig
+from voicetyped_testkit.processes import eventually
+from voicetyped_testkit.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

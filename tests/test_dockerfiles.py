@@ -15,10 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from voicetyped.dev.up import cache_dir
+from voicetyped_dev.up import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ["media", "speech", "runtime", "integration"]
+# Services that load documents (dialogs, integrations) with the specs.
+SPECS_USERS = {"runtime": {"voicetyped_specs"}, "integration": {"voicetyped_specs"}}
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -111,13 +113,14 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
     env_dir, replayed, syncs = _replay(REPO / "images" / service / "Dockerfile", tmp_path)
     assert syncs == 1
     assert (env_dir / "bin" / f"voicetyped-{service}").exists()
-    installed = {
-        p.name.split("-")[0] for p in (env_dir / "lib").glob("python3*/site-packages/*.dist-info")
-    }
+    installed = _installed(env_dir)
     others = {f"voicetyped_{s}" for s in SERVICES if s != service}
     assert f"voicetyped_{service}" in installed
     assert "voicetyped_common" in installed
     assert not installed & others, f"image would ship other services: {installed & others}"
+    # Exactly the workspace members this service needs: never the dev tools or the test kit.
+    ours = {name for name in installed if name.startswith("voicetyped_")}
+    assert ours == {"voicetyped_common", f"voicetyped_{service}"} | SPECS_USERS.get(service, set())
     assert not installed & {"pytest", "mypy", "ruff", "hypothesis"}, "dev tools in the image"
     result = subprocess.run(
         [env_dir / "bin" / f"voicetyped-{service}", "--help"], capture_output=True, text=True
@@ -143,14 +146,21 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
         assert not replayed
 
 
+def _installed(env_dir: Path) -> set[str]:
+    """The distributions installed in a replayed image environment (normalised names)."""
+    return {
+        p.name.split("-")[0] for p in (env_dir / "lib").glob("python3*/site-packages/*.dist-info")
+    }
+
+
 def _env_pairs(rest: str) -> list[tuple[str, str]]:
     """``ENV A=1 B=2`` as pairs."""
     return [tuple(p.split("=", 1)) for p in shlex.split(rest)]  # type: ignore[misc]
 
 
 def test_operator_image(tmp_path: Path) -> None:
-    """The operator image: non-root, the operator with the runtime's and the integration
-    gateway's validators as libraries, no media or speech service, no dev tools."""
+    """The operator image: non-root, the operator with the specs (the validators the services
+    load their documents with) as a library, no service, no dev tools."""
     dockerfile = REPO / "operator" / "Dockerfile"
     final = _stages(dockerfile)[-1]
     users = [rest for op, rest in final if op == "USER"]
@@ -159,11 +169,12 @@ def test_operator_image(tmp_path: Path) -> None:
     assert any(op == "HEALTHCHECK" for op, _ in final)
     env_dir, replayed, syncs = _replay(dockerfile, tmp_path)
     assert syncs == 1 and not replayed
-    installed = {
-        p.name.split("-")[0] for p in (env_dir / "lib").glob("python3*/site-packages/*.dist-info")
-    }
-    assert {"voicetyped_operator", "voicetyped_runtime", "voicetyped_integration"} <= installed
+    installed = _installed(env_dir)
+    assert {"voicetyped_operator", "voicetyped_specs"} <= installed
     assert not installed & {"voicetyped_media", "voicetyped_speech"}
+    # common and the specs only: no service (their dependencies stay out), no dev tools.
+    ours = {name for name in installed if name.startswith("voicetyped_")}
+    assert ours == {"voicetyped_common", "voicetyped_specs", "voicetyped_operator"}
     assert not installed & {"pytest", "mypy", "ruff", "hypothesis", "lupa"}, (
         "dev tools in the image"
     )

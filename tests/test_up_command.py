@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from voicetyped.dev.stack import free_sip_port
 from voicetyped_speech.models.prepare import default_models_dir, prepare_models
+from voicetyped_testkit.processes import free_sip_port
 
 REPO = Path(__file__).resolve().parents[1]
 VOICETYPED = [sys.executable, "-m", "voicetyped.cli"]

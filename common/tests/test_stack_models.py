@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voicetyped.dev.stack import models_prepare_argv
+from voicetyped_dev.stack import models_prepare_argv
 
 
 def test_the_gateways_own_models_dir_is_the_one_prepared() -> None:

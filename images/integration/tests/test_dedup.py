@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from voicetyped.testing.redis_server import RedisServer
 from voicetyped_integration.dedup import (
     Begin,
     IdempotencyStore,
@@ -22,6 +21,7 @@ from voicetyped_integration.dedup import (
     StoreError,
     open_idempotency_store,
 )
+from voicetyped_testkit.redis_server import RedisServer
 
 SHORT_S = 0.3  # a lease that must still be valid right after it is taken ...
 AFTER_S = 0.7  # ... and must have run out after this long

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 import httpx
-from voicetyped.testing.processes import ServiceProcess, eventually, free_port
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
+from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
 
 if TYPE_CHECKING:
     from images.integration.tests.backend_server import Backend

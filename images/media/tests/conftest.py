@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voicetyped.dev.stack import free_sip_port
-from voicetyped.testing.processes import ServiceProcess, free_port
-from voicetyped_media.testing import RuntimePeer, SpeechPeer
+from voicetyped_testkit.media import RuntimePeer, SpeechPeer
+from voicetyped_testkit.processes import ServiceProcess, free_port, free_sip_port
 
 _rtp_base = iter(range(32000, 60000, 400))
 

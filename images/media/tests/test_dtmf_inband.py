@@ -15,7 +15,7 @@ from voicetyped_media.dtmf.inband import (
     Tone,
     tone,
 )
-from voicetyped_speech.testing import resample, to_pcm, ulaw_decode, ulaw_encode
+from voicetyped_testkit.speech import resample, to_pcm, ulaw_decode, ulaw_encode
 
 if TYPE_CHECKING:
     from piper import PiperVoice

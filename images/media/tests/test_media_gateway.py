@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 from piper import SynthesisConfig
-from voicetyped.dev.stack import free_sip_port
-from voicetyped.testing.processes import eventually
 from voicetyped.v1 import runtime_pb2
 from voicetyped_media.codecs.resample import Resampler
 from voicetyped_media.dtmf.inband import tone
-from voicetyped_media.testing import (
+from voicetyped_speech.models.verify import synthesize_16k
+from voicetyped_testkit.media import (
     SIPP_PCAP,
     best_correlation,
     pjsua,
@@ -29,8 +28,8 @@ from voicetyped_media.testing import (
     sipp,
     write_wav,
 )
-from voicetyped_speech.models.verify import synthesize_16k
-from voicetyped_speech.testing import resample, to_pcm
+from voicetyped_testkit.processes import eventually, free_sip_port
+from voicetyped_testkit.speech import resample, to_pcm
 
 ENDED = runtime_pb2.CallEnded
 SOURCE = runtime_pb2.DtmfReceived
@@ -375,7 +374,7 @@ async def test_inband_dtmf_is_detected(start_gateway: Any, tmp_path: Path) -> No
 async def test_baresip_wideband_audio_matches_the_source(
     start_gateway: Any, tmp_path: Path, speech_16k: np.ndarray, codec: str
 ) -> None:
-    from voicetyped_media.testing import baresip
+    from voicetyped_testkit.media import baresip
 
     gw = await start_gateway()
     rate = 48000 if codec == "opus" else 16000

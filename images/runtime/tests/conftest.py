@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from voicetyped.testing.redis_server import RedisServer
+from voicetyped_testkit.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

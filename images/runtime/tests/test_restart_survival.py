@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from voicetyped.testing.processes import ServiceProcess, eventually, free_port
-from voicetyped.testing.redis_server import RedisServer
+from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
+from voicetyped_testkit.redis_server import RedisServer
 
 HOLD_MS = 6000
 

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from voicetyped.testing.processes import ServiceProcess, eventually, free_port
+from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
 
 
 def dialog(version: str) -> str:

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from voicetyped.testing.redis_server import RedisServer, RedisServerError
 from voicetyped.urls import redact_url
 from voicetyped_runtime.store.base import SessionStore, StoreError
 from voicetyped_runtime.store.factory import open_store, store_from_url
 from voicetyped_runtime.store.redis import RedisStore
 from voicetyped_runtime.store.sqlite import SqliteStore
+from voicetyped_testkit.redis_server import RedisServer, RedisServerError
 
 SHORT_S = 0.5  # a TTL that must still be valid right after it is set ...
 AFTER_S = 1.5  # ... and must have run out after this long

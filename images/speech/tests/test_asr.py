@@ -20,8 +20,8 @@ from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.pool import Overloaded, RecognitionPool
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
-from voicetyped_speech.testing import phone_speech, word_errors
 from voicetyped_speech.vad import pcm16_to_float32
+from voicetyped_testkit.speech import phone_speech, word_errors
 
 if TYPE_CHECKING:
     from piper import PiperVoice

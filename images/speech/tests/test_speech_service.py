@@ -22,15 +22,15 @@ import httpx
 import numpy as np
 import pytest
 from piper import SynthesisConfig
-from voicetyped.testing.processes import ServiceProcess, free_port
 from voicetyped.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 from voicetyped_speech.asr.factory import recognizer_factory
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
-from voicetyped_speech.client import MediaSide, RuntimeSide
 from voicetyped_speech.config import AsrConfig
 from voicetyped_speech.models.ggml_converter import ConversionError
-from voicetyped_speech.testing import Pcm, phone_speech, silence, word_errors
+from voicetyped_testkit.processes import ServiceProcess, free_port
+from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
+from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
 
 if TYPE_CHECKING:
     from piper import PiperVoice

@@ -24,7 +24,7 @@ from voicetyped_speech.streaming import (
     UtteranceEnded,
     UtteranceStarted,
 )
-from voicetyped_speech.testing import Pcm, phone_speech, silence, word_errors
+from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
 
 if TYPE_CHECKING:
     from piper import PiperVoice

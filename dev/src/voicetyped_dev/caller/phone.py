@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiosipua import SipUAC, SipUAS, parse_sdp
-
 from voicetyped_media.codecs.codec import open_codec
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from voicetyped.dev.stack import Stack, StackConfig, StackError
+from voicetyped_dev.stack import Stack, StackConfig, StackError
 
 app = typer.Typer(help="Run the four services locally (Ctrl-C stops them).", add_completion=False)
 out = Console()

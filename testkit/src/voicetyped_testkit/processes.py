@@ -22,6 +22,18 @@ def free_port() -> int:
         return port
 
 
+def free_sip_port() -> int:
+    """Free on both UDP and TCP."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 class ServiceProcess:
     """``python -m <module>`` with the given environment, output appended to ``log``."""
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-
 from voicetyped_speech.models.verify import synthesize_16k
 
 if TYPE_CHECKING:

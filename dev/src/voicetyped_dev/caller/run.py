@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from voicetyped_media.caller.phone import Phone, PhoneCall
-from voicetyped_media.caller.script import (
+from voicetyped_dev.caller.phone import Phone, PhoneCall
+from voicetyped_dev.caller.script import (
     BotUtterance,
     CallLog,
     Expect,
@@ -69,7 +69,7 @@ class Voices:
         if text not in self._cache:
             from piper import SynthesisConfig
             from voicetyped_speech.models.verify import synthesize_16k
-            from voicetyped_speech.testing import resample, to_pcm
+            from voicetyped_testkit.speech import resample, to_pcm
 
             audio = synthesize_16k(self._voice, text, SynthesisConfig(noise_scale=0.4))
             pcm = to_pcm(resample(audio, 16000, 8000))
@@ -97,7 +97,7 @@ def read_wav_8k(path: Path) -> bytes:
     if channels > 1:
         pcm = pcm.reshape(-1, channels)[:, 0]
     if rate != 8000:
-        from voicetyped_speech.testing import resample, to_pcm
+        from voicetyped_testkit.speech import resample, to_pcm
 
         pcm = to_pcm(resample(pcm.astype(np.float32) / 32768, rate, 8000))
     return trim(pcm).tobytes()

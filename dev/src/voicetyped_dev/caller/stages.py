@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicetyped_media.caller.script import WALL_OFFSET, CallLog
+from voicetyped_dev.caller.script import WALL_OFFSET, CallLog
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,27 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voicetyped.service.config import CONFIG_SUFFIXES
+from voicetyped_testkit.processes import free_port, free_sip_port
 
 EXAMPLE_BACKEND_ADDRESS = "127.0.0.1:8090"
 SERVICES = ("integration", "runtime", "speech", "media")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_sip_port() -> int:
-    """Free on both UDP and TCP."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
 
 
 @dataclass

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from voicetyped_media.caller.run import Voices, run_call
-from voicetyped_media.caller.script import CallLog, Turn, load_script
-from voicetyped_media.caller.stages import await_stages
+from voicetyped_dev.caller.run import Voices, run_call
+from voicetyped_dev.caller.script import CallLog, Turn, load_script
+from voicetyped_dev.caller.stages import await_stages
 
 app = typer.Typer(help="Place a scripted test call (real SIP/RTP, G.711).", add_completion=False)
 out = Console(soft_wrap=True)  # a turn is one line in a log; terminals wrap it
@@ -114,7 +114,7 @@ def _print_turn(turn: Turn) -> None:
 @app.callback(invoke_without_command=True)
 def call(
     script: Annotated[
-        Path, typer.Option(help="YAML list of steps (see voicetyped_media.caller.script).")
+        Path, typer.Option(help="YAML list of steps (see voicetyped_dev.caller.script).")
     ] = Path("examples/calls/order-status.yaml"),
     target: Annotated[str, typer.Option(help="SIP URI of the gateway.")] = "sip:bot@127.0.0.1:5060",
     backend: Annotated[
@@ -131,7 +131,7 @@ def call(
     """Dial the gateway, run the script, print who said what and the turn latencies."""
     steps = load_script(script)
     if traces is None:
-        from voicetyped.dev.up import default_run_dir
+        from voicetyped_dev.up import default_run_dir
 
         traces = default_run_dir() / "traces"
     if not as_json:

@@ -1,7 +1,7 @@
 """``make demo``: the four services and the example backend on this machine, the scripted
 order-status call against them, the conversation and its latency printed, everything stopped.
 
-    python -m voicetyped_media.caller.demo [--script examples/calls/order-status.yaml]
+    python -m voicetyped_dev.caller.demo [--script examples/calls/order-status.yaml]
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from voicetyped.dev.stack import Stack, StackConfig, StackError
-from voicetyped.dev.up import default_run_dir
 
-from voicetyped_media.caller.cli import _print_turn, backend_requests, print_stages, summary
-from voicetyped_media.caller.run import Voices, run_call
-from voicetyped_media.caller.script import load_script
-from voicetyped_media.caller.stages import attach_stages
+from voicetyped_dev.caller.cli import _print_turn, backend_requests, print_stages, summary
+from voicetyped_dev.caller.run import Voices, run_call
+from voicetyped_dev.caller.script import load_script
+from voicetyped_dev.caller.stages import attach_stages
+from voicetyped_dev.stack import Stack, StackConfig, StackError
+from voicetyped_dev.up import default_run_dir
 
 out = Console(soft_wrap=True)  # a turn is one line in a log; terminals wrap it
 

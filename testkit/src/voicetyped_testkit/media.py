@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import grpc
 import numpy as np
-from voicetyped.dev.stack import free_sip_port
 from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc, session_pb2, speech_pb2, speech_pb2_grpc
+
+from voicetyped_testkit.processes import free_sip_port
 
 
 @dataclass
@@ -318,7 +319,7 @@ async def pjsua(
     cmd = [
         sys.executable,
         "-m",
-        "voicetyped_media.pjsua_caller",
+        "voicetyped_testkit.pjsua_caller",
         "--target",
         target or gw.uri,
         "--codec",

@@ -1,1 +1,0 @@
-"""Running the whole pipeline on one machine (`voicetyped up`)."""

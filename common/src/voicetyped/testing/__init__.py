@@ -1,1 +1,0 @@
-"""Helpers that start real local peers (Redis, ...) for tests, benchmarks and demos."""
