@@ -34,7 +34,7 @@ from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, make_offer, negotiate
-from voicetyped_media.speech_link import SpeechLink
+from voicetyped_media.speech_audio import SpeechAudioStream
 
 if TYPE_CHECKING:
     import grpc
@@ -96,7 +96,7 @@ class MediaCall:
     negotiated: Negotiated | None = None
     stream: MediaStream | None = None
     playout: Playout | None = None
-    speech: SpeechLink | None = None
+    speech: SpeechAudioStream | None = None
     runtime: RuntimeLink | None = None
     port: int | None = None
     held: bool = False
@@ -258,7 +258,7 @@ class MediaCall:
         inband = self.config.inband_dtmf
         if inband == "on" or (inband == "auto" and negotiated.telephone_event is None):
             self._inband = InbandDetector(16000)
-        self.speech = SpeechLink(
+        self.speech = SpeechAudioStream(
             self.services.speech,
             self.session_id,
             codec.pcm_rate,

@@ -23,7 +23,7 @@ from voicetyped_runtime.call import ActorSettings, CallActor, wall_ms
 from voicetyped_runtime.config import RuntimeSettings
 from voicetyped_runtime.dialogs import DialogRegistry, DialogVersion
 from voicetyped_runtime.integration_client import IntegrationClient
-from voicetyped_runtime.links import MediaLink, SpeechLink, command_for
+from voicetyped_runtime.links import ConverseStream, MediaLink, command_for
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.base import SessionStore, StoreError
 
@@ -50,7 +50,7 @@ class LivePorts:
         llm: Any | None,
     ) -> None:
         self.media = media
-        self.speech: SpeechLink | None = None
+        self.speech: ConverseStream | None = None
         self.integration = integration
         self.llm = llm
 
@@ -207,7 +207,7 @@ class CallManager:
         ports = LivePorts(media, self.integration, self._llm_for(version))
         actor = CallActor(state, version, ports, self.store, self._actor_settings)
         partials = version.compiled.spec.settings.partials
-        ports.speech = SpeechLink(state.session_id, state.speech_endpoint, partials, actor.post)
+        ports.speech = ConverseStream(state.session_id, state.speech_endpoint, partials, actor.post)
         ports.speech.start()
         call = _Call(actor, media)
         self._calls[state.session_id] = call

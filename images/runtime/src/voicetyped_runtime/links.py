@@ -69,8 +69,9 @@ def command_for(effect: e.TransferCall | e.HangupCall) -> runtime_pb2.CallComman
     )
 
 
-class SpeechLink:
-    """The runtime's Converse stream to the speech replica holding one call's audio.
+class ConverseStream:
+    """The runtime's ``Converse`` stream to the speech replica holding one call's audio (the
+    media gateway's end is ``voicetyped_media.speech_audio.SpeechAudioStream``).
 
     Reconnects with backoff when the stream breaks (speech replica restart);
     updates are translated to engine inputs and handed to ``deliver``.

@@ -30,7 +30,10 @@ class SpeechUnavailable(Exception):  # noqa: N818 - a condition the caller answe
     """No speech stream could be opened for the call."""
 
 
-class SpeechLink:
+class SpeechAudioStream:
+    """The media gateway's end of one call's ``StreamAudio`` (the runtime's end of the same
+    call's speech is ``voicetyped_runtime.links.ConverseStream``)."""
+
     def __init__(
         self,
         channel: grpc.aio.Channel,
