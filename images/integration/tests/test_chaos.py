@@ -38,6 +38,18 @@ TYPED = {
 }
 
 
+LAG: list[float] = []
+
+
+async def _loop_lag(tick_s: float = 0.01) -> None:
+    """How late the event loop wakes a 10 ms sleeper, recorded into LAG."""
+    LAG.clear()
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(tick_s)
+        LAG.append(time.monotonic() - started - tick_s)
+
+
 def _faults(backend: Backend, count: int, rng: random.Random) -> Counter[str]:
     fault_type = type(backend).__module__
     module = __import__(fault_type, fromlist=["Fault"])
@@ -106,16 +118,22 @@ async def test_chaos(backend: Backend, tmp_path: Path) -> None:
                     return
         raise AssertionError(f"{key} never settled")
 
+    lag = asyncio.ensure_future(_loop_lag())
     try:
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(ACTIONS))), 240)
     finally:
+        lag.cancel()
         await registry.close()
         await store.close()
 
     assert sum(made.values()) > ACTIONS * 0.8, made
     # The backend shares this test's event loop and 50 actions run at once: allow for
-    # scheduling delay, which is not the gateway overrunning.
-    assert max(overruns) < 0.3, f"an action overran its deadline by {max(overruns):.3f}s"
+    # scheduling delay, and for the loop itself falling behind (a loaded machine), which is
+    # not the gateway overrunning.
+    stalled = max(LAG, default=0.0)
+    assert max(overruns) < 0.3 + stalled, (
+        f"an action overran its deadline by {max(overruns):.3f}s (the loop stalled {stalled:.3f}s)"
+    )
     assert len(finals) == ACTIONS
     assert all(o.ok for o in finals.values()), Counter(o.error for o in finals.values())
     # Exactly one side effect per key: every retry was deduplicated somewhere.

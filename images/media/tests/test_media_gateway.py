@@ -248,12 +248,23 @@ async def test_pjsua_g711_both_ways_dtmf_by_info_and_rfc4733_hold_and_resume(
         {"at": 8.0, "do": "unhold"},
         {"at": 12.5, "do": "hangup"},
     ]
+    # The actions' clock starts with the greeting, not at the INVITE: however long set-up
+    # takes, the greeting ends before the hold.
+    greeting_queued = asyncio.Event()
     peer = asyncio.ensure_future(
-        pjsua(gw, play=caller_wav, record=recording, seconds=14, actions=actions)
+        pjsua(
+            gw,
+            play=caller_wav,
+            record=recording,
+            seconds=14,
+            actions=actions,
+            start=greeting_queued,
+        )
     )
     (call,) = await gw.runtime.wait_call(timeout_s=15)
     (stream,) = await gw.speech.wait_stream()
     gw.speech.play(stream.session_id, "greeting", bot.tobytes())  # 0.0 s - ~3.5 s
+    greeting_queued.set()
     await call.wait_for("held", timeout_s=15)
     gw.speech.play(stream.session_id, "while-held", bot.tobytes())  # waits for the resume
     result = await peer
@@ -271,7 +282,9 @@ async def test_pjsua_g711_both_ways_dtmf_by_info_and_rfc4733_hold_and_resume(
     heard, rate = read_wav(recording)
     assert rate in (8000, 16000)
     bot_at = resample(bot.astype(np.float32) / 32768, 8000, rate)
-    corr_greeting, _ = best_correlation(heard[: rate * 5], to_pcm(bot_at))
+    # The recording starts with the media, before the actions' clock: shift by set-up time.
+    (begun,) = [e["after_s"] for e in result.events() if e["event"] == "started"]
+    corr_greeting, _ = best_correlation(heard[: int(rate * (begun + 5))], to_pcm(bot_at))
     assert corr_greeting > 0.9, corr_greeting
     states = [e for e in result.events() if e["event"] == "action"]
     assert [s["do"] for s in states] == ["dtmf_info", "dtmf_rfc", "hold", "unhold", "hangup"]
@@ -280,7 +293,7 @@ async def test_pjsua_g711_both_ways_dtmf_by_info_and_rfc4733_hold_and_resume(
     rx = {e["do"]: e["rx_packets"] for e in states}
     assert rx["hold"] > 100, rx
     assert rx["unhold"] - rx["hold"] <= 3, f"audio was sent while the caller held: {rx}"
-    corr_after, _ = best_correlation(heard[int(rate * 4.5) :], to_pcm(bot_at))
+    corr_after, _ = best_correlation(heard[int(rate * (begun + 4.5)) :], to_pcm(bot_at))
     assert corr_after > 0.9, corr_after
 
 

@@ -315,7 +315,10 @@ async def pjsua(
     seconds: float = 8.0,
     actions: list[dict[str, Any]] | None = None,
     target: str | None = None,
+    start: asyncio.Event | None = None,
 ) -> Finished:
+    """pjsua calls the gateway. Its actions' clock starts at the INVITE, or, given ``start``,
+    when the test sets it (its timeline anchored to the test's own event)."""
     cmd = [
         sys.executable,
         "-m",
@@ -333,7 +336,37 @@ async def pjsua(
         cmd += ["--play", str(play)]
     if record is not None:
         cmd += ["--record", str(record)]
-    return await run(cmd, timeout_s=seconds + 30)
+    if start is None:
+        return await run(cmd, timeout_s=seconds + 30)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        "--start-on-stdin",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    async def go() -> None:
+        await start.wait()
+        stdin.write(b"go\n")
+        await stdin.drain()
+
+    # Not communicate(): it would close stdin at once, which pjsua reads as the start line.
+    starter = asyncio.ensure_future(go())
+    try:
+        async with asyncio.timeout(seconds + 90):
+            out = await stdout.read()
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        out = await stdout.read()
+        await proc.wait()
+    finally:
+        starter.cancel()
+        stdin.close()
+    return Finished(proc.returncode or 0, out.decode(errors="replace"))
 
 
 async def baresip(

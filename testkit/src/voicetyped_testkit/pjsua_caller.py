@@ -7,6 +7,10 @@ Plays a WAV into the call, records what it hears, performs timed actions (``dtmf
 ``dtmf_rfc``, ``hold``, ``unhold``, ``hangup``) and prints one JSON object per line for what
 happens (call states, a transfer request and its target, errors). A REFER from the gateway is
 accepted the PJSIP way: pjsua calls the target and reports progress back with NOTIFYs.
+
+With ``--start-on-stdin`` the actions' clock (and ``--seconds``) starts when a line arrives on
+stdin instead of at the INVITE: a test starts it at the moment its own timeline begins (say,
+when the gateway has the prompt to play), so set-up time on a loaded machine shifts nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -77,6 +82,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--actions", default="[]")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--start-on-stdin", action="store_true")
+    parser.add_argument("--start-timeout", type=float, default=60.0)
     args = parser.parse_args()
     actions = sorted(json.loads(args.actions), key=lambda a: a["at"])
 
@@ -111,11 +118,32 @@ def main() -> int:
     except pj.Error as exc:
         emit(event="error", reason=exc.info())
         return 1
+    go = threading.Event()
+    if args.start_on_stdin:
+        # A thread, because pjsua's event loop must keep running while we wait for the line.
+        def wait_for_line() -> None:
+            sys.stdin.readline()
+            go.set()
+
+        threading.Thread(target=wait_for_line, daemon=True).start()
+    else:
+        go.set()
     started = time.monotonic()
+    clock: float | None = started if go.is_set() else None
     try:
-        while time.monotonic() - started < args.seconds:
+        while clock is None or time.monotonic() - clock < args.seconds:
             ep.libHandleEvents(10)
-            now = time.monotonic() - started
+            if clock is None:
+                if go.is_set():
+                    clock = time.monotonic()
+                    emit(event="started", after_s=round(clock - started, 3))
+                elif time.monotonic() - started > args.start_timeout:
+                    emit(event="error", reason="no start line on stdin")
+                    break
+                if call.disconnected:
+                    break
+                continue
+            now = time.monotonic() - clock
             while actions and actions[0]["at"] <= now:
                 action = actions.pop(0)
                 emit(event="action", do=action["do"], rx_packets=received_packets(call))
