@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 
-from voicetyped_runtime import engine as e
+from voicetyped_runtime import engine_io as e
 from voicetyped_runtime.dialogs import DialogVersion
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.base import SessionStore, StoreError

@@ -18,7 +18,7 @@ from voicetyped.session_proto import caller_from_proto
 from voicetyped.v1 import runtime_pb2
 from voicetyped_specs.dialog.compiled import DialogError
 
-from voicetyped_runtime import engine as e
+from voicetyped_runtime import engine_io as e
 from voicetyped_runtime.call import ActorSettings, CallActor, wall_ms
 from voicetyped_runtime.config import RuntimeSettings
 from voicetyped_runtime.dialogs import DialogRegistry, DialogVersion

@@ -40,8 +40,32 @@ from voicetyped.session import (
 from voicetyped_specs.dialog import compiled as c
 from voicetyped_specs.dialog.cel import CelEvalError, truthy
 from voicetyped_specs.dialog.model import BargeIn, EventType, Outcome
-from voicetyped_specs.dialog.template import _plain
+from voicetyped_specs.dialog.template import plain
 
+from voicetyped_runtime.engine_io import (
+    NORMAL_CLEARING,
+    TEMPORARY_FAILURE,
+    AskLlm,
+    BackendAnswer,
+    CallerHangup,
+    CancelSpeech,
+    CommandFailed,
+    Dtmf,
+    Effect,
+    ExecuteHook,
+    HangupCall,
+    Input,
+    LlmAnswer,
+    PlaybackDone,
+    SessionEnded,
+    Speak,
+    SpeechEnded,
+    SpeechStarted,
+    Tick,
+    Transcript,
+    TransferCall,
+    Warn,
+)
 from voicetyped_runtime.state import (
     CallState,
     Deferred,
@@ -53,160 +77,39 @@ from voicetyped_runtime.state import (
     Timer,
 )
 
-# Q.850 causes
-NORMAL_CLEARING = 16
-TEMPORARY_FAILURE = 41
+# The inputs and effects are engine_io's; re-exported so `engine.Speak` keeps working.
+__all__ = [
+    "DRAIN_LIMIT_MS",
+    "DRAIN_TIMER",
+    "ENDPOINT_TIMER",
+    "NORMAL_CLEARING",
+    "TEMPORARY_FAILURE",
+    "AskLlm",
+    "BackendAnswer",
+    "CallerHangup",
+    "CancelSpeech",
+    "CommandFailed",
+    "Dtmf",
+    "Effect",
+    "Engine",
+    "ExecuteHook",
+    "HangupCall",
+    "Input",
+    "LlmAnswer",
+    "PlaybackDone",
+    "SessionEnded",
+    "Speak",
+    "SpeechEnded",
+    "SpeechStarted",
+    "Tick",
+    "Transcript",
+    "TransferCall",
+    "Warn",
+]
 
 ENDPOINT_TIMER = "_endpoint"  # internal: silence after a final before the turn is taken
 DRAIN_TIMER = "_drain"  # internal: upper bound on waiting for prompts before hangup/transfer
 DRAIN_LIMIT_MS = 60_000
-
-# ---- inputs -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    utterance_id: str
-
-
-@dataclass(frozen=True)
-class SpeechEnded:
-    utterance_id: str
-
-
-@dataclass(frozen=True)
-class Transcript:
-    utterance_id: str
-    text: str
-    final: bool
-    confidence: float = 1.0
-    start_ms: int = 0
-    end_ms: int = 0
-    intent: str = ""
-    intent_score: float = 0.0
-
-
-@dataclass(frozen=True)
-class PlaybackDone:
-    request_id: str
-    cancelled: bool = False
-
-
-@dataclass(frozen=True)
-class Dtmf:
-    digit: str
-    duration_ms: int = 0
-
-
-@dataclass(frozen=True)
-class BackendAnswer:
-    key: str
-    ok: bool
-    response: JsonValue = None
-    error_code: str = ""
-    error_message: str = ""
-
-
-@dataclass(frozen=True)
-class LlmAnswer:
-    key: str
-    ok: bool
-    label: str = ""
-    slots: dict[str, JsonValue] = field(default_factory=dict)
-    error_code: str = ""
-    error_message: str = ""
-
-
-@dataclass(frozen=True)
-class CommandFailed:
-    """A transfer (or hangup) the media gateway could not carry out."""
-
-    command_id: str
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class CallerHangup:
-    reason: str = "caller hung up"
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Fire every timer due at ``now_ms``."""
-
-
-Input = (
-    SpeechStarted
-    | SpeechEnded
-    | Transcript
-    | PlaybackDone
-    | Dtmf
-    | BackendAnswer
-    | LlmAnswer
-    | CommandFailed
-    | CallerHangup
-    | Tick
-)
-
-# ---- effects ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Speak:
-    request_id: str
-    text: str
-    voice: str
-    barge_in: BargeIn
-
-
-@dataclass(frozen=True)
-class CancelSpeech:
-    request_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TransferCall:
-    command_id: str
-    target: str
-
-
-@dataclass(frozen=True)
-class HangupCall:
-    command_id: str
-    reason_code: int
-
-
-@dataclass(frozen=True)
-class ExecuteHook:
-    key: str
-    action_id: str
-    service: str
-    method: str
-    payload: dict[str, JsonValue]
-    deadline_ms: int
-
-
-@dataclass(frozen=True)
-class AskLlm:
-    key: str
-    request: dict[str, JsonValue]
-    deadline_ms: int
-
-
-@dataclass(frozen=True)
-class SessionEnded:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Warn:
-    message: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-Effect = (
-    Speak | CancelSpeech | TransferCall | HangupCall | ExecuteHook | AskLlm | SessionEnded | Warn
-)
 
 
 @dataclass
@@ -659,7 +562,7 @@ class Engine:
                 case c.SetVars():
                     for name, expr in action.assignments:
                         try:
-                            s.vars[name] = _plain(expr.evaluate(act))
+                            s.vars[name] = plain(expr.evaluate(act))
                         except CelEvalError as exc:
                             raise _ActionError(f"set {name}: {exc}") from None
                         act["vars"] = dict(s.vars)

@@ -15,7 +15,7 @@ from voicetyped.service import tracing
 from voicetyped.service.grpc_client import create_channel
 from voicetyped.v1 import integration_pb2, integration_pb2_grpc
 
-from voicetyped_runtime.engine import BackendAnswer, ExecuteHook
+from voicetyped_runtime.engine_io import BackendAnswer, ExecuteHook
 
 _RETRYABLE = frozenset(
     {

@@ -13,7 +13,7 @@ from voicetyped.service.streams import RequestFeed
 from voicetyped.v1 import runtime_pb2, session_pb2, speech_pb2, speech_pb2_grpc
 from voicetyped_specs.dialog.model import BargeIn
 
-from voicetyped_runtime import engine as e
+from voicetyped_runtime import engine_io as e
 
 log = get_logger("voicetyped.runtime.links")
 

@@ -33,7 +33,7 @@ import httpx
 from pydantic import JsonValue
 from voicetyped_specs.dialog.model import LlmSettings
 
-from voicetyped_runtime.engine import LlmAnswer
+from voicetyped_runtime.engine_io import LlmAnswer
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class Template:
         if self._whole:
             expr = self._parts[0]
             assert isinstance(expr, Expression)
-            return _plain(expr.evaluate(activation))
+            return plain(expr.evaluate(activation))
         return "".join(
             p if isinstance(p, str) else _text(p.evaluate(activation)) for p in self._parts
         )
@@ -58,12 +58,12 @@ class Template:
         return value if isinstance(value, str) else _text(value)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """CEL results as JSON-compatible Python values."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, bool | int | float | str) or value is None:
         return value
     return str(value)
@@ -80,7 +80,7 @@ def _text(value: Any) -> str:
         return str(int(value))
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(_plain(value), ensure_ascii=False)
+    return json.dumps(plain(value), ensure_ascii=False)
 
 
 class JsonTemplate:
