@@ -47,31 +47,27 @@ in each row, so it holds across restarts) and :class:`RedisIdempotencyStore`
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-import aiosqlite
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from voicetyped.storage import (
+    RedisStoreBase,
+    SqliteStoreBase,
+    positive,
+    positive_ms,
+)
+from voicetyped.storage import (
+    StoreError as StoreError,  # re-exported: callers catch it from here
+)
 from voicetyped.urls import redact_url
 
 BeginStatus = Literal["new", "done", "in_progress"]
 
 POLL_MIN_S = 0.01
 POLL_MAX_S = 0.25
-
-
-class StoreError(Exception):
-    """The idempotency store is unreachable or answered unexpectedly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +126,6 @@ class IdempotencyStore(Protocol):
         """
 
 
-def _positive(seconds: float, what: str) -> float:
-    if not seconds > 0:
-        raise ValueError(f"{what} must be > 0, got {seconds!r}")
-    return seconds
-
-
 async def _poll(peek: Callable[[], Awaitable[Begin]], timeout_s: float) -> Begin:
     """Shared :meth:`IdempotencyStore.wait`: backs off from 10 ms to 250 ms between peeks."""
     loop = asyncio.get_running_loop()
@@ -183,83 +173,20 @@ WHERE idempotency.expires_at <= :now
 _ABANDON = "DELETE FROM idempotency WHERE id = ? AND owner = ? AND done = 0"
 _PEEK = "SELECT done, result FROM idempotency WHERE id = ? AND expires_at > ?"
 
-BUSY_TIMEOUT_S = 5.0
-PURGE_EVERY_S = 60.0
 
-
-class SqliteIdempotencyStore:
+class SqliteIdempotencyStore(SqliteStoreBase):
     """An :class:`IdempotencyStore` in one SQLite file (or ``":memory:"``)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._db: aiosqlite.Connection | None = None
-        self._next_purge = 0.0
-
-    @contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"idempotency store sqlite {self.path}: {op} failed: {exc}") from exc
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError(f"idempotency store sqlite {self.path}: not open (call open() first)")
-        return self._db
-
-    async def open(self) -> None:
-        if self._db is not None:
-            return
-        try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"idempotency store sqlite {self.path}: open failed: {exc}") from exc
-        with self._errors("open"):
-            # Autocommit: every statement is its own transaction.
-            db = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                await db.execute("PRAGMA journal_mode = WAL")
-                # FULL, not NORMAL: a stored result is a promise not to repeat a
-                # charge, so it must survive a power cut, not only a crash.
-                await db.execute("PRAGMA synchronous = FULL")
-                await db.executescript(_SCHEMA)
-                await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            except BaseException:
-                await db.close()
-                raise
-        self._db = db
-        await self.purge()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            with self._errors("close"):
-                await db.close()
-
-    async def check(self) -> str | None:
-        try:
-            with self._errors("check"):
-                await self._conn().execute("SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return None
-
-    async def purge(self) -> None:
-        """Delete expired rows now (otherwise done at most once a minute, on writes)."""
-        self._next_purge = time.monotonic() + PURGE_EVERY_S
-        with self._errors("purge"):
-            await self._conn().execute(
-                "DELETE FROM idempotency WHERE expires_at <= ?", (time.time(),)
-            )
-
-    async def _maybe_purge(self) -> None:
-        if time.monotonic() >= self._next_purge:
-            await self.purge()
+    KIND = "idempotency store "
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = _SCHEMA_VERSION
+    TABLES = ("idempotency",)
+    # FULL, not NORMAL: a stored result is a promise not to repeat a charge, so it must
+    # survive a power cut, not only a crash.
+    SYNCHRONOUS = "FULL"
 
     async def begin(self, key: str, owner: str, lease_s: float) -> Begin:
-        _positive(lease_s, "lease_s")
+        positive(lease_s, "lease_s")
         # The upsert and the read that explains a refusal are two statements; if
         # the blocking row expires in between, take the key on the next round.
         for _ in range(3):
@@ -281,7 +208,7 @@ class SqliteIdempotencyStore:
             "id": key,
             "owner": owner,
             "result": result,
-            "expires_at": now + _positive(retention_s, "retention_s"),
+            "expires_at": now + positive(retention_s, "retention_s"),
             "now": now,
         }
         with self._errors("complete"):
@@ -344,8 +271,6 @@ end
 return 0
 """
 
-TIMEOUT_S = 2.0
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -356,11 +281,7 @@ def _raw(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def _ms(seconds: float, what: str) -> int:
-    return max(1, round(_positive(seconds, what) * 1000))
-
-
-class RedisIdempotencyStore:
+class RedisIdempotencyStore(RedisStoreBase):
     """An :class:`IdempotencyStore` in Redis, shared by every gateway replica.
 
     The password comes from the URL or, for mounted secrets, from
@@ -368,102 +289,11 @@ class RedisIdempotencyStore:
     Error messages carry the URL with its credentials masked.
     """
 
-    def __init__(
-        self,
-        url: str,
-        key_prefix: str = "voicetyped:idem:",
-        password_file: Path | None = None,
-        timeout_s: float = TIMEOUT_S,
-    ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"not a redis:// or rediss:// URL: {redact_url(url)}")
-        url_password = parts.password or dict(parse_qsl(parts.query)).get("password")
-        if url_password and password_file is not None:
-            raise ValueError("give the Redis password in the URL or in password_file, not both")
-        self._url = url
-        self.display_url = redact_url(url)
-        self._prefix = key_prefix
-        self._password_file = password_file
-        self._timeout_s = timeout_s
-        # Scrubbed from error messages, raw and percent-decoded.
-        self._secrets = [s for s in (url_password, unquote(url_password or "")) if s]
-        self._redis: Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
-
-    @contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            detail = str(exc) or type(exc).__name__
-            for secret in self._secrets:  # in case a library message echoes it
-                detail = detail.replace(secret, "***")
-            raise StoreError(
-                f"idempotency store redis at {self.display_url}: {op} failed: {detail}"
-            ) from exc
-
-    def _client(self) -> Redis:
-        if self._redis is None:
-            raise StoreError(
-                f"idempotency store redis at {self.display_url}: not open (call open() first)"
-            )
-        return self._redis
-
-    def _script(self, name: str) -> AsyncScript:
-        self._client()  # raises if not open
-        return self._scripts[name]
-
-    async def open(self) -> None:
-        """Connect and PING; StoreError if Redis does not answer. Idempotent."""
-        if self._redis is not None:
-            return
-        password = None
-        if self._password_file is not None:
-            try:
-                text = await asyncio.to_thread(self._password_file.read_text)
-            except OSError as exc:
-                raise StoreError(f"redis password file: {exc}") from None
-            password = text.rstrip("\r\n") or None
-            if password:
-                self._secrets.append(password)
-        client = Redis.from_url(
-            self._url,
-            password=password,
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-            # Ride out a reconnect, but fail fast in an outage: a call is waiting.
-            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), retries=2),
-        )
-        try:
-            with self._errors("connect"):
-                await client.ping()
-        except StoreError:
-            await client.aclose()
-            raise
-        self._scripts = {
-            "begin": client.register_script(_REDIS_BEGIN),
-            "complete": client.register_script(_REDIS_COMPLETE),
-            "abandon": client.register_script(_REDIS_ABANDON),
-        }
-        self._redis = client
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            client, self._redis = self._redis, None
-            with self._errors("close"):
-                await client.aclose()
-
-    async def check(self) -> str | None:
-        try:
-            with self._errors("ping"):
-                await self._client().ping()
-        except StoreError as exc:
-            return str(exc)
-        return None
+    KIND = "idempotency store "
+    SCRIPTS = {"begin": _REDIS_BEGIN, "complete": _REDIS_COMPLETE, "abandon": _REDIS_ABANDON}
 
     async def begin(self, key: str, owner: str, lease_s: float) -> Begin:
-        lease_ms = _ms(lease_s, "lease_s")
+        lease_ms = positive_ms(lease_s, "lease_s")
         with self._errors("begin"):
             reply: list[bytes | str] = await self._script("begin")(
                 keys=[self._prefix + key], args=[owner, lease_ms]
@@ -476,7 +306,7 @@ class RedisIdempotencyStore:
         return IN_PROGRESS
 
     async def complete(self, key: str, owner: str, result: bytes, retention_s: float) -> bool:
-        retention_ms = _ms(retention_s, "retention_s")
+        retention_ms = positive_ms(retention_s, "retention_s")
         with self._errors("complete"):
             stored = await self._script("complete")(
                 keys=[self._prefix + key], args=[owner, result, retention_ms]

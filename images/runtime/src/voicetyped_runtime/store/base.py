@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-
-class StoreError(Exception):
-    """The store is unreachable or answered unexpectedly."""
+from voicetyped.storage import StoreError as StoreError  # re-exported
 
 
 class SessionStore(Protocol):

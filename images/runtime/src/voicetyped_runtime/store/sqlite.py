@@ -8,15 +8,9 @@ on its own thread, off the event loop.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import aiosqlite
-
-from voicetyped_runtime.store.base import StoreError
+from voicetyped.storage import SqliteStoreBase, positive
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -40,90 +34,19 @@ ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.exp
 WHERE leases.owner = excluded.owner OR leases.expires_at <= :now
 """
 
-BUSY_TIMEOUT_S = 5.0
-PURGE_EVERY_S = 60.0
 
-
-def _positive(seconds: float, what: str) -> float:
-    if not seconds > 0:
-        raise ValueError(f"{what} must be > 0, got {seconds!r}")
-    return seconds
-
-
-class SqliteStore:
+class SqliteStore(SqliteStoreBase):
     """A :class:`~voicetyped_runtime.store.base.SessionStore` in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._db: aiosqlite.Connection | None = None
-        self._next_purge = 0.0
-
-    @contextmanager
-    def _errors(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self.path}: {op} failed: {exc}") from exc
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError(f"sqlite {self.path}: store is not open (call open() first)")
-        return self._db
-
-    async def open(self) -> None:
-        if self._db is not None:
-            return
-        try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"sqlite {self.path}: open failed: {exc}") from exc
-        with self._errors("open"):
-            # isolation_level=None: autocommit, every statement is its own transaction.
-            db = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                # WAL: readers never block the writer. NORMAL: durable against a
-                # process crash; a power cut can lose the last commits, which the
-                # next turn rewrites anyway.
-                await db.execute("PRAGMA journal_mode = WAL")
-                await db.execute("PRAGMA synchronous = NORMAL")
-                await db.executescript(_SCHEMA)
-                await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            except BaseException:
-                await db.close()
-                raise
-        self._db = db
-        await self.purge()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            with self._errors("close"):
-                await db.close()
-
-    async def check(self) -> str | None:
-        try:
-            with self._errors("check"):
-                await self._conn().execute("SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return None
-
-    async def purge(self) -> None:
-        """Delete every expired row now (otherwise done lazily, see module doc)."""
-        now = time.time()
-        self._next_purge = time.monotonic() + PURGE_EVERY_S
-        with self._errors("purge"):
-            for table in _TABLES:
-                await self._conn().execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
-
-    async def _maybe_purge(self) -> None:
-        if time.monotonic() >= self._next_purge:
-            await self.purge()
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = _SCHEMA_VERSION
+    TABLES = _TABLES
+    # NORMAL: durable against a process crash; a power cut can lose the last commits,
+    # which the next turn rewrites anyway.
+    SYNCHRONOUS = "NORMAL"
 
     async def save(self, session_id: str, document: bytes, ttl_s: float) -> None:
-        expires_at = time.time() + _positive(ttl_s, "ttl_s")
+        expires_at = time.time() + positive(ttl_s, "ttl_s")
         with self._errors("save"):
             await self._conn().execute(
                 "INSERT OR REPLACE INTO sessions (id, document, expires_at) VALUES (?, ?, ?)",
@@ -164,7 +87,7 @@ class SqliteStore:
         params = {
             "id": session_id,
             "owner": owner,
-            "expires_at": now + _positive(lease_s, "lease_s"),
+            "expires_at": now + positive(lease_s, "lease_s"),
             "now": now,
         }
         with self._errors("claim"):
@@ -180,7 +103,7 @@ class SqliteStore:
             )
 
     async def archive(self, session_id: str, document: bytes, retention_s: float) -> None:
-        expires_at = time.time() + _positive(retention_s, "retention_s")
+        expires_at = time.time() + positive(retention_s, "retention_s")
         with self._errors("archive"):
             await self._conn().execute(
                 "INSERT OR REPLACE INTO archive (id, document, expires_at) VALUES (?, ?, ?)",
