@@ -5,7 +5,8 @@
 #   make install the whole uv workspace into .venv for development
 #   make proto   regenerate voicetyped.v1 Python code from proto/
 #   make crds    regenerate crds/ (and the chart's copy) from the operator's models
-#   make lint    ruff, mypy, hadolint, lock freshness
+#   make dockerfiles  regenerate the five Dockerfiles from their one template
+#   make lint    ruff, mypy, import rules, hadolint, lock freshness
 #   make bench   benchmarks; JSON results in bench/results/
 #
 # Tools and caches live outside the checkout so a fresh clone reuses them:
@@ -40,7 +41,7 @@ DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
 include tests/e2e/cluster/cluster.mk
 
-.PHONY: help install system-deps proto crds lint format test unit bench clean demo
+.PHONY: help install system-deps proto crds dockerfiles lint format test unit bench clean demo
 
 help:
 	@grep -hE '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -70,6 +71,10 @@ proto: install
 
 # The CRDs are generated from the operator's pydantic models (a unit test fails when stale),
 # and the Argo CD argocd-cm snippet from the chart's health.lua script.
+# The five Dockerfiles come from one template (a unit test fails when they are stale).
+dockerfiles: install
+	$(PY) -m voicetyped_dev.dockerfiles
+
 crds: install
 	$(PY) -m voicetyped_operator.crds --out crds --out charts/voicetyped-operator/crds
 	$(PY) -m voicetyped_operator.argocd --root charts/voicetyped-operator/argocd

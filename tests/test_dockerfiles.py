@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from voicetyped_dev import dockerfiles
 from voicetyped_dev.up import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,3 +192,16 @@ def test_service_images_have_a_healthcheck_and_a_writable_workdir(service: str) 
     checks = [rest for op, rest in final if op == "HEALTHCHECK"]
     assert len(checks) == 1 and "/healthz" in checks[0]
     assert ("WORKDIR", "/var/lib/voicetyped") in final
+
+
+def test_dockerfiles_are_generated_from_the_one_template(tmp_path: Path) -> None:
+    assert dockerfiles.main(["--check"]) == 0, "run `make dockerfiles`"
+    # Every member's metadata is copied (uv sync --locked reads them all), so a new member
+    # reaches every image; each image copies its own directory and what it ships.
+    members = dockerfiles.workspace_members()
+    for image in dockerfiles.IMAGES:
+        text = (REPO / image.directory / "Dockerfile").read_text()
+        for member in members:
+            if member != "common":
+                assert f"COPY {member}/pyproject.toml {member}/\n" in text, (image.name, member)
+        assert f"COPY {image.directory} {image.directory}\n" in text
