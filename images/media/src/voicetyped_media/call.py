@@ -34,6 +34,7 @@ from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, make_offer, negotiate
+from voicetyped_media.sip.server import refuse
 from voicetyped_media.speech_audio import SpeechAudioStream
 
 if TYPE_CHECKING:
@@ -321,9 +322,8 @@ class MediaCall:
     def _reject(self, status: int, reason: str, warning: str = "") -> None:
         if self.answered:
             return
-        headers = {"Warning": f'399 voicetyped "{warning}"'} if warning else None
         with contextlib.suppress(Exception):
-            self.sip._send_response(status, reason, extra_headers=headers)
+            refuse(self.sip, status, reason, warning)
         self.sip.dialog.terminate()
 
     # -- media callbacks ---------------------------------------------------------------------

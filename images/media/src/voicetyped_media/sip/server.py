@@ -50,6 +50,14 @@ class Handlers:
     draining: Callable[[], bool]
 
 
+def refuse(call: IncomingCall, status: int, reason: str, warning: str = "") -> None:
+    """Refuse a call that was not answered yet, inside its dialog (aiosipua has no public way
+    to send a final error response for an IncomingCall: this module is where its internals are
+    touched)."""
+    headers = {"Warning": f'399 voicetyped "{warning}"'} if warning else None
+    call._send_response(status, reason, extra_headers=headers)
+
+
 def reply(
     uas: SipUAS, request: SipRequest, problem: Problem, call: IncomingCall | None = None
 ) -> None:
