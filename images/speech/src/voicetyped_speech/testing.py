@@ -87,6 +87,9 @@ def words(text: str) -> list[str]:
     for raw in text.lower().replace("\u2019", "'").split():
         word = raw.strip('.,?!;:"')
         for piece in _CONTRACTIONS.get(word, word).split():
+            # Whisper groups spoken digits as it likes ("482-13", "4,821"): spell each digit.
+            if piece and piece.replace("-", "").replace(",", "").isdigit():
+                piece = piece.replace("-", "").replace(",", "")
             if piece.isdigit():
                 out.extend(_DIGITS[int(d)] for d in piece)
             elif piece:
