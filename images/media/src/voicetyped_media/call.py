@@ -54,6 +54,9 @@ ENDED = runtime_pb2.CallEnded
 Reason: TypeAlias = runtime_pb2.CallEnded.Reason.ValueType
 MAX_HELD_PLAYBACK_FRAMES = 1500  # 30 s of bot audio kept while the caller holds
 MAX_PLAYOUT_WAIT_S = 10.0  # the longest a BYE or REFER waits for queued audio to go out
+# After the last packet of a prompt, before BYE/REFER: the caller's jitter buffer still holds
+# up to a few frames, which a phone drops when the BYE arrives right behind them.
+PLAYOUT_TAIL_S = 0.2
 ACK_TIMEOUT_S = 32.0  # 64 x T1: how long a delayed offer's answer (the ACK) may take
 
 
@@ -457,6 +460,8 @@ class MediaCall:
         queued_s = self.playout.queued_frames * FRAME_S
         if not await self.playout.drain(min(queued_s + 1.0, MAX_PLAYOUT_WAIT_S)):
             log.warning("playout not finished before leaving the call", queued_s=queued_s)
+        elif queued_s > 0:
+            await asyncio.sleep(PLAYOUT_TAIL_S)
 
     async def hang_up(self) -> None:
         """Send BYE (answered calls) and wait for its response (bounded)."""
