@@ -34,6 +34,7 @@ The gateway's document, for example::
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -208,8 +209,9 @@ class AuthBase(_Spec):
         description="oauth2: renew the token this long before it expires.",
     )
 
+    @abstractmethod
     def _credential_set(self, credential: Credential) -> bool:
-        raise NotImplementedError
+        """Whether this form holds ``credential`` (a file or a Secret reference)."""
 
     @model_validator(mode="after")
     def _scheme_rules(self) -> AuthBase:
@@ -240,8 +242,9 @@ class AuthBase(_Spec):
             raise ValueError("apiKey auth needs exactly one of header or query")
         return self
 
+    @abstractmethod
     def _name_of(self, credential: Credential) -> str:
-        raise NotImplementedError
+        """The field that names ``credential`` in this form (for messages)."""
 
 
 def _attr(model: type[BaseModel], alias: str) -> str:
