@@ -444,3 +444,55 @@ def best_correlation(signal: np.ndarray, reference: np.ndarray) -> tuple[float, 
     ref = b[: len(seg)]
     denom = np.linalg.norm(seg) * np.linalg.norm(ref)
     return (float(np.dot(seg, ref) / denom) if denom else 0.0), lag
+
+
+@dataclass
+class Heard:
+    """Where each voiced piece of a reference was found in a recording (``heard_pieces``)."""
+
+    pieces: list[tuple[float, int]]  # (correlation, lag) per voiced piece, in order
+    piece_len: int
+    min_corr: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of the reference's voiced pieces found in the recording."""
+        return sum(c > self.min_corr for c, _ in self.pieces) / len(self.pieces)
+
+    @property
+    def last_heard(self) -> bool:
+        return self.pieces[-1][0] > self.min_corr
+
+    @property
+    def in_order(self) -> bool:
+        lags = [lag for c, lag in self.pieces if c > self.min_corr]
+        return lags == sorted(lags)
+
+    @property
+    def end(self) -> int:
+        """Sample just after the reference's last voiced piece in the recording."""
+        return self.pieces[-1][1] + self.piece_len
+
+
+def heard_pieces(
+    signal: np.ndarray,
+    reference: np.ndarray,
+    rate: int,
+    piece_s: float = 0.25,
+    min_corr: float = 0.9,
+) -> Heard:
+    """Find each voiced ``piece_s`` piece of ``reference`` in ``signal`` on its own.
+
+    A SIP phone's adaptive jitter buffer drops or stretches a frame now and then under load,
+    which shifts everything after it: one correlation over the whole clip then falls to ~0.6
+    though every word was played. Piece by piece, only the piece holding the shift suffers.
+    """
+    size = int(rate * piece_s)
+    loudest = float(np.max(np.abs(reference.astype(np.float64)))) or 1.0
+    pieces = [
+        best_correlation(signal, reference[i : i + size])
+        for i in range(0, len(reference) - size + 1, size)
+        if np.sqrt(np.mean(reference[i : i + size].astype(np.float64) ** 2)) > loudest / 20
+    ]
+    assert pieces, "the reference has no voiced piece"
+    return Heard(pieces, size, min_corr)
