@@ -20,7 +20,7 @@ from voicetyped_media.config import MediaSettings
 from voicetyped_media.metrics import MediaMetrics
 from voicetyped_media.rtp.pacer import Pacer
 from voicetyped_media.rtp.ports import PortPool
-from voicetyped_media.sdp import SdpError, negotiate
+from voicetyped_media.sdp import Offer, SdpError, read_offer
 from voicetyped_media.sip.inbound import InboundPolicy
 from voicetyped_media.sip.server import Handlers, SipServer
 from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
@@ -164,7 +164,7 @@ class MediaGateway:
 
     # -- SIP handlers ------------------------------------------------------------------------
 
-    def _admit(self, request: SipRequest, source: tuple[str, int]) -> Problem | None:
+    def _admit(self, request: SipRequest, source: tuple[str, int]) -> Problem | Offer | None:
         s = self.settings
         retry = {"Retry-After": str(s.retry_after_s)}
         if self.draining:
@@ -183,21 +183,21 @@ class MediaGateway:
         if not request.body.strip():
             return None  # delayed offer: ours goes in the 200, the answer comes in the ACK
         try:
-            negotiate(request.text, s.sdp_address(), 9, tuple(s.codecs))
+            return read_offer(request.text, tuple(s.codecs))  # the only reading of the offer
         except SdpError as exc:
             self.metrics.refused.labels("sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
-        return None
 
     def _dialog_for(self, call: IncomingCall) -> str:
         uri = call.invite.uri
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
         return self.settings.dialog_routes.get(user, self.settings.dialog)
 
-    def _new_call(self, sip_call: IncomingCall) -> None:
+    def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
         call = MediaCall(
             sip_call,
+            offer,
             CallConfig(
                 local_ip=s.rtp_host,
                 advertised_ip=s.sdp_address(),

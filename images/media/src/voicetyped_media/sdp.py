@@ -109,6 +109,46 @@ def _remote(sdp: SdpMessage, media: MediaDescription) -> tuple[str, str]:
     return address, direction
 
 
+@dataclass(frozen=True)
+class Offer:
+    """A caller's SDP offer, read once (at admission): the codec we take from it and where its
+    audio goes. :func:`answer_offer` builds our answer once the RTP port is known."""
+
+    sdp: SdpMessage
+    audio_index: int
+    codec: CodecChoice
+    telephone_event: int | None
+    remote: tuple[str, int]
+    direction: str
+
+
+def read_offer(offer_text: str, enabled: tuple[str, ...] = CODEC_NAMES) -> Offer:
+    """Parse an offer and choose a codec from it (raises :class:`SdpError`)."""
+    offer = parse_offer(offer_text)
+    audio_index = _audio_index(offer, "offered")
+    audio = offer.media[audio_index]
+    choice, telephone_event = _choose(audio, enabled, "offered")
+    address, direction = _remote(offer, audio)
+    return Offer(offer, audio_index, choice, telephone_event, (address, audio.port), direction)
+
+
+def answer_offer(offer: Offer, local_ip: str, local_port: int, ptime: int = 20) -> Negotiated:
+    """The session agreed from ``offer``, with our answer on ``local_ip:local_port``."""
+    answer = _answer(
+        offer.sdp,
+        offer.audio_index,
+        offer.codec,
+        offer.telephone_event,
+        local_ip,
+        local_port,
+        offer.direction,
+        ptime,
+    )
+    return Negotiated(
+        offer.codec, offer.telephone_event, offer.remote, offer.direction, answer, ptime
+    )
+
+
 def negotiate(
     offer_text: str,
     local_ip: str,
@@ -117,15 +157,7 @@ def negotiate(
     ptime: int = 20,
 ) -> Negotiated:
     """Choose a codec from the offer and build the answer (raises :class:`SdpError`)."""
-    offer = parse_offer(offer_text)
-    audio_index = _audio_index(offer, "offered")
-    audio = offer.media[audio_index]
-    choice, telephone_event = _choose(audio, enabled, "offered")
-    address, direction = _remote(offer, audio)
-    answer = _answer(
-        offer, audio_index, choice, telephone_event, local_ip, local_port, direction, ptime
-    )
-    return Negotiated(choice, telephone_event, (address, audio.port), direction, answer, ptime)
+    return answer_offer(read_offer(offer_text, enabled), local_ip, local_port, ptime)
 
 
 def _audio_index(sdp: SdpMessage, what: str) -> int:

@@ -25,13 +25,15 @@ from aiosipua.dialog import DialogState, dialog_matches
 from aiosipua.uas_requests import handle_ack
 
 from voicetyped_media.dtmf.sip_info import InfoDtmfError, parse_info_dtmf
-from voicetyped_media.sdp import SdpError, parse_offer
+from voicetyped_media.sdp import Offer
 from voicetyped_media.sip.client import ClientTransactions, in_dialog_destination
 from voicetyped_media.sip.validate import IMPLEMENTED, Problem
 
 log = logging.getLogger(__name__)
 
-Admit = Callable[[SipRequest, tuple[str, int]], Problem | None]
+Admit = Callable[[SipRequest, tuple[str, int]], Problem | Offer | None]
+"""Admission of a new INVITE: a :class:`Problem` refuses it; otherwise the caller's SDP offer as
+read (None: the INVITE had none), handed to ``new_call`` with the call."""
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Handlers:
     """What the SIP layer tells the call layer (all called on the event loop)."""
 
     admit: Admit
-    new_call: Callable[[IncomingCall], None]
+    new_call: Callable[[IncomingCall, Offer | None], None]
     reinvite: Callable[[IncomingCall], None]
     acked: Callable[[IncomingCall, SipRequest], None]
     """An ACK of a 2xx: it carries the caller's answer when that 2xx had our offer."""
@@ -101,7 +103,8 @@ class GatewayUAS(SipUAS):
         self._handlers["ACK"] = self._handle_ack
         for method in ("REFER",):  # we send REFER; being transferred ourselves is not served
             self._handlers.pop(method, None)
-        self.on_invite = handlers.new_call
+        self._admitted: Offer | None = None  # set around aiosipua's (synchronous) on_invite
+        self.on_invite = lambda call: handlers.new_call(call, self._admitted)
         self.on_reinvite = handlers.reinvite
         self.on_bye = lambda call, _req: handlers.ended(call.call_id, "bye")
         self.on_cancel = self._cancelled
@@ -127,17 +130,16 @@ class GatewayUAS(SipUAS):
             # A retransmitted INVITE of a call being set up: the 100/180 will be repeated by
             # the transaction; answering again would fork the dialog.
             return
-        problem = self.handlers.admit(request, addr)
-        if problem is None and request.body:
-            try:
-                parse_offer(request.text)
-            except SdpError as exc:
-                problem = Problem(488, "Not Acceptable Here", str(exc))
-        if problem is not None:
-            log.info("INVITE refused: %s %s", problem.status, problem.detail)
-            reply(self, request, problem)
+        admitted = self.handlers.admit(request, addr)
+        if isinstance(admitted, Problem):
+            log.info("INVITE refused: %s %s", admitted.status, admitted.detail)
+            reply(self, request, admitted)
             return
-        super()._handle_invite(request, addr)
+        self._admitted = admitted
+        try:
+            super()._handle_invite(request, addr)
+        finally:
+            self._admitted = None
 
     def _handle_ack(self, request: SipRequest, addr: tuple[str, int]) -> None:
         call = self._calls.get(request.call_id or "")

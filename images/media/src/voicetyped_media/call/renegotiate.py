@@ -1,0 +1,86 @@
+"""Changes to an answered call's session (RFC 3264 §8): a re-INVITE with a new offer (hold,
+resume, a new address or codec), an offerless re-INVITE (we offer the session as it is; the
+answer comes in the ACK), and what either does to the RTP stream, the playout and the runtime."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiosipua import SipRequest, parse_sdp
+from voicetyped.service.logs import get_logger
+from voicetyped.v1 import runtime_pb2
+
+from voicetyped_media.codecs.codec import open_codec
+from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, negotiate
+
+if TYPE_CHECKING:
+    from voicetyped_media.call.media_call import MediaCall
+
+log = get_logger("voicetyped.media.call")
+
+
+def reinvite(call: MediaCall, request: SipRequest) -> None:
+    """Answer a re-INVITE and apply it."""
+    if call.stream is None or call.port is None:
+        call.sip.reject(491, "Request Pending")
+        return
+    if not request.body.strip() and call.negotiated is not None:
+        call.reoffered = True
+        call.sip.accept(parse_sdp(call.negotiated.answer))
+        return
+    try:
+        negotiated = negotiate(
+            request.text, call.config.advertised_ip, call.port, call.config.codecs
+        )
+    except SdpError as exc:
+        log.info("re-INVITE refused", detail=str(exc))
+        call.sip.reject(488, "Not Acceptable Here")
+        call.sip.dialog.confirm()  # the call goes on as it was
+        return
+    apply(call, negotiated)
+    call.sip.accept(parse_sdp(negotiated.answer))
+
+
+def take_answer(call: MediaCall, ack: SipRequest) -> None:
+    """The ACK of our 2xx to an offerless re-INVITE: the caller's answer to the session."""
+    if not call.reoffered or call.stream is None or call.port is None:
+        return
+    call.reoffered = False
+    try:
+        negotiated = accept_answer(
+            ack.text, call.config.advertised_ip, call.port, call.config.codecs
+        )
+    except SdpError as exc:
+        log.info("re-INVITE answer unusable; session unchanged", detail=str(exc))
+        return
+    apply(call, negotiated)
+
+
+def apply(call: MediaCall, negotiated: Negotiated) -> None:
+    """Take a renegotiated session: codec, remote address, telephone-event, hold."""
+    assert call.stream is not None
+    previous = call.negotiated
+    call.negotiated = negotiated
+    if previous is not None and negotiated.codec != previous.codec:
+        call.stream.codec = open_codec(negotiated.codec)
+    if previous is None or negotiated.remote != previous.remote:
+        call.stream.remote = negotiated.remote
+        call.stream.remote_rtcp = (negotiated.remote[0], negotiated.remote[1] + 1)
+    call.stream.telephone_event = negotiated.telephone_event
+    _set_held(call, negotiated.on_hold)
+
+
+def _set_held(call: MediaCall, held: bool) -> None:
+    if held == call.held:
+        return
+    call.held = held
+    if call.playout is not None:
+        call.playout.held = held
+    if call.stream is not None:
+        call.stream.flush()
+    log.info("call held" if held else "call resumed")
+    if call.runtime is not None:
+        if held:
+            call.runtime.send(held=runtime_pb2.CallHeld())
+        else:
+            call.runtime.send(resumed=runtime_pb2.CallResumed())
