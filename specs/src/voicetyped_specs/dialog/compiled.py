@@ -26,7 +26,8 @@ from voicetyped_specs.dialog.cel import CelCompileError, Expression
 from voicetyped_specs.dialog.template import JsonTemplate, Template
 
 BUILTIN_TIMERS = frozenset({"no_input", "max_duration", "collect_digits"})
-_URI = re.compile(r"^(sips?|tel):\S+$")
+CALL_TARGET = re.compile(r"^(sips?|tel):\S+$")
+"""A transfer target: a SIP, SIPS or tel URI."""
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ class _Compiler:
                 return PlayTts(self._template(s.text, f"{path}.play_tts.text"), s.voice, s.barge_in)
             case m.Transfer(transfer=s):
                 tpl = self._template(s.target, f"{path}.transfer.target")
-                if not tpl.expressions and not _URI.match(s.target):
+                if not tpl.expressions and not CALL_TARGET.match(s.target):
                     self.issues.append(
                         Issue(
                             f"{path}.transfer.target",
