@@ -281,10 +281,42 @@ class FileAuth(AuthBase):
         return str(value)
 
 
-# Fields declared only so that the API server answers with a clear message instead of
-# dropping them: the resource has no field that could carry a secret or a file path.
-INLINE_FIELDS = ("value", "token", "password", "clientSecret", "clientId", "privateKey")
+# Fields the resource refuses, in its schema only so that the API server answers with a clear
+# message instead of dropping them: the resource has no field that could carry a secret or a
+# file path (the operator writes the paths into the document the gateway reads).
+INLINE_FIELDS = {
+    "value": "Refused: use secretRef.",
+    "token": "Refused: use secretRef.",
+    "password": "Refused: use a Secret.",
+    "clientSecret": "Refused: use clientSecretSecretRef.",
+    "clientId": "Refused: use clientIdSecretRef.",
+    "privateKey": "Refused: use tlsSecretName.",
+}
 FILE_FIELDS = tuple(dict.fromkeys(c.file_field for c in CREDENTIALS))
+
+
+def _refused_in_schema(schema: dict[str, Any]) -> None:
+    refused = INLINE_FIELDS | dict.fromkeys(FILE_FIELDS, "Set by the operator.")
+    for alias, description in refused.items():
+        schema["properties"][alias] = {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "default": None,
+            "description": description,
+        }
+    schema.update(
+        validations(
+            cel(
+                " && ".join(f"!has(self.{f})" for f in INLINE_FIELDS),
+                "inline secrets are refused: store the value in a Secret and reference it "
+                "(secretRef, clientIdSecretRef, clientSecretSecretRef, tlsSecretName)",
+            ),
+            cel(
+                " && ".join(f"!has(self.{f})" for f in FILE_FIELDS),
+                "file paths are set by the operator: reference a Secret instead",
+            ),
+            *_scheme_cel_rules(),
+        )
+    )
 
 
 def _cel_list(names: tuple[str, ...]) -> str:
@@ -308,20 +340,7 @@ def _scheme_cel_rules() -> list[dict[str, str]]:
 class SecretAuth(AuthBase):
     """The resource's auth: every credential is a Secret reference."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                " && ".join(f"!has(self.{f})" for f in INLINE_FIELDS),
-                "inline secrets are refused: store the value in a Secret and reference it "
-                "(secretRef, clientIdSecretRef, clientSecretSecretRef, tlsSecretName)",
-            ),
-            cel(
-                " && ".join(f"!has(self.{f})" for f in FILE_FIELDS),
-                "file paths are set by the operator: reference a Secret instead",
-            ),
-            *_scheme_cel_rules(),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=_refused_in_schema)
 
     secret_ref: SecretKeyRef | None = Field(None, alias="secretRef", description="apiKey: the key.")
     client_id_secret_ref: SecretKeyRef | None = Field(
@@ -333,33 +352,12 @@ class SecretAuth(AuthBase):
     tls_secret_name: ObjectName | None = Field(
         None, alias="tlsSecretName", description="mtls: Secret with tls.crt and tls.key."
     )
-    value: str | None = Field(None, description="Refused: use secretRef.")
-    token: str | None = Field(None, description="Refused: use secretRef.")
-    password: str | None = Field(None, description="Refused: use a Secret.")
-    client_secret: str | None = Field(
-        None, alias="clientSecret", description="Refused: clientSecretSecretRef."
-    )
-    client_id: str | None = Field(
-        None, alias="clientId", description="Refused: use clientIdSecretRef."
-    )
-    private_key: str | None = Field(
-        None, alias="privateKey", description="Refused: use tlsSecretName."
-    )
-    value_file: str | None = Field(None, alias="valueFile", description="Set by the operator.")
-    client_id_file: str | None = Field(
-        None, alias="clientIdFile", description="Set by the operator."
-    )
-    client_secret_file: str | None = Field(
-        None, alias="clientSecretFile", description="Set by the operator."
-    )
-    cert_file: str | None = Field(None, alias="certFile", description="Set by the operator.")
-    key_file: str | None = Field(None, alias="keyFile", description="Set by the operator.")
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_inline(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for alias in INLINE_FIELDS + FILE_FIELDS:
+            for alias in (*INLINE_FIELDS, *FILE_FIELDS):
                 if alias in data:
                     raise ValueError(
                         f"auth.{alias}: inline secrets and file paths are refused; "
