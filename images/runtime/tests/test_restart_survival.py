@@ -19,7 +19,9 @@ import pytest
 from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
 from voicetyped_testkit.redis_server import RedisServer
 
-HOLD_MS = 6000
+# Long enough that the hold is still pending after a SIGKILL and a restart on a loaded machine
+# (under stress-ng --cpu 2 the kill, restart and reattach took 14 s).
+HOLD_MS = 30000
 
 DIALOG = f"""
 name: restart-test
@@ -90,6 +92,11 @@ async def test_call_survives_sigkill(
         data: dict[str, Any] = reply.json()
         return data
 
+    async def live() -> dict[str, Any] | None:
+        """The session once the runtime holds it (a reattach loads it from Redis meanwhile)."""
+        reply = await admin.get(f"/v1/sessions/{sid}")
+        return reply.json() if reply.status_code == 200 else None
+
     async def ready() -> None:
         await runtime.wait_ready(http_port)
 
@@ -113,7 +120,7 @@ async def test_call_survives_sigkill(
         runtime.start()
         await ready()
         media.open(reattach=True)
-        after = await session()
+        after = await eventually(live, 10, "the session back after the reattach", runtime)
         assert after["session"]["state"] == "waiting"
         assert after["timers"]["hold"]["deadline_ms"] == hold_deadline_ms
         assert after["session"]["events"] == before["session"]["events"]

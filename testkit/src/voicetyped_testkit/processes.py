@@ -96,12 +96,17 @@ def _ready(port: int) -> bool:
 async def eventually(
     check: Callable[[], Any], timeout_s: float, what: str, process: ServiceProcess | None = None
 ) -> Any:
-    """Poll ``check`` until it returns something truthy (returned), else fail saying ``what``."""
+    """Poll ``check`` (plain or async) until it returns something truthy (returned), else fail
+    saying ``what``."""
     import asyncio
+    import inspect
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if value := check():
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
             return value
         await asyncio.sleep(0.05)
     tail = await asyncio.to_thread(process.tail) if process is not None else ""
