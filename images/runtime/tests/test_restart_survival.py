@@ -86,16 +86,15 @@ async def test_call_survives_sigkill(
     media = rt_peers.MediaPeer(f"127.0.0.1:{grpc_port}", sid, speech.endpoint)
     admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5)
 
-    async def session() -> dict[str, Any]:
-        reply = await admin.get(f"/v1/sessions/{sid}")
-        assert reply.status_code == 200, reply.text
-        data: dict[str, Any] = reply.json()
-        return data
-
     async def live() -> dict[str, Any] | None:
         """The session once the runtime holds it (a reattach loads it from Redis meanwhile)."""
         reply = await admin.get(f"/v1/sessions/{sid}")
         return reply.json() if reply.status_code == 200 else None
+
+    async def session() -> dict[str, Any]:
+        data = await live()
+        assert data is not None, "no live session"
+        return data
 
     async def ready() -> None:
         await runtime.wait_ready(http_port)

@@ -293,11 +293,11 @@ INLINE_FIELDS = {
     "privateKey": "Refused: use tlsSecretName.",
 }
 FILE_FIELDS = tuple(dict.fromkeys(c.file_field for c in CREDENTIALS))
+REFUSED_FIELDS = INLINE_FIELDS | dict.fromkeys(FILE_FIELDS, "Set by the operator.")
 
 
 def _refused_in_schema(schema: dict[str, Any]) -> None:
-    refused = INLINE_FIELDS | dict.fromkeys(FILE_FIELDS, "Set by the operator.")
-    for alias, description in refused.items():
+    for alias, description in REFUSED_FIELDS.items():
         schema["properties"][alias] = {
             "anyOf": [{"type": "string"}, {"type": "null"}],
             "default": None,
@@ -357,7 +357,7 @@ class SecretAuth(AuthBase):
     @classmethod
     def _refuse_inline(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for alias in (*INLINE_FIELDS, *FILE_FIELDS):
+            for alias in REFUSED_FIELDS:
                 if alias in data:
                     raise ValueError(
                         f"auth.{alias}: inline secrets and file paths are refused; "

@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,34 +35,6 @@ from voicetyped_dev.caller.script import (
 )
 
 Event = Callable[[str, Any], None]
-
-
-class _Behind:
-    """Work done behind the call, one piece after another: transcribing the bot's replies and
-    checking ``expect`` steps. The caller answers as promptly as a person would whatever its
-    own measuring costs; on a loaded machine waiting for Whisper first made it so slow to
-    answer that the dialog's no-input timer ended the call."""
-
-    def __init__(self) -> None:
-        self._last: asyncio.Future[None] | None = None
-
-    def then(self, work: Callable[[], Awaitable[None]]) -> None:
-        previous = self._last
-
-        async def run() -> None:
-            if previous is not None:
-                await previous
-            await work()
-
-        self._last = asyncio.ensure_future(run())
-
-    async def done(self) -> None:
-        if self._last is not None:
-            await self._last
-
-    def cancel(self) -> None:
-        if self._last is not None:
-            self._last.cancel()
 
 
 class Voices:
@@ -90,7 +62,7 @@ class Voices:
 
     def speak_8k(self, text: str) -> bytes:
         """``text`` as 8 kHz s16le, without the silence Piper puts around it."""
-        cached = self._cache.get(text)  # no wait for a transcription holding the lock
+        cached = self._cache.get(text)  # the call reads its words here, on the event loop
         if cached is not None:
             return cached
         with self._lock:
@@ -155,10 +127,11 @@ async def run_call(
             on_event(kind, data)
 
     asr = voices if transcribe else None
-    for step in steps:  # a person knows what to say before the bot has finished
+    # A person knows what to say before the bot has finished: synthesizing it on the spot
+    # made the caller so slow on a loaded machine that the dialog's no-input timer said goodbye.
+    for step in steps:
         if isinstance(step, Say):
             await asyncio.to_thread(voices.speak_8k, step.say)
-    behind = _Behind()
     own_phone = phone is None
     phone = phone or Phone()
     if own_phone:
@@ -181,16 +154,16 @@ async def run_call(
             if isinstance(step, ListenStep):
                 utterance = await listen(call, since, step.listen)
                 turn = Turn("(listening)", since, _latency(utterance, since), utterance)
-                _finish_turn(turn, asr, log, event, behind)
+                await _finish_turn(turn, asr, log, event)
                 since = time.perf_counter()
             elif isinstance(step, Say | Wav):
-                if isinstance(step, Say):  # Piper or a file read: off the event loop
-                    pcm = await asyncio.to_thread(voices.speak_8k, step.say)
+                if isinstance(step, Say):  # synthesized before dialling: from the cache
+                    pcm = voices.speak_8k(step.say)
                     words = step.say
                 else:
                     pcm = await asyncio.to_thread(read_wav_8k, step.wav)
                     words = step.wav.name
-                _finish_turn(await _speak(call, step, pcm, words), asr, log, event, behind)
+                await _finish_turn(await _speak(call, step, pcm, words), asr, log, event)
                 since = time.perf_counter()
             elif isinstance(step, Press):
                 for n, key in enumerate(step.press):
@@ -202,19 +175,21 @@ async def run_call(
                 utterance = await listen(call, stopped, step.listen)
                 keys = f"[keys {step.press}]"
                 turn = Turn(keys, stopped, _latency(utterance, stopped), utterance)
-                _finish_turn(turn, asr, log, event, behind)
+                await _finish_turn(turn, asr, log, event)
                 since = time.perf_counter()
             elif isinstance(step, Wait):
                 await asyncio.sleep(step.wait)
             elif isinstance(step, Expect):
-                behind.then(_check(step, log, len(log.turns)))
+                said = [t.bot.text for t in log.turns if t.bot is not None]
+                if not said or _normal(step.expect) not in _normal(said[-1]):
+                    last = said[-1] if said else "(nothing)"
+                    log.failures.append(
+                        f"expected the bot to say {step.expect!r}; it said {last!r}"
+                    )
             elif isinstance(step, Hangup):
                 break
         await asyncio.sleep(0.3)
         log.ended_by_bot = call.remote_hangup
-    except BaseException:
-        behind.cancel()
-        raise
     finally:
         if not call.ended.is_set():
             await call.hang_up()
@@ -222,21 +197,8 @@ async def run_call(
             await call.close()
         if own_phone:
             await phone.close()
-    await behind.done()
     event("ended", log)
     return log
-
-
-def _check(step: Expect, log: CallLog, turns: int) -> Callable[[], Awaitable[None]]:
-    """The ``expect`` step, against the last reply of the first ``turns`` turns."""
-
-    async def check() -> None:
-        said = [t.bot.text for t in log.turns[:turns] if t.bot is not None]
-        if not said or _normal(step.expect) not in _normal(said[-1]):
-            last = said[-1] if said else "(nothing)"
-            log.failures.append(f"expected the bot to say {step.expect!r}; it said {last!r}")
-
-    return check
 
 
 def _quiet_after(call: PhoneCall, began: float, hold_s: float = 0.3) -> float | None:
@@ -286,15 +248,11 @@ async def transcribe_turns(log: CallLog, voices: Voices) -> None:
             turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
 
 
-def _finish_turn(
-    turn: Turn, voices: Voices | None, log: CallLog, event: Event, behind: _Behind
-) -> None:
-    """Log the turn now; transcribe the bot's words and report the turn behind the call."""
+async def _finish_turn(turn: Turn, voices: Voices | None, log: CallLog, event: Event) -> None:
+    # Transcribed before the caller answers, while the bot waits for it: the caller's Whisper
+    # running beside the gateway's (two whisper.cpp thread pools on 2 cores) once made one of
+    # the gateway's finals take 11 s.
+    if turn.bot is not None and voices is not None:
+        turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
     log.turns.append(turn)
-
-    async def report() -> None:
-        if turn.bot is not None and voices is not None:
-            turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
-        event("turn", turn)
-
-    behind.then(report)
+    event("turn", turn)

@@ -33,7 +33,7 @@ from voicetyped.v1 import runtime_pb2
 
 from voicetyped_media.call import answer, renegotiate
 from voicetyped_media.call.keys import KeyRelay
-from voicetyped_media.call.transfer import BlindTransfer
+from voicetyped_media.call.transfer import BlindTransfer, SendInDialog
 from voicetyped_media.rtp.pacer import FRAME_S, Pacer, Playout
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
@@ -85,8 +85,7 @@ class Services:
     speech: grpc.aio.Channel
     runtime: grpc.aio.Channel
     metrics: MediaMetrics
-    send_in_dialog: Callable[[IncomingCall, str, dict[str, str], str], Awaitable[Any]]
-    """``(call, method, headers, body)`` -> final response or None: an in-dialog request."""
+    send_in_dialog: SendInDialog
 
 
 @dataclass

@@ -14,6 +14,7 @@ from voicetyped.v1 import runtime_pb2
 log = get_logger("voicetyped.media.call")
 
 SendInDialog = Callable[[IncomingCall, str, dict[str, str], str], Awaitable[Any]]
+"""``(call, method, headers, body)`` -> final response or None: an in-dialog request."""
 
 
 class BlindTransfer:
