@@ -289,6 +289,30 @@ def test_external_redis(vd_spec: dict[str, Any]) -> None:
         assert "store_url" not in config
 
 
+def test_managed_redis_is_placed_like_the_runtime(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["runtime"]["nodeSelector"] = {"pool": "cpu"}
+    spec["runtime"]["tolerations"] = [
+        {"key": "dedicated", "operator": "Equal", "value": "voice", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+    ]  # fmt: skip
+    objects = _render(spec)
+    redis = _pod(objects, "redis")["spec"]
+    runtime = _pod(objects, "runtime")["spec"]
+    assert redis["nodeSelector"] == runtime["nodeSelector"] == {"pool": "cpu"}
+    assert redis["tolerations"] == runtime["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "voice", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+    ]  # fmt: skip
+    # The speech pool's GPU placement is not the runtime's: Redis does not follow it.
+    assert _pod(objects, "speech")["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # Without placement on the runtime, none on Redis either.
+    plain = _pod(_render(vd_spec), "redis")["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+
+
 def test_no_integrations_mounts_an_empty_directory(vd_spec: dict[str, Any]) -> None:
     spec = {**copy.deepcopy(vd_spec), "integrations": []}
     objects = _render(spec, Dependencies(dialogs=DEPS.dialogs))

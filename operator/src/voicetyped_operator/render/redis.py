@@ -29,11 +29,22 @@ from voicetyped_specs.resources.voicedeployment import (
 )
 
 from voicetyped_operator import naming
-from voicetyped_operator.render.common import REDIS, REDIS_PORT, Child, Owner, object_meta
+from voicetyped_operator.render.common import (
+    REDIS,
+    REDIS_PORT,
+    Child,
+    Owner,
+    object_meta,
+    pod_tolerations,
+)
 
 
 def redis_children(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]:
+    """The managed Redis. It is placed like the runtime pods it serves: the runtime's
+    nodeSelector and tolerations (not its affinity, whose pod (anti-)affinity terms are about
+    the runtime's own pods)."""
     managed = spec.runtime.store.managed_redis
+    runtime = spec.runtime
     name = naming.child_name(owner.name, REDIS)
     labels = naming.labels(owner.name, REDIS, managed.image.rsplit(":", 1)[-1])
     selector = naming.selector_labels(owner.name, REDIS)
@@ -73,6 +84,8 @@ def redis_children(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]:
                     serviceAccountName=name,
                     automountServiceAccountToken=False,
                     enableServiceLinks=False,
+                    nodeSelector=dict(runtime.node_selector) or None,
+                    tolerations=pod_tolerations(runtime.tolerations),
                     securityContext=PodSecurityContext(
                         runAsNonRoot=True,
                         fsGroup=999,

@@ -382,7 +382,12 @@ class StateStore(Spec):
         "managedRedis", description="managedRedis: one Redis pod run by the operator; redis: yours."
     )
     redis: ExternalRedis | None = Field(None, description="type redis: how to reach it.")
-    managed_redis: ManagedRedis = Field(default_factory=ManagedRedis)
+    managed_redis: ManagedRedis = Field(
+        default_factory=ManagedRedis,
+        description="type managedRedis: a single Redis pod run by the operator (small "
+        "installations; no persistence), placed like the runtime (its nodeSelector and "
+        "tolerations).",
+    )
 
     @model_validator(mode="after")
     def _redis(self) -> StateStore:
