@@ -36,7 +36,8 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 APT_PACKAGES := redis-server sip-tester baresip libopus0
 
 SRC_DIRS := common specs dev testkit images operator conftest.py proto/generate.py bench tests examples
-DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile examples/backend/Dockerfile
+DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile examples/backend/Dockerfile \
+	tests/e2e/images/redis/Dockerfile
 
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
 include tests/e2e/cluster/cluster.mk
