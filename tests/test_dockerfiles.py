@@ -88,7 +88,7 @@ def _replay(dockerfile: Path, tmp_path: Path) -> tuple[Path, list[list[str]], in
                     )
                 else:
                     shutil.copy2(origin, to)
-        elif op == "RUN" and rest.startswith("uv sync"):
+        elif op == "RUN" and _command(rest).startswith("uv sync"):
             syncs += 1
             env = {
                 **os.environ,
@@ -97,7 +97,11 @@ def _replay(dockerfile: Path, tmp_path: Path) -> tuple[Path, list[list[str]], in
                 "UV_COMPILE_BYTECODE": "0",
             }
             subprocess.run(
-                [uv, *shlex.split(rest)[1:]], cwd=context, env=env, check=True, capture_output=True
+                [uv, *shlex.split(_command(rest))[1:]],
+                cwd=context,
+                env=env,
+                check=True,
+                capture_output=True,
             )
         elif op == "RUN" and rest.startswith("/opt/voicetyped/bin/"):
             # A build step with the installed tools (speech: prepare the models).
@@ -145,6 +149,14 @@ def test_build_stage_installs_only_this_service(service: str, tmp_path: Path) ->
         assert final_env["GGML_NO_BACKTRACE"] == "1" and final_env["HF_HUB_OFFLINE"] == "1"
     else:
         assert not replayed
+
+
+def _command(run: str) -> str:
+    """The command of a RUN instruction, without its BuildKit mounts and the CA preamble."""
+    words = run.split(" ")
+    while words and words[0].startswith("--mount="):
+        words.pop(0)
+    return " ".join(words).rpartition(" && ")[2].strip()
 
 
 def _installed(env_dir: Path) -> set[str]:
@@ -205,3 +217,26 @@ def test_dockerfiles_are_generated_from_the_one_template(tmp_path: Path) -> None
             if member != "common":
                 assert f"COPY {member}/pyproject.toml {member}/\n" in text, (image.name, member)
         assert f"COPY {image.directory} {image.directory}\n" in text
+
+
+@pytest.mark.parametrize("image", dockerfiles.IMAGES, ids=lambda i: i.name)
+def test_dockerfiles_build_on_any_base_without_a_registry(image: dockerfiles.Image) -> None:
+    """The base is a build argument (python:3.11-slim-bookworm by default) for both stages;
+    no `# syntax=` line (the builder would fetch a frontend image); every step that reaches
+    the package index takes the optional CA bundle secret, and uv keeps its downloads in a
+    cache mount."""
+    dockerfile = REPO / image.directory / "Dockerfile"
+    assert "# syntax" not in dockerfile.read_text()
+    instructions = _instructions(dockerfile)
+    assert instructions[0] == ("ARG", "BASE=python:3.11-slim-bookworm")
+    assert [rest for op, rest in instructions if op == "FROM"] == ["${BASE} AS build", "${BASE}"]
+    network = [rest for op, rest in instructions if op == "RUN" and re.search(r"\b(pip|uv) ", rest)]
+    assert [_command(rest).split()[:2] for rest in network] == [["pip", "install"], ["uv", "sync"]]
+    for rest in network:
+        assert rest.startswith("--mount=type=secret,id=ca-bundle "), rest
+        assert 'export SSL_CERT_FILE="$ca" PIP_CERT="$ca"' in rest
+    assert "--mount=type=cache,target=/root/.cache/uv" in network[1]
+    build_env = dict(
+        pair for op, rest in _stages(dockerfile)[0] if op == "ENV" for pair in _env_pairs(rest)
+    )
+    assert build_env["UV_CACHE_DIR"] == "/root/.cache/uv"

@@ -9,6 +9,13 @@ Every image is built the same way: the workspace metadata (every member's ``pypr
 which ``uv sync --locked`` needs to read the lock), then only the sources the image ships,
 ``uv sync --package``, then a slim final stage running as a numeric non-root user. What
 differs per image is a few values (:data:`IMAGES`).
+
+They need BuildKit (``DOCKER_BUILDKIT=1``, built into docker 20.10+) and no ``# syntax=``
+line (that would make the builder fetch a frontend image, impossible without a registry).
+Both stages start from the build argument ``BASE`` (default :data:`BASE`). Each step that
+reaches the package index reads the optional build secret ``ca-bundle`` (a CA bundle for a
+TLS-intercepting proxy, used for that step only and never stored in a layer) and keeps uv's
+downloads in a BuildKit cache mount, so a source change does not download the wheels again.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 UV_VERSION = "0.13.9"
 BASE = "python:3.11-slim-bookworm"
+UV_CACHE = "/root/.cache/uv"
+CA_SECRET = "ca-bundle"
 
 
 @dataclass(frozen=True)
@@ -105,15 +114,31 @@ def workspace_members(repo: Path = REPO) -> list[str]:
     return members
 
 
+def network_run(command: str, uv_cache: bool = False) -> str:
+    """A RUN that reaches the package index: with the optional CA bundle secret (for that
+    command only) and, for uv, its download cache kept between builds."""
+    mounts = f"--mount=type=secret,id={CA_SECRET}"
+    if uv_cache:
+        mounts += f" --mount=type=cache,target={UV_CACHE}"
+    return (
+        f"RUN {mounts} \\\n"
+        f"    ca=/run/secrets/{CA_SECRET}; \\\n"
+        '    if [ -f "$ca" ]; then export SSL_CERT_FILE="$ca" PIP_CERT="$ca"; fi \\\n'
+        f"    && {command}\n"
+    )
+
+
 def render(image: Image, members: list[str]) -> str:
     """The Dockerfile of ``image``."""
     name = image.name
     title = f"voicetyped {name} {image.what}".rstrip()
     data = "/var/lib/voicetyped"
     lines = [
-        "# syntax=docker/dockerfile:1",
-        f"# {title}. Build from the repository root (the uv workspace):",
-        f"#   docker build -f {image.directory}/Dockerfile -t voicetyped/{name} .",
+        f"# {title}. Build from the repository root (the uv workspace) with BuildKit:",
+        "#   DOCKER_BUILDKIT=1 docker build "
+        f"-f {image.directory}/Dockerfile -t voicetyped/{name} .",
+        "# Optional: --build-arg BASE=<a Debian bookworm image with python3.11 and pip>,",
+        f"# --secret id={CA_SECRET},src=<CA bundle> where a proxy re-signs TLS (never stored).",
         "# Runs as a non-root user and needs no writable root filesystem"
         + ("." if image.data_dir else " (only /tmp)."),
     ]
@@ -150,12 +175,15 @@ def render(image: Image, members: list[str]) -> str:
     )
     return (
         f"{header}\n"
-        f"FROM {BASE} AS build\n"
+        f"ARG BASE={BASE}\n"
+        "\n"
+        "FROM ${BASE} AS build\n"
         "ENV UV_COMPILE_BYTECODE=1 \\\n"
         "    UV_LINK_MODE=copy \\\n"
         "    UV_PYTHON_DOWNLOADS=never \\\n"
-        "    UV_PROJECT_ENVIRONMENT=/opt/voicetyped\n"
-        f"RUN pip install --no-cache-dir uv=={UV_VERSION}\n"
+        "    UV_PROJECT_ENVIRONMENT=/opt/voicetyped \\\n"
+        f"    UV_CACHE_DIR={UV_CACHE}\n"
+        f"{network_run(f'pip install --no-cache-dir uv=={UV_VERSION}')}"
         "WORKDIR /src\n"
         "# Workspace metadata first (every member's pyproject is needed to read the lock),\n"
         "# then only the sources this image ships.\n"
@@ -163,10 +191,12 @@ def render(image: Image, members: list[str]) -> str:
         f"{metadata}"
         f"{sources}"
         f"COPY {image.directory} {image.directory}\n"
-        f"RUN uv sync --locked --no-dev --no-editable --package voicetyped-{name}\n"
-        f"{image.build_steps}"
+        + network_run(
+            f"uv sync --locked --no-dev --no-editable --package voicetyped-{name}", uv_cache=True
+        )
+        + f"{image.build_steps}"
         "\n"
-        f"FROM {BASE}\n"
+        "FROM ${BASE}\n"
         f"{user}"
         "COPY --from=build /opt/voicetyped /opt/voicetyped\n"
         f"{env_text}"
