@@ -6,6 +6,7 @@
 #   make proto   regenerate voicetyped.v1 Python code from proto/
 #   make crds    regenerate crds/ (and the chart's copy) from the operator's models
 #   make dockerfiles  regenerate the five Dockerfiles from their one template
+#   make images  build the images into the local engine (cached by content) and containerd
 #   make lint    ruff, mypy, import rules, hadolint, lock freshness
 #   make bench   benchmarks; JSON results in bench/results/
 #
@@ -34,15 +35,19 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server sip-tester baresip libopus0
+# The project's own container engine and image base (tests/e2e/cluster/engine.py, images.py):
+# Debian's docker.io, containerd and runc unless a dockerd is installed; debootstrap; gcc (pause).
+APT_PACKAGES += $(if $(wildcard /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd),,\
+	docker.io containerd runc) debootstrap gcc libc6-dev
 
 SRC_DIRS := common specs dev testkit images operator conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile examples/backend/Dockerfile \
-	tests/e2e/images/redis/Dockerfile
+	tests/e2e/cluster/pause/Dockerfile tests/e2e/images/redis/Dockerfile
 
 # cluster-up / cluster-down / e2e / e2e-local / kind-e2e (a local control plane from Go modules).
 include tests/e2e/cluster/cluster.mk
 
-.PHONY: help install system-deps proto crds dockerfiles lint format test unit bench clean demo
+.PHONY: help install system-deps proto crds dockerfiles images lint format test unit bench clean demo
 
 help:
 	@grep -hE '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -75,6 +80,11 @@ proto: install
 # The five Dockerfiles come from one template (a unit test fails when they are stale).
 dockerfiles: install
 	$(PY) -m voicetyped_dev.dockerfiles
+
+# Standard library only (the local node's code builds them with any python3): starts the
+# project's engine when no Docker daemon answers, builds what changed, imports into containerd.
+images: system-deps
+	python3 tests/e2e/cluster/images.py $(IMAGES_ARGS)
 
 crds: install
 	$(PY) -m voicetyped_operator.crds --out crds --out charts/voicetyped-operator/crds
