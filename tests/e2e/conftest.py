@@ -157,9 +157,14 @@ def cluster_info(kube: Kube) -> ClusterInfo:
     return info
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def live_cluster(cluster_info: ClusterInfo) -> ClusterInfo:
     """Only where containers really run: KWOK nodes merely mark pods Running."""
+    if cluster_info.simulated and os.environ.get("VOICETYPED_REAL_NODE") == "1":
+        pytest.fail(
+            "VOICETYPED_REAL_NODE=1 but every node is a KWOK fake: the cluster was started "
+            "without its real node (make cluster-down, then make cluster-up as root)"
+        )
     if cluster_info.simulated:
         pytest.skip(
             "every node is a KWOK fake (annotation kwok.x-k8s.io/node=fake): no kubelet runs "

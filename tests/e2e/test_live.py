@@ -53,6 +53,10 @@ def _media(name: str) -> dict[str, Any]:
                 "metadata": {"labels": labels},
                 "spec": {
                     "containers": [container],
+                    # The local cluster's real node is tainted (kind's nodes are not).
+                    "tolerations": [
+                        {"key": "voicetyped.io/node-pool", "value": "local", "effect": "NoSchedule"}
+                    ],
                     # Stay off any KWOK fakes in a mixed cluster.
                     "affinity": {
                         "nodeAffinity": {

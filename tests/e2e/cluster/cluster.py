@@ -51,22 +51,32 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # its siblings, also when loaded by path (tests/e2e/conftest)
+if TYPE_CHECKING:
+    from tests.e2e.cluster import engine, node
+else:
+    import engine
+    import node
+
 REPO = HERE.parents[2]
-MODULE = HERE / "k8s"  # kube-*, kubectl, kwok, helm, pki
+MODULE = HERE / "k8s"  # kube-*, kubelet, kubectl, kwok, helm, pki
 ETCD_MODULE = HERE / "etcd"
+COREDNS_MODULE = HERE / "coredns"
 
 # Bump when the build recipe below changes in a way go.mod/go.sum do not show.
 RECIPE = "1"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-BINARIES = (*COMPONENTS, "kubectl", "helm", "pki")
+NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")  # the real node (node.py)
+BINARIES = (*COMPONENTS, *NODE_BINARIES, "kubectl", "helm", "pki")
 PINNED = {  # module -> (short name, the wrapper module whose go.mod pins it)
     "k8s.io/kubernetes": ("kubernetes", MODULE),
     "go.etcd.io/etcd/server/v3": ("etcd", ETCD_MODULE),
     "sigs.k8s.io/kwok": ("kwok", MODULE),
     "helm.sh/helm/v3": ("helm", MODULE),
+    "github.com/coredns/coredns": ("coredns", COREDNS_MODULE),
 }
 KWOK_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
@@ -79,6 +89,7 @@ KWOK_STAGES = (
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
+KWOK_POD_CIDR = "10.244.0.0/17"  # the fake pods' addresses; the real node has 10.244.128.0/24
 KWOK_NODE_IP = "10.244.0.1"
 CLUSTER_NAME = "voicetyped-e2e"
 
@@ -207,7 +218,7 @@ def build_key(go: str) -> tuple[str, dict[str, str]]:
     digest = hashlib.sha256()
     sources = [
         path
-        for module in (MODULE, ETCD_MODULE)
+        for module in (MODULE, ETCD_MODULE, COREDNS_MODULE)
         for path in [module / "go.mod", module / "go.sum", *sorted(module.rglob("*.go"))]
     ]
     for path in sources:
@@ -254,6 +265,7 @@ def build() -> Path:
                 [*common, "-ldflags", ldflags(versions), "-o", f"{staging}/", "tool", "./cmd/pki"],
             ),
             (ETCD_MODULE, [*common, "-ldflags", "-s -w", "-o", str(staging / "etcd"), "."]),
+            (COREDNS_MODULE, [*common, "-ldflags", "-s -w", "-o", str(staging / "coredns"), "."]),
         ]
         try:
             for module, args in builds:
@@ -323,6 +335,8 @@ class State:
     ports: dict[str, int]
     pids: dict[str, int]
     started: float
+    real_node: bool = False
+    """The cluster has the real node (node.py); the API server then listens on its address."""
 
     def save(self) -> None:
         data = {
@@ -330,6 +344,7 @@ class State:
             "ports": self.ports,
             "pids": self.pids,
             "started": self.started,
+            "real_node": self.real_node,
         }
         tmp = run_dir() / "state.json.tmp"
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -342,12 +357,24 @@ class State:
         except (OSError, ValueError):
             return None
         return cls(
-            Path(data["bin"]), dict(data["ports"]), dict(data["pids"]), float(data["started"])
+            Path(data["bin"]),
+            dict(data["ports"]),
+            dict(data["pids"]),
+            float(data["started"]),
+            bool(data.get("real_node", False)),
         )
 
     @property
+    def host(self) -> str:
+        return node.NODE_IP if self.real_node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+        return f"https://{self.host}:{self.ports['kube-apiserver']}"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return (*COMPONENTS, *node.COMPONENTS) if self.real_node else COMPONENTS
 
 
 def _alive(pid: int, binary: Path) -> bool:
@@ -542,14 +569,14 @@ def node_pools(kubelet_version: str = "") -> list[dict[str, Any]]:
 
 def _create_nodes(state: State, ctx: ssl.SSLContext) -> None:
     kubelet_version = json.loads((state.bin / "build.json").read_text())["versions"]["kubernetes"]
-    for node in node_pools(kubelet_version):
-        name = node["metadata"]["name"]
-        status, body = _request(f"{state.server}/api/v1/nodes", ctx, "POST", node)
+    for fake in node_pools(kubelet_version):
+        name = fake["metadata"]["name"]
+        status, body = _request(f"{state.server}/api/v1/nodes", ctx, "POST", fake)
         if status not in (201, 409):
             raise ClusterError(f"creating node {name}: HTTP {status}: {body.decode()[:500]}")
         # A create keeps the status the body carries, but say it once more in case the
         # node existed: KWOK then takes capacity/allocatable from here.
-        patch = {"status": node["status"]}
+        patch = {"status": fake["status"]}
         url = f"{state.server}/api/v1/nodes/{name}/status"
         status, body = _request(url, ctx, "PATCH", patch, "application/merge-patch+json")
         if status != 200:
@@ -607,7 +634,7 @@ current-context: {CLUSTER_NAME}
     path.chmod(0o600)
 
 
-def _commands(bin_dir: Path, ports: dict[str, int]) -> dict[str, list[str]]:
+def _commands(bin_dir: Path, ports: dict[str, int], real_node: bool) -> dict[str, list[str]]:
     run = run_dir()
     pki = run / "pki"
     etcd = f"http://127.0.0.1:{ports['etcd']}"
@@ -641,18 +668,20 @@ def _commands(bin_dir: Path, ports: dict[str, int]) -> dict[str, list[str]]:
         "kube-apiserver": [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The Endpoints of the `kubernetes` Service may not be a loopback address; no
-            # pod could use them anyway (KWOK runs none), so keep that reconciler off.
-            "--endpoint-reconciler-type=none",
+            *_apiserver_address(real_node),
             f"--secure-port={ports['kube-apiserver']}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # The kubelet's own requests go through the Node authorizer, as on kubeadm.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -687,12 +716,25 @@ def _commands(bin_dir: Path, ports: dict[str, int]) -> dict[str, list[str]]:
             f"--config={bin_dir / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_ANNOTATION}=fake",
-            f"--cidr={POD_CIDR}",
+            f"--cidr={KWOK_POD_CIDR}",
             f"--node-ip={KWOK_NODE_IP}",
             f"--server-address=127.0.0.1:{ports['kwok']}",
             "--node-lease-duration-seconds=40",
         ],
     }
+
+
+def _apiserver_address(real_node: bool) -> list[str]:
+    if real_node:
+        # Pods reach it through the `kubernetes` Service, whose endpoint is this address.
+        return [f"--bind-address={node.NODE_IP}", f"--advertise-address={node.NODE_IP}"]
+    return [
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        # The Endpoints of the `kubernetes` Service may not be a loopback address; no pod
+        # could use them anyway (KWOK runs none), so keep that reconciler off.
+        "--endpoint-reconciler-type=none",
+    ]
 
 
 def _start(name: str, argv: list[str]) -> int:
@@ -730,15 +772,26 @@ def is_up() -> State | None:
     if state is None:
         return None
     health = healthy(state)
-    if set(health) == set(COMPONENTS) and all(health.values()):
+    if set(health) == set(state.components) and all(health.values()):
         return state
     return None
+
+
+def _real_node_wanted() -> bool:
+    try:
+        return node.wanted()
+    except RuntimeError as err:
+        raise ClusterError(str(err)) from None
 
 
 def up() -> State:
     bin_dir = build()
     with locked():
         current = is_up()
+        if current is not None and not current.real_node and _real_node_wanted():
+            log("it runs without the real node: stopping it to start one with it")
+            _down_locked()
+            current = None
         if current is not None:
             log(f"already up: {current.server} (KUBECONFIG={kubeconfig_path()})")
             if current.bin != bin_dir:
@@ -762,24 +815,39 @@ def _up_locked(bin_dir: Path) -> State:
     run.mkdir(parents=True, exist_ok=True)
     logs = run / "logs"
     logs.mkdir(exist_ok=True)
-    for name in COMPONENTS:  # keep the previous run's logs, one generation
+    for name in (*COMPONENTS, *node.COMPONENTS):  # keep the previous run's logs, one generation
         current = logs / f"{name}.log"
         if current.exists():
             current.replace(logs / f"{name}.log.1")
+    real_node = _real_node_wanted()
+    containerd_socket = None
+    if real_node:
+        try:
+            containerd_socket = engine.up(own=True).containerd
+        except engine.EngineError as err:
+            raise ClusterError(f"the real node's engine: {err}") from None
+        node.prepare_network()
     pki = run / "pki"
     subprocess.run(
-        [str(bin_dir / "pki"), f"-dir={pki}", f"-service-ip={SERVICE_IP}"],
+        [str(bin_dir / "pki"), f"-dir={pki}", f"-service-ip={SERVICE_IP}",
+         f"-node-ip={node.NODE_IP}", f"-node-name={node.NODE_NAME}"],
         check=True,
-    )
-    ports = _free_ports(("etcd", "etcd-peer", *COMPONENTS[1:]))
-    server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+    )  # fmt: skip
+    node_ports = ("kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics",
+                  "coredns-health", "coredns-ready")  # fmt: skip
+    ports = _free_ports(("etcd", "etcd-peer", *COMPONENTS[1:], *(node_ports if real_node else ())))
+    state = State(bin=bin_dir, ports=ports, pids={}, started=time.time(), real_node=real_node)
+    server = state.server
+    clients = ["kube-controller-manager", "kube-scheduler", "kwok"]
+    if real_node:
+        clients += ["kubelet", "kube-proxy", "coredns"]
     _kubeconfig(run / "kubeconfig", server, pki, "admin")
-    _kubeconfig(run / "kube-controller-manager.kubeconfig", server, pki, "kube-controller-manager")
-    _kubeconfig(run / "kube-scheduler.kubeconfig", server, pki, "kube-scheduler")
-    _kubeconfig(run / "kwok.kubeconfig", server, pki, "kwok")
-
-    commands = _commands(bin_dir, ports)
-    state = State(bin=bin_dir, ports=ports, pids={}, started=time.time())
+    for client in clients:
+        _kubeconfig(run / f"{client}.kubeconfig", server, pki, client)
+    commands = _commands(bin_dir, ports, real_node)
+    if containerd_socket is not None:
+        node.write_configs(run, pki, ports, engine.cni_conf_dir())
+        commands.update(node.commands(bin_dir, run, containerd_socket))
     ctx = _ssl_context(pki)
     insecure = _insecure_context()
 
@@ -813,6 +881,8 @@ def _up_locked(bin_dir: Path) -> State:
             functools.partial(_healthy, sa, ctx),
             60,
         )
+        if real_node:
+            _start_node(state, commands, ctx, wait_for)
     except BaseException:
         log(f"start-up failed; logs are in {logs}")
         _down_locked()
@@ -823,6 +893,35 @@ def _up_locked(bin_dir: Path) -> State:
     return state
 
 
+def _start_node(
+    state: State,
+    commands: dict[str, list[str]],
+    ctx: ssl.SSLContext,
+    wait_for: Callable[[str, str, Callable[[], bool], float], None],
+) -> None:
+    for manifest in node.COREDNS_RBAC:
+        kind = manifest["kind"].lower() + "s"
+        url = f"{state.server}/apis/rbac.authorization.k8s.io/v1/{kind}"
+        status, body = _request(url, ctx, "POST", manifest)
+        if status not in (201, 409):
+            raise ClusterError(f"creating {manifest['kind']}: HTTP {status}: {body.decode()[:300]}")
+    for name in node.COMPONENTS:
+        state.pids[name] = _start(name, commands[name])
+    state.save()
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            return _request(state.server + path, ctx)
+        except (OSError, ssl.SSLError):
+            return 0, b""
+
+    ready = f"http://127.0.0.1:{state.ports['coredns-ready']}/ready"
+    wait_for("coredns", "CoreDNS /ready", functools.partial(_healthy, ready), 60)
+    proxy = f"http://127.0.0.1:{state.ports['kube-proxy-healthz']}/healthz"
+    wait_for("kube-proxy", "kube-proxy /healthz", functools.partial(_healthy, proxy), 60)
+    wait_for("kubelet", f"node {node.NODE_NAME} to be Ready", lambda: node.node_ready(get), 120)
+
+
 def down() -> None:
     with locked():
         _down_locked()
@@ -831,10 +930,12 @@ def down() -> None:
 def _down_locked() -> None:
     state = State.load()
     if state is not None:
-        for name in reversed(COMPONENTS):
+        for name in reversed(state.components):
             pid = state.pids.get(name)
             if pid is not None:
                 _stop(pid, state.bin / name, name)
+        if state.real_node:
+            node.clean_up(state.bin, engine.containerd_socket(), run_dir() / "node" / "kubelet")
     run = run_dir()
     for data in ("etcd", "pki"):
         shutil.rmtree(run / data, ignore_errors=True)
@@ -884,13 +985,15 @@ def status() -> int:
         print("down")
         return 1
     health = healthy(state)
-    for name in COMPONENTS:
+    for name in state.components:
         ok = health.get(name, False)
-        port = state.ports.get(name if name != "etcd" else "etcd")
+        port = state.ports.get(name, "-")
         pid = state.pids.get(name)
-        print(f"{name:24} {'up' if ok else 'DOWN':5} pid={pid} 127.0.0.1:{port}")
+        print(f"{name:24} {'up' if ok else 'DOWN':5} pid={pid} port={port}")
+    if state.real_node:
+        print(f"real node {node.NODE_NAME} at {node.NODE_IP}, pods in {node.POD_CIDR}")
     print(f"KUBECONFIG={kubeconfig_path()}")
-    return 0 if all(health.get(n, False) for n in COMPONENTS) else 1
+    return 0 if all(health.get(n, False) for n in state.components) else 1
 
 
 def env_lines() -> str:

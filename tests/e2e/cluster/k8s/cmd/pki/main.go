@@ -13,6 +13,11 @@
 //	kube-controller-manager.crt/.key   CN=system:kube-controller-manager
 //	kube-scheduler.crt/.key            CN=system:kube-scheduler
 //	kwok.crt kwok.key                  CN=kwok, O=system:masters
+//	kubelet.crt kubelet.key            CN=system:node:<node-name>, O=system:nodes (its client)
+//	kubelet-serving.crt/.key           the kubelet's serving cert (node IP, node name)
+//	kube-proxy.crt kube-proxy.key      CN=system:kube-proxy
+//	coredns.crt coredns.key            CN=voicetyped-e2e-coredns (RBAC: read Services etc.)
+//	apiserver-kubelet-client.crt/.key  CN=kube-apiserver-kubelet-client, O=system:masters
 //	sa.key sa.pub                      service-account token signing key pair
 //
 // Only the Go standard library is used, so the cluster needs no openssl.
@@ -44,6 +49,8 @@ type client struct {
 func main() {
 	dir := flag.String("dir", "", "output directory")
 	serviceIP := flag.String("service-ip", "10.96.0.1", "first IP of the service CIDR")
+	nodeIP := flag.String("node-ip", "", "the real node's address (the API server listens there too)")
+	nodeName := flag.String("node-name", "voicetyped-node", "the real node's name")
 	validity := flag.Duration("validity", 365*24*time.Hour, "certificate lifetime")
 	flag.Parse()
 	if *dir == "" {
@@ -52,7 +59,13 @@ func main() {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		fail(err)
 	}
-	if err := run(*dir, net.ParseIP(*serviceIP), *validity); err != nil {
+	var node net.IP
+	if *nodeIP != "" {
+		if node = net.ParseIP(*nodeIP); node == nil {
+			fail(fmt.Errorf("invalid -node-ip %q", *nodeIP))
+		}
+	}
+	if err := run(*dir, net.ParseIP(*serviceIP), node, *nodeName, *validity); err != nil {
 		fail(err)
 	}
 }
@@ -62,7 +75,7 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(dir string, serviceIP net.IP, validity time.Duration) error {
+func run(dir string, serviceIP, nodeIP net.IP, nodeName string, validity time.Duration) error {
 	if serviceIP == nil {
 		return fmt.Errorf("invalid -service-ip")
 	}
@@ -101,7 +114,25 @@ func run(dir string, serviceIP net.IP, validity time.Duration) error {
 		},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, serviceIP},
 	}
+	if nodeIP != nil {
+		serving.IPAddresses = append(serving.IPAddresses, nodeIP)
+	}
 	if err := issue(dir, "apiserver", serving, ca, caKey); err != nil {
+		return err
+	}
+	kubeletServing := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "system:node:" + nodeName, Organization: []string{"system:nodes"}},
+		NotBefore:    now,
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{nodeName},
+	}
+	if nodeIP != nil {
+		kubeletServing.IPAddresses = []net.IP{nodeIP}
+	}
+	if err := issue(dir, "kubelet-serving", kubeletServing, ca, caKey); err != nil {
 		return err
 	}
 
@@ -110,6 +141,10 @@ func run(dir string, serviceIP net.IP, validity time.Duration) error {
 		{"kube-controller-manager", "system:kube-controller-manager", nil},
 		{"kube-scheduler", "system:kube-scheduler", nil},
 		{"kwok", "kwok", []string{"system:masters"}},
+		{"kubelet", "system:node:" + nodeName, []string{"system:nodes"}},
+		{"kube-proxy", "system:kube-proxy", nil},
+		{"coredns", "voicetyped-e2e-coredns", nil},
+		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}},
 	}
 	for _, c := range clients {
 		tmpl := &x509.Certificate{
