@@ -39,6 +39,8 @@ APT_PACKAGES := redis-server sip-tester baresip libopus0
 # Debian's docker.io, containerd and runc unless a dockerd is installed; debootstrap; gcc (pause).
 APT_PACKAGES += $(if $(wildcard /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd),,\
 	docker.io containerd runc) debootstrap gcc libc6-dev
+# The local cluster's real node (tests/e2e/cluster/node.py): CNI plugins, kube-proxy's tools.
+APT_PACKAGES += containernetworking-plugins iptables conntrack
 
 SRC_DIRS := common specs dev testkit images operator conftest.py proto/generate.py bench tests examples
 DOCKERFILES := $(wildcard images/*/Dockerfile) operator/Dockerfile examples/backend/Dockerfile \

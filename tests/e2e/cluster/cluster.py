@@ -117,12 +117,7 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- paths
 
 
-def cache_root() -> Path:
-    explicit = os.environ.get("VOICETYPED_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "voicetyped"
+cache_root = engine.cache_root  # one cache for the cluster and the node's engine
 
 
 def cluster_dir() -> Path:
@@ -377,34 +372,6 @@ class State:
         return (*COMPONENTS, *node.COMPONENTS) if self.real_node else COMPONENTS
 
 
-def _alive(pid: int, binary: Path) -> bool:
-    """pid runs `binary` (so a reused pid is never mistaken for ours) and is no zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state != "Z" and Path(exe.removesuffix(" (deleted)")) == binary
-
-
-def _stop(pid: int, binary: Path, name: str, grace_s: float = 15.0) -> None:
-    if not _alive(pid, binary):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not _alive(pid, binary):
-            return
-        time.sleep(0.1)
-    log(f"{name} (pid {pid}) ignored SIGTERM for {grace_s:.0f} s: killing it")
-    os.kill(pid, signal.SIGKILL)
-    while _alive(pid, binary):
-        time.sleep(0.05)
-
-
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -463,7 +430,7 @@ def _wait(
     while time.monotonic() < deadline:
         if check():
             return
-        if process is not None and not _alive(*process):
+        if process is not None and not engine.alive(*process):
             failure = f"{process[1].name} exited while waiting for {what}"
             break
         time.sleep(0.2)
@@ -756,7 +723,7 @@ def _start(name: str, argv: list[str]) -> int:
 
 def healthy(state: State) -> dict[str, bool]:
     pki = run_dir() / "pki"
-    result = {name: _alive(pid, state.bin / name) for name, pid in state.pids.items()}
+    result = {name: engine.alive(pid, state.bin / name) for name, pid in state.pids.items()}
     if result.get("kube-apiserver"):
         try:
             ctx = _ssl_context(pki)
@@ -933,9 +900,11 @@ def _down_locked() -> None:
         for name in reversed(state.components):
             pid = state.pids.get(name)
             if pid is not None:
-                _stop(pid, state.bin / name, name)
+                engine.stop_process(pid, state.bin / name, name)
         if state.real_node:
             node.clean_up(state.bin, engine.containerd_socket(), run_dir() / "node" / "kubelet")
+            # The node's runtime goes with it (its images stay cached; `up` restarts it).
+            engine.down()
     run = run_dir()
     for data in ("etcd", "pki"):
         shutil.rmtree(run / data, ignore_errors=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -304,4 +305,23 @@ def clean_up(bin_dir: Path | None, containerd_socket: Path, kubelet_root: Path) 
     shutil.rmtree(kubelet_root, ignore_errors=True)
     if bin_dir is not None and (bin_dir / "kube-proxy").exists():
         subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True)
+    _remove_kubelet_chains()
     _ip("link", "delete", BRIDGE, check=False)
+
+
+def _remove_kubelet_chains() -> None:
+    """The kubelet's own iptables chains (KUBE-FIREWALL, the canaries), which kube-proxy's
+    cleanup leaves: the jumps to them first, then the chains."""
+    for table in ("filter", "nat", "mangle"):
+        rules = subprocess.run(
+            ["iptables", "-t", table, "-S"], capture_output=True, text=True
+        ).stdout.splitlines()
+        for rule in rules:
+            words = shlex.split(rule)
+            if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and "KUBE-" in rule:
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True)
+        chains = [r.split()[1] for r in rules if r.startswith("-N KUBE-")]
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
