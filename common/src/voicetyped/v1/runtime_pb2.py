@@ -27,7 +27,7 @@ from voicetyped.v1 import common_pb2 as voicetyped_dot_v1_dot_common__pb2
 from voicetyped.v1 import session_pb2 as voicetyped_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvoicetyped/v1/runtime.proto\x12\rvoicetyped.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avoicetyped/v1/common.proto\x1a\x1bvoicetyped/v1/session.proto\"\xf0\x02\n\tCallEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07started\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.CallStartedH\x00\x12+\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x1b.voicetyped.v1.DtmfReceivedH\x00\x12\'\n\x04held\x18\x05 \x01(\x0b\x32\x17.voicetyped.v1.CallHeldH\x00\x12-\n\x07resumed\x18\x06 \x01(\x0b\x32\x1a.voicetyped.v1.CallResumedH\x00\x12\x36\n\x0e\x63ommand_result\x18\x07 \x01(\x0b\x32\x1c.voicetyped.v1.CommandResultH\x00\x12)\n\x05\x65nded\x18\x08 \x01(\x0b\x32\x18.voicetyped.v1.CallEndedH\x00\x42\x07\n\x05\x65vent\"\x87\x01\n\x0b\x43\x61llStarted\x12)\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x19.voicetyped.v1.CallerInfo\x12\x12\n\ncalled_uri\x18\x02 \x01(\t\x12\x17\n\x0fspeech_endpoint\x18\x03 \x01(\t\x12\x10\n\x08reattach\x18\x04 \x01(\x08\x12\x0e\n\x06\x64ialog\x18\x05 \x01(\t\"\xd7\x01\n\x0c\x44tmfReceived\x12&\n\x04\x64tmf\x18\x01 \x01(\x0b\x32\x18.voicetyped.v1.DtmfEvent\x12\x32\n\x06source\x18\x02 \x01(\x0e\x32\".voicetyped.v1.DtmfReceived.Source\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"\\\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSOURCE_RFC4733\x10\x01\x12\x13\n\x0fSOURCE_SIP_INFO\x10\x02\x12\x11\n\rSOURCE_INBAND\x10\x03\"\n\n\x08\x43\x61llHeld\"\r\n\x0b\x43\x61llResumed\"X\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x12\n\nsip_status\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xc8\x01\n\tCallEnded\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.voicetyped.v1.CallEnded.Reason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\"|\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_CALLER_HANGUP\x10\x01\x12\x15\n\x11REASON_BOT_HANGUP\x10\x02\x12\x16\n\x12REASON_TRANSFERRED\x10\x03\x12\x11\n\rREASON_FAILED\x10\x04\"\x82\x01\n\x0b\x43\x61llCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12+\n\x08transfer\x18\x02 \x01(\x0b\x32\x17.voicetyped.v1.TransferH\x00\x12\'\n\x06hangup\x18\x03 \x01(\x0b\x32\x15.voicetyped.v1.HangupH\x00\x42\t\n\x07\x63ommand2]\n\x13\x43onversationRuntime\x12\x46\n\nStreamCall\x12\x18.voicetyped.v1.CallEvent\x1a\x1a.voicetyped.v1.CallCommand(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvoicetyped/v1/runtime.proto\x12\rvoicetyped.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avoicetyped/v1/common.proto\x1a\x1bvoicetyped/v1/session.proto\"\xa4\x03\n\tCallEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07started\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.CallStartedH\x00\x12+\n\x04\x64tmf\x18\x04 \x01(\x0b\x32\x1b.voicetyped.v1.DtmfReceivedH\x00\x12\'\n\x04held\x18\x05 \x01(\x0b\x32\x17.voicetyped.v1.CallHeldH\x00\x12-\n\x07resumed\x18\x06 \x01(\x0b\x32\x1a.voicetyped.v1.CallResumedH\x00\x12\x36\n\x0e\x63ommand_result\x18\x07 \x01(\x0b\x32\x1c.voicetyped.v1.CommandResultH\x00\x12)\n\x05\x65nded\x18\x08 \x01(\x0b\x32\x18.voicetyped.v1.CallEndedH\x00\x12\x32\n\x0cspeech_moved\x18\t \x01(\x0b\x32\x1a.voicetyped.v1.SpeechMovedH\x00\x42\x07\n\x05\x65vent\"\x87\x01\n\x0b\x43\x61llStarted\x12)\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x19.voicetyped.v1.CallerInfo\x12\x12\n\ncalled_uri\x18\x02 \x01(\t\x12\x17\n\x0fspeech_endpoint\x18\x03 \x01(\t\x12\x10\n\x08reattach\x18\x04 \x01(\x08\x12\x0e\n\x06\x64ialog\x18\x05 \x01(\t\"\xd7\x01\n\x0c\x44tmfReceived\x12&\n\x04\x64tmf\x18\x01 \x01(\x0b\x32\x18.voicetyped.v1.DtmfEvent\x12\x32\n\x06source\x18\x02 \x01(\x0e\x32\".voicetyped.v1.DtmfReceived.Source\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"\\\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSOURCE_RFC4733\x10\x01\x12\x13\n\x0fSOURCE_SIP_INFO\x10\x02\x12\x11\n\rSOURCE_INBAND\x10\x03\"&\n\x0bSpeechMoved\x12\x17\n\x0fspeech_endpoint\x18\x01 \x01(\t\"\n\n\x08\x43\x61llHeld\"\r\n\x0b\x43\x61llResumed\"X\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x12\n\nsip_status\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xe8\x01\n\tCallEnded\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.voicetyped.v1.CallEnded.Reason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\"\x9b\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_CALLER_HANGUP\x10\x01\x12\x15\n\x11REASON_BOT_HANGUP\x10\x02\x12\x16\n\x12REASON_TRANSFERRED\x10\x03\x12\x11\n\rREASON_FAILED\x10\x04\x12\x1d\n\x19REASON_SPEECH_UNAVAILABLE\x10\x05\"\x82\x01\n\x0b\x43\x61llCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12+\n\x08transfer\x18\x02 \x01(\x0b\x32\x17.voicetyped.v1.TransferH\x00\x12\'\n\x06hangup\x18\x03 \x01(\x0b\x32\x15.voicetyped.v1.HangupH\x00\x42\t\n\x07\x63ommand2]\n\x13\x43onversationRuntime\x12\x46\n\nStreamCall\x12\x18.voicetyped.v1.CallEvent\x1a\x1a.voicetyped.v1.CallCommand(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voicetyped.v1.runtime_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CALLEVENT']._serialized_start=137
-  _globals['_CALLEVENT']._serialized_end=505
-  _globals['_CALLSTARTED']._serialized_start=508
-  _globals['_CALLSTARTED']._serialized_end=643
-  _globals['_DTMFRECEIVED']._serialized_start=646
-  _globals['_DTMFRECEIVED']._serialized_end=861
-  _globals['_DTMFRECEIVED_SOURCE']._serialized_start=769
-  _globals['_DTMFRECEIVED_SOURCE']._serialized_end=861
-  _globals['_CALLHELD']._serialized_start=863
-  _globals['_CALLHELD']._serialized_end=873
-  _globals['_CALLRESUMED']._serialized_start=875
-  _globals['_CALLRESUMED']._serialized_end=888
-  _globals['_COMMANDRESULT']._serialized_start=890
-  _globals['_COMMANDRESULT']._serialized_end=978
-  _globals['_CALLENDED']._serialized_start=981
-  _globals['_CALLENDED']._serialized_end=1181
-  _globals['_CALLENDED_REASON']._serialized_start=1057
-  _globals['_CALLENDED_REASON']._serialized_end=1181
-  _globals['_CALLCOMMAND']._serialized_start=1184
-  _globals['_CALLCOMMAND']._serialized_end=1314
-  _globals['_CONVERSATIONRUNTIME']._serialized_start=1316
-  _globals['_CONVERSATIONRUNTIME']._serialized_end=1409
+  _globals['_CALLEVENT']._serialized_end=557
+  _globals['_CALLSTARTED']._serialized_start=560
+  _globals['_CALLSTARTED']._serialized_end=695
+  _globals['_DTMFRECEIVED']._serialized_start=698
+  _globals['_DTMFRECEIVED']._serialized_end=913
+  _globals['_DTMFRECEIVED_SOURCE']._serialized_start=821
+  _globals['_DTMFRECEIVED_SOURCE']._serialized_end=913
+  _globals['_SPEECHMOVED']._serialized_start=915
+  _globals['_SPEECHMOVED']._serialized_end=953
+  _globals['_CALLHELD']._serialized_start=955
+  _globals['_CALLHELD']._serialized_end=965
+  _globals['_CALLRESUMED']._serialized_start=967
+  _globals['_CALLRESUMED']._serialized_end=980
+  _globals['_COMMANDRESULT']._serialized_start=982
+  _globals['_COMMANDRESULT']._serialized_end=1070
+  _globals['_CALLENDED']._serialized_start=1073
+  _globals['_CALLENDED']._serialized_end=1305
+  _globals['_CALLENDED_REASON']._serialized_start=1150
+  _globals['_CALLENDED_REASON']._serialized_end=1305
+  _globals['_CALLCOMMAND']._serialized_start=1308
+  _globals['_CALLCOMMAND']._serialized_end=1438
+  _globals['_CONVERSATIONRUNTIME']._serialized_start=1440
+  _globals['_CONVERSATIONRUNTIME']._serialized_end=1533
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class CallEvent(_message.Message):
     RESUMED_FIELD_NUMBER: _builtins.int
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    SPEECH_MOVED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -47,6 +48,8 @@ class CallEvent(_message.Message):
     def command_result(self) -> Global___CommandResult: ...
     @_builtins.property
     def ended(self) -> Global___CallEnded: ...
+    @_builtins.property
+    def speech_moved(self) -> Global___SpeechMoved: ...
     def __init__(
         self,
         *,
@@ -58,12 +61,13 @@ class CallEvent(_message.Message):
         resumed: Global___CallResumed | None = ...,
         command_result: Global___CommandResult | None = ...,
         ended: Global___CallEnded | None = ...,
+        speech_moved: Global___SpeechMoved | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "dtmf", b"dtmf", "ended", b"ended", "event", b"event", "held", b"held", "occurred_at", b"occurred_at", "resumed", b"resumed", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "dtmf", b"dtmf", "ended", b"ended", "event", b"event", "held", b"held", "occurred_at", b"occurred_at", "resumed", b"resumed", "speech_moved", b"speech_moved", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "dtmf", b"dtmf", "ended", b"ended", "event", b"event", "held", b"held", "occurred_at", b"occurred_at", "resumed", b"resumed", "session_id", b"session_id", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "dtmf", b"dtmf", "ended", b"ended", "event", b"event", "held", b"held", "occurred_at", b"occurred_at", "resumed", b"resumed", "session_id", b"session_id", "speech_moved", b"speech_moved", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "dtmf", "held", "resumed", "command_result", "ended"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "dtmf", "held", "resumed", "command_result", "ended", "speech_moved"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -154,6 +158,31 @@ class DtmfReceived(_message.Message):
 Global___DtmfReceived: _TypeAlias = DtmfReceived  # noqa: Y015
 
 @_typing.final
+class SpeechMoved(_message.Message):
+    """The call's speech stream failed and the media gateway reopened it (through the speech
+    Service, on whichever replica is ready): the runtime's Converse stream for the call moves
+    to this replica. Sent for every reopened stream, also when the endpoint is unchanged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEECH_ENDPOINT_FIELD_NUMBER: _builtins.int
+    speech_endpoint: _builtins.str
+    """AudioStreamReady.endpoint of the new stream."""
+    def __init__(
+        self,
+        *,
+        speech_endpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["speech_endpoint", b"speech_endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechMoved: _TypeAlias = SpeechMoved  # noqa: Y015
+
+@_typing.final
 class CallHeld(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -233,6 +262,10 @@ class CallEnded(_message.Message):
         """A Transfer completed and the call left voicetyped."""
         REASON_FAILED: CallEnded._Reason.ValueType  # 4
         """Media timeout, network failure or gateway shutdown."""
+        REASON_SPEECH_UNAVAILABLE: CallEnded._Reason.ValueType  # 5
+        """The call's speech stream failed and no speech replica took it back in time
+        (the caller got a BYE with Reason: Q.850;cause=41).
+        """
 
     class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
     REASON_UNSPECIFIED: CallEnded.Reason.ValueType  # 0
@@ -244,6 +277,10 @@ class CallEnded(_message.Message):
     """A Transfer completed and the call left voicetyped."""
     REASON_FAILED: CallEnded.Reason.ValueType  # 4
     """Media timeout, network failure or gateway shutdown."""
+    REASON_SPEECH_UNAVAILABLE: CallEnded.Reason.ValueType  # 5
+    """The call's speech stream failed and no speech replica took it back in time
+    (the caller got a BYE with Reason: Q.850;cause=41).
+    """
 
     REASON_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
