@@ -227,6 +227,15 @@ class MediaPeer:
             )
         )
 
+    def speech_moved(self, endpoint: str) -> None:
+        """The call's audio stream was reopened on the speech replica at ``endpoint``."""
+        self._outbox.put_nowait(
+            runtime_pb2.CallEvent(
+                session_id=self.session_id,
+                speech_moved=runtime_pb2.SpeechMoved(speech_endpoint=endpoint),
+            )
+        )
+
     def hang_up(self) -> None:
         self._outbox.put_nowait(
             runtime_pb2.CallEvent(

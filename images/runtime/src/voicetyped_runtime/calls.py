@@ -86,6 +86,7 @@ class LivePorts:
 class _Call:
     actor: CallActor
     media: MediaLink
+    speech: ConverseStream
     watchdog: asyncio.Task[None] | None = None
     lost: bool = False
 
@@ -192,6 +193,10 @@ class CallManager:
             )
         elif kind in ("held", "resumed"):
             log.info(f"call {kind}", session_id=session_id)
+        elif kind == "speech_moved":
+            # The media gateway reopened the call's audio stream (its speech replica failed).
+            call.actor.state.speech_endpoint = msg.speech_moved.speech_endpoint
+            call.speech.move(msg.speech_moved.speech_endpoint)
 
     def media_detached(self, session_id: str, generation: int) -> None:
         call = self._calls.get(session_id)
@@ -207,9 +212,10 @@ class CallManager:
         ports = LivePorts(media, self.integration, self._llm_for(version))
         actor = CallActor(state, version, ports, self.store, self._actor_settings)
         partials = version.compiled.spec.settings.partials
-        ports.speech = ConverseStream(state.session_id, state.speech_endpoint, partials, actor.post)
-        ports.speech.start()
-        call = _Call(actor, media)
+        speech = ConverseStream(state.session_id, state.speech_endpoint, partials, actor.post)
+        ports.speech = speech
+        speech.start()
+        call = _Call(actor, media, speech)
         self._calls[state.session_id] = call
         task = actor.start(resume)
         sid = state.session_id

@@ -73,8 +73,13 @@ class ConverseStream:
     """The runtime's ``Converse`` stream to the speech replica holding one call's audio (the
     media gateway's end is ``voicetyped_media.speech_audio.SpeechAudioStream``).
 
-    Reconnects with backoff when the stream breaks (speech replica restart);
-    updates are translated to engine inputs and handed to ``deliver``.
+    When the stream breaks it is reopened to the same replica with backoff (a blip); commands
+    wait across reconnects. When the media gateway reopens the call's audio stream on another
+    replica (``CallEvent.speech_moved``: the first one failed), :meth:`move` switches there at
+    once and the old replica is never dialled again; the prompts that had not finished playing
+    (their audio went with the old replica) are asked of the new one again, from their start.
+    A stream the replica ended (the call's audio stream ended there) is not redialled: only a
+    move or the call's end follows. Updates are translated to engine inputs for ``deliver``.
     """
 
     def __init__(
@@ -85,8 +90,12 @@ class ConverseStream:
         self.partials = partials
         self._deliver = deliver
         self._outbox: asyncio.Queue[speech_pb2.SpeechCommand] = asyncio.Queue()
+        self._unfinished: dict[str, speech_pb2.SpeechCommand] = {}  # request id -> its speak
+        self._moved = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._heard = False  # the current stream has delivered something
+        self.moves = 0
 
     def start(self) -> None:
         if self.endpoint and self._task is None:
@@ -99,20 +108,38 @@ class ConverseStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def move(self, endpoint: str) -> None:
+        """The call's audio stream is now on ``endpoint``: converse there (also when it is
+        the same replica: its stream there is a new one)."""
+        log.info("speech stream moved", endpoint=endpoint, previous=self.endpoint)
+        self.endpoint = endpoint
+        self.moves += 1
+        # A fresh queue: the old stream's request feed may still take from the old one.
+        self._outbox = asyncio.Queue()
+        for command in self._unfinished.values():
+            self._outbox.put_nowait(command)
+        self._moved.set()
+        if self._task is None:
+            self.start()
+
     def speak(self, effect: e.Speak) -> None:
-        self._outbox.put_nowait(
-            speech_pb2.SpeechCommand(
-                speak=speech_pb2.SpeakRequest(
-                    request_id=effect.request_id,
-                    text=effect.text,
-                    voice=effect.voice,
-                    barge_in=_BARGE_IN[effect.barge_in],
-                )
+        command = speech_pb2.SpeechCommand(
+            speak=speech_pb2.SpeakRequest(
+                request_id=effect.request_id,
+                text=effect.text,
+                voice=effect.voice,
+                barge_in=_BARGE_IN[effect.barge_in],
             )
         )
+        self._unfinished[effect.request_id] = command
+        self._outbox.put_nowait(command)
 
     def cancel(self, effect: e.CancelSpeech) -> None:
         for request_id in effect.request_ids or ("",):
+            if request_id:
+                self._unfinished.pop(request_id, None)
+            else:
+                self._unfinished.clear()
             self._outbox.put_nowait(
                 speech_pb2.SpeechCommand(cancel=speech_pb2.CancelSpeech(request_id=request_id))
             )
@@ -120,36 +147,58 @@ class ConverseStream:
     async def _run(self) -> None:
         backoff = 0.2
         while not self._closed:
-            start = speech_pb2.SpeechCommand(
-                start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
-            )
-            feed = RequestFeed(self._outbox, [start])  # commands wait here across reconnects
+            self._moved.clear()
+            attempt = asyncio.create_task(self._converse(self.endpoint))
+            moved = asyncio.create_task(self._moved.wait())
             try:
-                async with create_channel(self.endpoint) as channel:
-                    stub = speech_pb2_grpc.SpeechGatewayStub(channel)
-                    call = stub.Converse(feed)
-                    async for update in call:
-                        backoff = 0.2
-                        inp = _input_for(update)
-                        if inp is not None:
-                            self._deliver(inp)
-                        elif update.HasField("error"):
-                            log.warning(
-                                "speech gateway error",
-                                code=update.error.code,
-                                detail=update.error.message,
-                            )
-                return
-            except grpc.aio.AioRpcError as exc:
-                log.warning(
-                    "speech stream broken; reconnecting",
-                    endpoint=self.endpoint,
-                    code=exc.code().name,
-                )
+                await asyncio.wait({attempt, moved}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                feed.close()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+                for task in (attempt, moved):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self._moved.is_set():
+                backoff = 0.2
+                continue
+            ended = attempt.result()
+            if self._heard:
+                backoff, self._heard = 0.2, False
+            with contextlib.suppress(TimeoutError):
+                # Ended by the replica: wait for a move (or the call's end); broken: retry.
+                await asyncio.wait_for(self._moved.wait(), None if ended else backoff)
+            backoff = 0.2 if ended else min(backoff * 2, 5.0)
+
+    async def _converse(self, endpoint: str) -> bool:
+        """One Converse stream to ``endpoint``: True when the replica ended it, False when it
+        broke."""
+        start = speech_pb2.SpeechCommand(
+            start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
+        )
+        feed = RequestFeed(self._outbox, [start])  # commands wait here across reconnects
+        try:
+            async with create_channel(endpoint) as channel:
+                stub = speech_pb2_grpc.SpeechGatewayStub(channel)
+                async for update in stub.Converse(feed):
+                    self._update(update)
+            return True
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "speech stream broken; reconnecting", endpoint=endpoint, code=exc.code().name
+            )
+            return False
+        finally:
+            feed.close()
+
+    def _update(self, update: speech_pb2.SpeechUpdate) -> None:
+        self._heard = True
+        inp = _input_for(update)
+        if isinstance(inp, e.PlaybackDone):
+            self._unfinished.pop(inp.request_id, None)
+        if inp is not None:
+            self._deliver(inp)
+        elif update.HasField("error"):
+            self._unfinished.pop(update.error.request_id, None)
+            log.warning("speech gateway error", code=update.error.code, detail=update.error.message)
 
 
 def _input_for(update: speech_pb2.SpeechUpdate) -> e.Input | None:
