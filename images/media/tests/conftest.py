@@ -50,8 +50,10 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[Any]:
     """Start the gateway process (with fresh peers); settings as extra environment."""
     started: list[Gateway] = []
 
-    async def start(**env: str) -> Gateway:
-        speech, runtime = SpeechPeer(), RuntimePeer()
+    async def start(speech: SpeechPeer | None = None, **env: str) -> Gateway:
+        """``speech``: a peer of the test's own, started here (one replica behind a Service,
+        say); the gateway calls its service endpoint."""
+        speech, runtime = speech or SpeechPeer(), RuntimePeer()
         await speech.server.start()
         await runtime.server.start()
         sip, http = free_sip_port(), free_port()
@@ -69,7 +71,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[Any]:
                 "VOICETYPED_HTTP_PORT": str(http),
                 "VOICETYPED_GRPC_HOST": "127.0.0.1",
                 "VOICETYPED_GRPC_PORT": str(free_port()),
-                "VOICETYPED_SPEECH_TARGET": speech.endpoint,
+                "VOICETYPED_SPEECH_TARGET": speech.service_endpoint,
                 "VOICETYPED_RUNTIME_TARGET": runtime.endpoint,
                 "VOICETYPED_SHUTDOWN_GRACE_S": "10",
                 **env,

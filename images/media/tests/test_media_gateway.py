@@ -21,12 +21,17 @@ from voicetyped_media.codecs.resample import Resampler
 from voicetyped_media.dtmf.inband import tone
 from voicetyped_speech.models.verify import synthesize_16k
 from voicetyped_testkit.media import (
+    SIPP_OFFER,
     SIPP_PCAP,
     best_correlation,
     heard_pieces,
     pjsua,
     read_wav,
     sipp,
+    sipp_call_scenario,
+    sipp_expect_bye,
+    sipp_request,
+    sipp_scenario,
     write_wav,
 )
 from voicetyped_testkit.processes import eventually, free_sip_port
@@ -117,48 +122,21 @@ def assert_received_sipp_alaw_pcap(gw: Any) -> None:
     assert np.array_equal(got[:n], expected[:n]), "decoded audio differs from the source"
 
 
-def _delayed_offer_scenario(ack_body: str, after_ack: str) -> str:
-    """An INVITE without SDP (RFC 3261 §13.2.1): the offer must come in the 200."""
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="delayed offer">
-  <send retrans="500"><![CDATA[
-INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200">
+DELAYED_OFFER_IN_200 = """
     <action>
       <ereg regexp="m=audio [0-9]+ RTP/AVP 111 9 0 8 101 102" search_in="body"
             check_it="true" assign_to="offer"/>
       <ereg regexp="a=rtpmap:111 opus/48000/2" search_in="body" check_it="true"
             assign_to="opus"/>
     </action>
-  </recv>
-  <send><![CDATA[
-ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-{"Content-Type: application/sdp" + chr(10) if ack_body else ""}Content-Length: [len]
+  """
 
-{ack_body}]]></send>
-{after_ack}
-  <Reference variables="offer,opus"/>
-</scenario>
-"""
+
+def _delayed_offer_scenario(ack_body: str, after_ack: str) -> str:
+    """An INVITE without SDP (RFC 3261 §13.2.1): the offer must come in the 200."""
+    return sipp_call_scenario(
+        "delayed offer", after_ack, offer=False, on_200=DELAYED_OFFER_IN_200, ack_body=ack_body
+    )
 
 
 DELAYED_ANSWER = """v=0
@@ -172,34 +150,17 @@ a=rtpmap:101 telephone-event/8000
 a=fmtp:101 0-15
 """
 
-PLAY_THEN_BYE = """  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
+PLAY_THEN_BYE = (
+    """  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
   <pause milliseconds="8000"/>
   <nop><action><exec play_pcap_audio="pcap/dtmf_2833_1.pcap"/></action></nop>
   <pause milliseconds="1000"/>
-  <send retrans="500"><![CDATA[
-BYE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
+"""
+    + sipp_request("BYE", 2, retrans=True)
+    + '  <recv response="200"/>'
+)
 
-]]></send>
-  <recv response="200"/>"""
-
-EXPECT_BYE = """  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>"""
+EXPECT_BYE = sipp_expect_bye()
 
 
 async def test_delayed_offer_gets_our_offer_and_the_ack_answer_is_used(
@@ -579,139 +540,41 @@ async def test_session_timer_is_negotiated(start_gateway: Any) -> None:
     assert "Require: timer" in replies[-1]
 
 
-CANCEL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="INVITE then CANCEL while ringing">
-  <send retrans="500"><![CDATA[
-INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
+CANCEL_BRANCH = "z9hG4bK-[pid]-[call_number]"  # the INVITE's, which the CANCEL names
+CANCEL_SCENARIO = sipp_scenario(
+    "INVITE then CANCEL while ringing",
+    sipp_request("INVITE", 1, body=SIPP_OFFER, branch=CANCEL_BRANCH, in_dialog=False, retrans=True)
+    + """  <recv response="100" optional="true"/>
   <recv response="180"/>
-  <send><![CDATA[
-CANCEL sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 CANCEL
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-  <recv response="487"/>
-  <send><![CDATA[
-ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-</scenario>
 """
+    + sipp_request("CANCEL", 1, branch=CANCEL_BRANCH, in_dialog=False)
+    + """  <recv response="200"/>
+  <recv response="487"/>
+"""
+    + sipp_request("ACK", 1, branch=CANCEL_BRANCH),
+)
 
 
-AUTH_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="INVITE with digest authentication">
-  <send retrans="500"><![CDATA[
-INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:pjsua@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="401" auth="true"/>
-  <send><![CDATA[
-ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
-From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <send retrans="500"><![CDATA[
-INVITE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: sip:pjsua@[local_ip]:[local_port]
-[authentication]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
+AUTH_SCENARIO = sipp_scenario(
+    "INVITE with digest authentication",
+    sipp_request("INVITE", 1, body=SIPP_OFFER, user="pjsua", in_dialog=False, retrans=True)
+    + '  <recv response="401" auth="true"/>\n'
+    + sipp_request("ACK", 1, user="pjsua", branch="[branch-1]")
+    + sipp_request(
+        "INVITE",
+        2,
+        body=SIPP_OFFER,
+        user="pjsua",
+        in_dialog=False,
+        headers="[authentication]\n",
+        retrans=True,
+    )
+    + """  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="200" rtd="true"/>
-  <send><![CDATA[
-ACK sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <pause milliseconds="500"/>
-  <send retrans="500"><![CDATA[
-BYE sip:bot@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:pjsua@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-</scenario>
 """
+    + sipp_request("ACK", 2, user="pjsua")
+    + '  <pause milliseconds="500"/>\n'
+    + sipp_request("BYE", 3, user="pjsua", retrans=True)
+    + '  <recv response="200"/>\n',
+)

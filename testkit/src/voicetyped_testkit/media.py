@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -48,15 +49,22 @@ class AudioStream:
 
 
 class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
-    """Records every call's 16 kHz audio; plays given PCM back down the stream."""
+    """Records every call's 16 kHz audio; plays given PCM back down the stream.
 
-    def __init__(self, host: str = "127.0.0.1", record: bool = True) -> None:
+    With ``service_port`` it is one replica behind a Service: it also listens on that port,
+    which other peers share (SO_REUSEPORT, gRPC's default), and names its own port in
+    AudioStreamReady; stopping it leaves the others to take new connections there."""
+
+    def __init__(self, host: str = "127.0.0.1", record: bool = True, service_port: int = 0) -> None:
         self.streams: dict[str, AudioStream] = {}
         self.record = record
         self.server = grpc.aio.server()
         speech_pb2_grpc.add_SpeechGatewayServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port(f"{host}:0")
+        if service_port:
+            self.server.add_insecure_port(f"{host}:{service_port}")
         self.host = host
+        self.service_endpoint = f"{host}:{service_port or self.port}"
         self.changed = asyncio.Event()
 
     @property
@@ -270,6 +278,93 @@ async def run(cmd: list[str], cwd: Path | None = None, timeout_s: float = 60) ->
         proc.kill()
         out, _ = await proc.communicate()
     return Finished(proc.returncode or 0, out.decode(errors="replace"))
+
+
+SIPP_OFFER = """v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+"""
+
+
+def sipp_request(
+    method: str,
+    cseq: int,
+    *,
+    body: str = "",
+    branch: str = "[branch]",
+    in_dialog: bool = True,
+    user: str = "sipp",
+    headers: str = "",
+    retrans: bool = False,
+) -> str:
+    """A SIPp ``<send>`` of a request from the caller: ``in_dialog`` puts the gateway's tag in
+    To; ``body`` is SDP; ``headers`` are extra lines (``[authentication]``, say)."""
+    to_tag = "[peer_tag_param]" if in_dialog else ""
+    content = (
+        f"Content-Type: application/sdp\nContent-Length: [len]\n\n{body}"
+        if body
+        else ("Content-Length: 0\n\n")
+    )
+    return f"""  <send{' retrans="500"' if retrans else ""}><![CDATA[
+{method} sip:bot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}
+From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:bot@[remote_ip]:[remote_port]>{to_tag}
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Contact: sip:{user}@[local_ip]:[local_port]
+{headers}Max-Forwards: 70
+{content}]]></send>
+"""
+
+
+def sipp_scenario(name: str, steps: str) -> str:
+    """A SIPp scenario of ``steps``; variables their actions assign are referenced (SIPp
+    insists)."""
+    assigned = re.findall(r'assign_to="([^"]+)"', steps)
+    reference = f'  <Reference variables="{",".join(assigned)}"/>\n' if assigned else ""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{name}">
+{steps}{reference}</scenario>
+"""
+
+
+def sipp_call_scenario(
+    name: str, after_ack: str, *, offer: bool = True, on_200: str = "", ack_body: str = ""
+) -> str:
+    """A SIPp caller's scenario: INVITE (with a PCMU offer, or none: a delayed offer), its 200
+    (``on_200``: the recv's actions), ACK (``ack_body``: the answer to a delayed offer), then
+    ``after_ack``."""
+    return sipp_scenario(
+        name,
+        sipp_request("INVITE", 1, body=SIPP_OFFER if offer else "", in_dialog=False, retrans=True)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + f'  <recv response="200">{on_200}</recv>\n'
+        + sipp_request("ACK", 1, body=ack_body)
+        + after_ack
+        + "\n",
+    )
+
+
+def sipp_expect_bye(timeout_ms: int = 0) -> str:
+    """Scenario steps: the gateway's BYE (within ``timeout_ms`` if set) answered with 200."""
+    timeout = f' timeout="{timeout_ms}"' if timeout_ms else ""
+    return f"""  <recv request="BYE"{timeout}/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>"""
 
 
 def sipp_dir(tmp: Path) -> Path:

@@ -207,6 +207,7 @@ class MediaGateway:
                 dialog=self._dialog_for(sip_call),
                 symmetric_rtp=s.symmetric_rtp,
                 ring_ms=s.ring_ms,
+                speech_restore_s=s.speech_restore_s,
             ),
             self.services,
             self._call_ended,

@@ -60,6 +60,14 @@ class MediaSettings(ServiceSettings):
         description="Called user part (Request-URI user) -> dialog name; others use `dialog`.",
     )
     speech_target: str = Field("127.0.0.1:50062", description="Speech gateway host:port.")
+    speech_restore_s: float = Field(
+        10.0,
+        ge=0,
+        le=60,
+        description="A call's speech stream failing mid-call (its replica gone) is reopened "
+        "through speech_target for up to this long; then the call is hung up (BYE with "
+        'Reason: Q.850;cause=41;text="speech unavailable").',
+    )
     runtime_target: str = Field("127.0.0.1:50063", description="Runtime host:port.")
     user_agent: str = "voicetyped-media"
     event_loop: Literal["uvloop", "asyncio"] = Field(

@@ -31,6 +31,13 @@ class MediaMetrics:
             ["reason"],
             registry=registry,
         )
+        self.speech_restores = Counter(
+            "voicetyped_media_speech_restores_total",
+            "Speech streams that failed mid-call, by outcome: restored (reopened on a ready "
+            "replica) or failed (not within speech_restore_s: the call was hung up)",
+            ["outcome"],
+            registry=registry,
+        )
         self.refused = Counter(
             "voicetyped_media_calls_refused_total",
             "INVITEs refused: capacity, draining, forbidden, unauthenticated, bad SDP...",

@@ -78,6 +78,12 @@ class RuntimeLink:
         else:
             self._backlog.append(msg)
 
+    def speech_moved(self, endpoint: str) -> None:
+        """The call's speech stream was reopened on ``endpoint``: the runtime's Converse moves
+        there, and a later reattach (a runtime restart) names it."""
+        self._started.speech_endpoint = endpoint
+        self.send(speech_moved=runtime_pb2.SpeechMoved(speech_endpoint=endpoint))
+
     async def end(
         self, reason: runtime_pb2.CallEnded.Reason.ValueType, code: int = 0, timeout_s: float = 2.0
     ) -> None:

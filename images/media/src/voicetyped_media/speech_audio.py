@@ -2,8 +2,11 @@
 
 Caller audio is queued for the stream without blocking the RTP path; the queue is bounded
 (``max_queued`` chunks, 2 s at 20 ms): if the speech gateway stops reading, the oldest audio is
-dropped and counted rather than memory growing. The stream failing ends the call's speech, not
-the call: the runtime still gets DTMF and can hang up or transfer.
+dropped and counted rather than memory growing.
+
+The stream failing (an error, or the gateway ending it, while we did not close it: its replica
+was deleted or restarted) is reported through ``on_failed``; the call then reopens the stream
+through the speech Service or hangs up (:mod:`voicetyped_media.call.speech_restore`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class SpeechAudioStream:
         max_queued: int = 100,
         metadata: tuple[tuple[str, str], ...] = (),
         on_forwarded: Callable[[float], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self._stub = speech_pb2_grpc.SpeechGatewayStub(channel)
@@ -61,12 +65,16 @@ class SpeechAudioStream:
         self._sequence = 0
         self._queued_at: deque[float] = deque()
         self._on_forwarded = on_forwarded
+        self._on_failed = on_failed
+        self._closing = False
         self.dropped = 0
         self.endpoint = ""
         self.failed: str | None = None
 
-    async def open(self, timeout_s: float = 5.0) -> str:
-        """Open the stream; the speech replica's endpoint (AudioStreamReady)."""
+    async def open(self, timeout_s: float = 5.0, *, wait_for_ready: bool = False) -> str:
+        """Open the stream; the speech replica's endpoint (AudioStreamReady). With
+        ``wait_for_ready`` the attempt waits (within ``timeout_s``) for the channel to connect
+        rather than failing at once while it is reconnecting."""
         self._queue.put_nowait(
             speech_pb2.AudioUplink(
                 start=speech_pb2.AudioStreamStart(
@@ -80,7 +88,7 @@ class SpeechAudioStream:
             )
         )
         self._call = self._stub.StreamAudio(
-            self._requests(), metadata=self._metadata or None, wait_for_ready=False
+            self._requests(), metadata=self._metadata or None, wait_for_ready=wait_for_ready
         )
         try:
             async with asyncio.timeout(timeout_s):
@@ -117,6 +125,7 @@ class SpeechAudioStream:
 
     async def close(self) -> None:
         """Half-close (the call ended) and wait briefly for the gateway to finish."""
+        self._closing = True
         self._queue.put_nowait(None)
         if self._reader is not None:
             try:
@@ -150,6 +159,14 @@ class SpeechAudioStream:
                 ):
                     self._on_stop(msg.control.request_id)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                self.failed = exc.code().name
-                log.warning("speech stream failed", code=exc.code().name, detail=exc.details())
+            if not self._closing:
+                self._fail(exc.code().name, exc.details() or "")
+            return
+        if not self._closing:
+            self._fail("ENDED", "the speech gateway ended the stream")
+
+    def _fail(self, code: str, detail: str) -> None:
+        self.failed = code
+        log.warning("speech stream failed", code=code, detail=detail)
+        if self._on_failed is not None:
+            self._on_failed(code)

@@ -24,7 +24,6 @@ from voicetyped_media.rtp.pacer import Playout
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, answer_offer, make_offer
-from voicetyped_media.speech_audio import SpeechAudioStream
 
 if TYPE_CHECKING:
     from voicetyped_media.call.media_call import MediaCall
@@ -131,15 +130,7 @@ async def _open_media(
     call.unopened = None
     await call.stream.start(rtp_sock, rtcp_sock)
     call.keys.listen_inband(call.config.inband_dtmf, negotiated.telephone_event)
-    call.speech = SpeechAudioStream(
-        call.services.speech,
-        call.session_id,
-        codec.pcm_rate,
-        call.on_playback,
-        call.on_stop,
-        on_forwarded=m.uplink_delay.observe,
-        metadata=tracing.metadata(call.trace),
-    )
+    call.speech = call.new_speech_stream()
     try:
         return await call.speech.open()
     except Exception as exc:

@@ -3,12 +3,13 @@
 Lifecycle: INVITE admitted (its SDP offer read) -> 180 -> speech stream opened (its replica
 endpoint is known) -> 200 with the SDP answer -> CallStarted to the runtime -> audio flows both
 ways -> ended by BYE from either side, CANCEL, transfer, ACK or session timeout, a runtime
-hangup, or drain. Whatever ends it, :meth:`MediaCall.end` runs once: RTP closed (its port rested
-and returned), speech stream half-closed, CallEnded sent with the reason, metrics and a summary
-log line written.
+hangup, drain, or the speech stream failing and not coming back in time. Whatever ends it,
+:meth:`MediaCall.end` runs once: RTP closed (its port rested and returned), speech stream
+half-closed, CallEnded sent with the reason, metrics and a summary log line written.
 
 The jobs around it have their own modules: :mod:`.answer` (set-up), :mod:`.renegotiate`
-(re-INVITEs and hold), :mod:`.keys` (DTMF), :mod:`.transfer` (REFER).
+(re-INVITEs and hold), :mod:`.keys` (DTMF), :mod:`.transfer` (REFER), :mod:`.speech_restore`
+(the speech stream failing mid-call).
 
 The session id is ``<Call-ID>`` hashed with the local tag (unique per dialog, stable across a
 runtime reattach, safe to log).
@@ -31,7 +32,7 @@ from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import runtime_pb2
 
-from voicetyped_media.call import answer, renegotiate
+from voicetyped_media.call import answer, renegotiate, speech_restore
 from voicetyped_media.call.keys import KeyRelay
 from voicetyped_media.call.transfer import BlindTransfer, SendInDialog
 from voicetyped_media.rtp.pacer import FRAME_S, Pacer, Playout
@@ -74,6 +75,8 @@ class CallConfig:
     dialog: str
     symmetric_rtp: bool
     ring_ms: int = 0
+    speech_restore_s: float = 10.0
+    """How long a failed speech stream may take to reopen before the call is hung up."""
 
 
 @dataclass
@@ -119,6 +122,7 @@ class MediaCall:
     _started: float = field(default_factory=time.monotonic)
     _playback_first_chunk: dict[str, int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _restoring: bool = False
 
     def __post_init__(self) -> None:
         self.session_id = session_id_for(self.sip)
@@ -193,6 +197,33 @@ class MediaCall:
 
     # -- media -------------------------------------------------------------------------------
 
+    def new_speech_stream(self) -> SpeechAudioStream:
+        """The call's ``StreamAudio`` (not opened yet), at the playback rate of its codec."""
+        assert self.stream is not None
+        return SpeechAudioStream(
+            self.services.speech,
+            self.session_id,
+            self.stream.codec.pcm_rate,
+            self.on_playback,
+            self.on_stop,
+            on_forwarded=self.services.metrics.uplink_delay.observe,
+            on_failed=self.speech_failed,
+            metadata=tracing.metadata(self.trace),
+        )
+
+    def speech_failed(self, code: str) -> None:
+        """The speech stream broke while the call is up: reopen it or hang up."""
+        if self.ended or self._restoring:
+            return
+        self._restoring = True
+        self._spawn(self._restore_speech())
+
+    async def _restore_speech(self) -> None:
+        try:
+            await speech_restore.restore(self)
+        finally:
+            self._restoring = False
+
     def on_audio(self, pcm: bytes, start_ms: int) -> None:
         if self.speech is not None:
             self.speech.send(pcm, start_ms)
@@ -266,11 +297,14 @@ class MediaCall:
 
     # -- ending ------------------------------------------------------------------------------
 
-    async def hang_up(self) -> None:
-        """Send BYE (answered calls) and wait for its response (bounded)."""
+    async def hang_up(self, reason: str = "") -> None:
+        """Send BYE (answered calls; with a ``Reason`` header, RFC 3326, when given) and wait
+        for its response (bounded)."""
         if not self.answered or self.ended:
             return
-        await self.services.send_in_dialog(self.sip, "BYE", {}, "")
+        await self.services.send_in_dialog(
+            self.sip, "BYE", {"Reason": reason} if reason else {}, ""
+        )
         self.sip.dialog.terminate()
 
     async def _leave(self, reason: Reason, code: int) -> None:
