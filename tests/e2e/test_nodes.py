@@ -1,7 +1,9 @@
-"""The nodes are Ready; on the local control plane they are KWOK fakes in a CPU and a GPU pool."""
+"""The nodes are Ready: on the local control plane KWOK fakes in a CPU and a GPU pool, and one
+real node where containers run."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,10 +40,11 @@ def test_local_cluster_has_fake_cpu_and_gpu_pools(kube: Kube, cluster_info: Clus
         pools.setdefault(node["metadata"]["labels"].get(POOL_LABEL, ""), []).append(
             node["metadata"]["name"]
         )
-    assert sorted(pools) == ["cpu", "gpu"], pools
+    real = cluster_info.real_nodes
+    assert sorted(pools) == (["cpu", "gpu", "local"] if real else ["cpu", "gpu"]), pools
     assert len(pools["cpu"]) == 2 and len(pools["gpu"]) == 2
     assert sorted(cluster_info.fake_nodes) == sorted(pools["cpu"] + pools["gpu"])
-    assert cluster_info.simulated
+    assert cluster_info.simulated == (not real)
     # KWOK keeps them alive: leases renewed by its heartbeat stage.
     leases = kube.items("leases", "-n", "kube-node-lease")
     assert {lease["metadata"]["name"] for lease in leases} >= set(cluster_info.fake_nodes)
@@ -65,3 +68,25 @@ def test_gpu_nodes_advertise_gpus_and_are_tainted(
     for name, node in by_name.items():
         if name not in gpu_nodes:
             assert "nvidia.com/gpu" not in node["status"].get("allocatable", {})
+
+
+def test_the_real_node_runs_containers_and_is_kept_for_them(
+    kube: Kube, live_cluster: ClusterInfo
+) -> None:
+    """The local cluster's real node (cluster/node.py): a kubelet on containerd, Ready,
+    labelled and tainted so that only pods meant to run there land on it."""
+    if not kube.local:
+        pytest.skip("the real node belongs to the local control plane (make cluster-up)")
+    (name,) = live_cluster.real_nodes
+    node = kube.get("node", name)
+    labels = node["metadata"]["labels"]
+    assert labels[POOL_LABEL] == "local"
+    assert {"key": POOL_LABEL, "value": "local", "effect": "NoSchedule"} in node["spec"]["taints"]
+    info = node["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("containerd://"), info
+    server = json.loads(kube.kubectl("get", "--raw", "/version").stdout)
+    assert info["kubeletVersion"] == server["gitVersion"], info
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == "10.250.255.1", addresses

@@ -956,13 +956,25 @@ def status() -> int:
     health = healthy(state)
     for name in state.components:
         ok = health.get(name, False)
-        port = state.ports.get(name, "-")
         pid = state.pids.get(name)
-        print(f"{name:24} {'up' if ok else 'DOWN':5} pid={pid} port={port}")
+        print(f"{name:24} {'up' if ok else 'DOWN':5} pid={pid} {_address(state, name)}")
     if state.real_node:
         print(f"real node {node.NODE_NAME} at {node.NODE_IP}, pods in {node.POD_CIDR}")
     print(f"KUBECONFIG={kubeconfig_path()}")
     return 0 if all(health.get(n, False) for n in state.components) else 1
+
+
+HEALTH_PORT = {"kubelet": "kubelet-healthz", "kube-proxy": "kube-proxy-healthz",
+               "coredns": "coredns-health"}  # fmt: skip
+
+
+def _address(state: State, name: str) -> str:
+    """Where the component answers: the API server on the cluster's address (the node's
+    while the real node runs), the rest on 127.0.0.1 (the node's parts: their health port;
+    the kubelet also serves the API server on the node address)."""
+    if name == "kube-apiserver":
+        return f"{state.host}:{state.ports[name]}"
+    return f"127.0.0.1:{state.ports[HEALTH_PORT.get(name, name)]}"
 
 
 def env_lines() -> str:
