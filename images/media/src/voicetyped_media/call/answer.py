@@ -58,7 +58,7 @@ async def answer(call: MediaCall) -> None:
             return
     call.sip.accept(parse_sdp(negotiated.answer))
     call.answered = True
-    _start_call(call, negotiated, endpoint)
+    _start_call(call, negotiated)
 
 
 async def _with_delayed_offer(
@@ -99,7 +99,7 @@ async def _with_delayed_offer(
         await call.end(ENDED.REASON_FAILED, 503)
         return
     if not call.ended:
-        _start_call(call, negotiated, endpoint)
+        _start_call(call, negotiated)
 
 
 def _start_trace(call: MediaCall, negotiated: Negotiated | None) -> None:
@@ -139,7 +139,7 @@ async def _open_media(
         return None
 
 
-def _start_call(call: MediaCall, negotiated: Negotiated, endpoint: str) -> None:
+def _start_call(call: MediaCall, negotiated: Negotiated) -> None:
     """The call is answered and its media flows: play out, and hand it to the runtime."""
     assert call.stream is not None
     call.playout = Playout(call.stream, on_started=call.first_rtp)
@@ -147,6 +147,9 @@ def _start_call(call: MediaCall, negotiated: Negotiated, endpoint: str) -> None:
     call.held = negotiated.on_hold
     call.services.pacer.playouts.add(call.playout)
     call.services.metrics.calls_answered.labels(negotiated.codec.name).inc()
+    assert call.speech is not None
+    # The stream's replica now: reopened elsewhere if it failed while the call was set up.
+    endpoint = call.speech.endpoint
     call.runtime = RuntimeLink(
         call.services.runtime,
         call.session_id,
