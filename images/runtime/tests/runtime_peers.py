@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +34,7 @@ from voicetyped.v1 import (
     speech_pb2,
     speech_pb2_grpc,
 )
+from voicetyped_testkit.processes import ServiceProcess, free_port
 
 
 @dataclass
@@ -250,3 +253,41 @@ class MediaPeer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+@dataclass
+class Replica:
+    """A runtime process (the real one) with its ports, set up as the tests run it."""
+
+    process: ServiceProcess
+    grpc_port: int
+    http_port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def runtime_replica(
+    name: str, store_url: str, dialog: str, integration: IntegrationPeer, tmp_path: Path
+) -> Replica:
+    """``python -m voicetyped_runtime`` serving ``dialog`` (YAML), its store at ``store_url``,
+    on free loopback ports, a 3 s shutdown grace; logs to ``tmp_path/<name>.log``."""
+    dialogs = tmp_path / f"{name}-dialogs"
+    dialogs.mkdir()
+    (dialogs / "dialog.yaml").write_text(dialog)
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "VOICETYPED_STORE_URL": store_url,
+        "VOICETYPED_DIALOGS_DIR": str(dialogs),
+        "VOICETYPED_INTEGRATION_TARGET": integration.endpoint,
+        "VOICETYPED_REPLICA_ID": name,
+        "VOICETYPED_GRPC_HOST": "127.0.0.1",
+        "VOICETYPED_GRPC_PORT": str(grpc_port),
+        "VOICETYPED_HTTP_HOST": "127.0.0.1",
+        "VOICETYPED_HTTP_PORT": str(http_port),
+        "VOICETYPED_SHUTDOWN_GRACE_S": "3",
+    }
+    process = ServiceProcess("voicetyped_runtime", env, tmp_path / f"{name}.log")
+    return Replica(process, grpc_port, http_port)

@@ -8,16 +8,12 @@ and a client speaking the voicetyped.v1 contracts.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
-import pytest
-from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
-from voicetyped_testkit.redis_server import RedisServer
+from voicetyped_testkit.processes import eventually
 
 # Long enough that the hold is still pending after a SIGKILL and a restart on a loaded machine
 # (under stress-ng --cpu 2 the kill, restart and reattach took 14 s).
@@ -55,33 +51,12 @@ states:
 """
 
 
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 async def test_call_survives_sigkill(
-    redis: RedisServer, rt_peers: ModuleType, peers_up: tuple[Any, Any], tmp_path: Path
+    redis_url: str, rt_peers: ModuleType, peers_up: tuple[Any, Any], tmp_path: Path
 ) -> None:
     speech, integration = peers_up
-    dialogs = tmp_path / "dialogs"
-    dialogs.mkdir()
-    (dialogs / "restart-test.yaml").write_text(DIALOG)
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "VOICETYPED_STORE_URL": redis.url,
-        "VOICETYPED_DIALOGS_DIR": str(dialogs),
-        "VOICETYPED_INTEGRATION_TARGET": integration.endpoint,
-        "VOICETYPED_REPLICA_ID": "runtime-0",
-        "VOICETYPED_GRPC_HOST": "127.0.0.1",
-        "VOICETYPED_GRPC_PORT": str(grpc_port),
-        "VOICETYPED_HTTP_HOST": "127.0.0.1",
-        "VOICETYPED_HTTP_PORT": str(http_port),
-        "VOICETYPED_SHUTDOWN_GRACE_S": "3",
-    }
-    runtime = ServiceProcess("voicetyped_runtime", env, tmp_path / "runtime.log")
+    replica = rt_peers.runtime_replica("runtime-0", redis_url, DIALOG, integration, tmp_path)
+    runtime, grpc_port, http_port = replica.process, replica.grpc_port, replica.http_port
     sid = "call-restart-1"
     media = rt_peers.MediaPeer(f"127.0.0.1:{grpc_port}", sid, speech.endpoint)
     admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5)

@@ -6,13 +6,12 @@ voicetyped.v1 contracts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
-from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
+from voicetyped_testkit.processes import eventually
 
 GREETING = "Hello, what can I do for you?"
 GOODBYE = "Thank you, goodbye."
@@ -39,21 +38,8 @@ async def test_converse_moves_to_the_new_speech_replica_and_the_dialog_goes_on(
     lost.play_s = 3600.0  # the greeting is still playing when its replica goes
     other = rt_peers.SpeechPeer()
     await other.server.start()
-    dialogs = tmp_path / "dialogs"
-    dialogs.mkdir()
-    (dialogs / "moved-test.yaml").write_text(DIALOG)
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "VOICETYPED_STORE_URL": redis_url,
-        "VOICETYPED_DIALOGS_DIR": str(dialogs),
-        "VOICETYPED_INTEGRATION_TARGET": integration.endpoint,
-        "VOICETYPED_GRPC_HOST": "127.0.0.1",
-        "VOICETYPED_GRPC_PORT": str(grpc_port),
-        "VOICETYPED_HTTP_HOST": "127.0.0.1",
-        "VOICETYPED_HTTP_PORT": str(http_port),
-    }
-    runtime = ServiceProcess("voicetyped_runtime", env, tmp_path / "runtime.log")
+    replica = rt_peers.runtime_replica("runtime-0", redis_url, DIALOG, integration, tmp_path)
+    runtime, grpc_port, http_port = replica.process, replica.grpc_port, replica.http_port
     sid = "call-moved-1"
     media = rt_peers.MediaPeer(f"127.0.0.1:{grpc_port}", sid, lost.endpoint)
     admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=5)

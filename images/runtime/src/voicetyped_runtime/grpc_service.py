@@ -49,6 +49,14 @@ class ConversationRuntimeServicer(runtime_pb2_grpc.ConversationRuntimeServicer):
             try:
                 async for command in media.commands(generation):
                     yield command
+                if actor.handed_over:
+                    # Drained with the call still up: its state is stored for another replica.
+                    # An error status (not OK, which reads as "the runtime ended the call")
+                    # makes the media gateway reattach, through the Service, elsewhere.
+                    log.info("call handed over; media stream told to reattach")
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "call handed over: reattach to another replica"
+                    )
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
