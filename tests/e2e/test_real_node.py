@@ -22,10 +22,11 @@ import copy
 import json
 import os
 import sys
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from voicetyped_dev.caller.phone import Phone
-from voicetyped_dev.caller.run import Voices, run_call
-from voicetyped_dev.caller.script import CallLog, Expect, load_script
+from voicetyped_dev.caller.run import Event, Voices, run_call
+from voicetyped_dev.caller.script import CallLog, Expect, Step, load_script
 
 if TYPE_CHECKING:
     from tests.e2e.kube import ClusterInfo, Kube
@@ -73,6 +74,8 @@ def for_one_node(doc: dict[str, Any]) -> dict[str, Any]:
         speech.update(backend="whispercpp", gpu={"enabled": False}, replicas=1)
         speech["resources"] = {"requests": {"cpu": "250m", "memory": "512Mi"}}
         spec["runtime"]["store"] = {"type": "managedRedis", "managedRedis": {"image": REDIS_IMAGE}}
+        # A deleted runtime pod hands its calls over after 5 s (not 60): inside a test call.
+        spec["runtime"]["drainSeconds"] = 5
         spec["integration"]["replicas"] = 1
     elif kind == "Deployment":  # the example backend
         pod = doc["spec"]["template"]["spec"]
@@ -103,7 +106,9 @@ def _node_ip(kube: Kube, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(kube: Kube, live_cluster: ClusterInfo) -> Iterator[Deployed]:
+def deployed(
+    kube: Kube, live_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
     namespace = f"e2e-real-node-{uuid.uuid4().hex[:5]}"
     kube.kubectl("create", "namespace", namespace)
     release = "vt"
@@ -132,8 +137,31 @@ def deployed(kube: Kube, live_cluster: ClusterInfo) -> Iterator[Deployed]:
                            check=False).stdout)  # fmt: skip
         raise
     finally:
+        save_logs(kube, namespace, tmp_path_factory.mktemp("real-node-logs"))
         kube.helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def save_logs(kube: Kube, namespace: str, into: Path) -> None:
+    """Every pod's log (and its previous container's), kept for reading after a failure."""
+    for pod in kube.items("pods", "-n", namespace):
+        name = pod["metadata"]["name"]
+        for suffix, extra in ((".log", ()), (".previous.log", ("--previous",))):
+            out = kube.kubectl("logs", "-n", namespace, name, "--all-containers", *extra,
+                               check=False).stdout  # fmt: skip
+            if out:
+                (into / f"{name}{suffix}").write_text(out)
+    print(f"pod logs of {namespace}: {into}")
+
+
+def json_log(kube: Kube, namespace: str, pod: str) -> list[dict[str, Any]]:
+    """A service pod's JSON log records."""
+    out = kube.kubectl("logs", "-n", namespace, pod, check=False).stdout
+    records = []
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
 
 
 def _b64(value: str) -> str:
@@ -161,19 +189,71 @@ def voices() -> Voices:
 
 
 async def place_call(
-    target: str, node_ip: str, voices: Voices, transcribe: bool = True, rtp_ports: int = 44000
+    target: str,
+    node_ip: str,
+    voices: Voices,
+    transcribe: bool = True,
+    rtp_ports: int = 44000,
+    on_event: Event | None = None,
+    steps: list[Step] | None = None,
 ) -> CallLog:
     """The demo call script from the node's address (``transcribe=False``: without the
     ``expect`` steps, which need the caller's own Whisper; for many calls at once)."""
-    steps = load_script(SCRIPT)
+    steps = load_script(SCRIPT) if steps is None else steps
     if not transcribe:
         steps = [step for step in steps if not isinstance(step, Expect)]
     phone = Phone(host=node_ip, rtp_ports=(rtp_ports, rtp_ports + 99))
     await phone.start()
     try:
-        return await run_call(target, steps, voices, phone=phone, transcribe=transcribe)
+        return await run_call(
+            target, steps, voices, on_event=on_event, phone=phone, transcribe=transcribe
+        )
     finally:
         await phone.close()
+
+
+def runtime_sessions(kube: Kube, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    """Each runtime pod's live calls (its admin API: GET /v1/sessions)."""
+    found = {}
+    for pod in _pods(kube, namespace, "runtime"):
+        if not pod["status"].get("podIP"):  # a draining pod still drives its calls
+            continue
+        url = f"http://{pod['status']['podIP']}:8083/v1/sessions"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as reply:
+            found[pod["metadata"]["name"]] = json.loads(reply.read())["sessions"]
+    return found
+
+
+@dataclass
+class AfterTurn:
+    """Runs ``action`` in a thread once the call's ``number``-th turn is done (its
+    ``on_event``); :meth:`result` waits for it and raises what it raised."""
+
+    number: int
+    action: Callable[[], None]
+    turns: int = 0
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def on_event(self, kind: str, data: Any) -> None:
+        if kind == "turn":
+            self.turns += 1
+            if self.turns == self.number:
+                self.thread = threading.Thread(target=self._run, daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.action()
+        except BaseException as err:  # raised again by result()
+            self.error = err
+
+    def result(self, timeout_s: float = 240.0) -> None:
+        assert self.thread is not None, f"the call ended before turn {self.number}"
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), f"the action after turn {self.number} never ended"
+        if self.error is not None:
+            raise self.error
 
 
 def media_target(kube: Kube, deployed: Deployed) -> str:
@@ -226,6 +306,92 @@ def test_a_call_through_the_node_port(kube: Kube, deployed: Deployed, voices: Vo
     since = time.time()
     log = asyncio.run(place_call(media_target(kube, deployed), deployed.node_ip, voices))
     assert_demo_call(log, backend_requests(kube, deployed, since))
+
+
+def test_the_runtime_pod_deleted_mid_call(kube: Kube, deployed: Deployed, voices: Voices) -> None:
+    """The runtime pod driving the call is deleted (as a rollout or a drain does) before the
+    order lookup: it drains, hands the call over with its state in Redis, the other replica
+    resumes it; the caller hears every reply and the lookup is made once."""
+    ns = deployed.namespace
+    deleted: list[str] = []
+
+    def delete_the_driving_runtime() -> None:
+        driving = [name for name, live in runtime_sessions(kube, ns).items() if live]
+        assert len(driving) == 1, driving
+        kube.kubectl("delete", "pod", "-n", ns, driving[0], "--wait=false")
+        deleted.append(driving[0])
+
+    delete = AfterTurn(2, delete_the_driving_runtime)  # greeting, asked for the number
+    since = time.time()
+    log = asyncio.run(place_call(media_target(kube, deployed), deployed.node_ip, voices,
+                                 on_event=delete.on_event))  # fmt: skip
+    delete.result()
+    assert len(deleted) == 1, "the runtime pod was not deleted during the call"
+    assert_demo_call(log, backend_requests(kube, deployed, since))
+    assert len(log.turns) == 4, [t.caller for t in log.turns]
+    # It was handed over, not finished where it started: another replica took it from Redis.
+    resumed = [
+        record
+        for pod in _pods(kube, ns, "runtime")
+        for record in json_log(kube, ns, pod["metadata"]["name"])
+        if record.get("event") == "call resumed"
+    ]
+    assert len(resumed) == 1, resumed
+    # The Deployment replaces the pod before the next test.
+    kube.wait_running(ns, "app.kubernetes.io/component=runtime", 2, timeout_s=180)
+
+
+def served_hashes(kube: Kube, namespace: str) -> set[str]:
+    """The order-status dialog's hash each runtime pod serves."""
+    hashes = set()
+    for pod in _pods(kube, namespace, "runtime"):
+        url = f"http://{pod['status']['podIP']}:8083/v1/dialogs/{VD}"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            hashes.add(json.loads(reply.read())["hash"])
+    return hashes
+
+
+def test_a_dialog_edit_reaches_the_next_call_not_the_live_one(
+    kube: Kube, deployed: Deployed, voices: Voices
+) -> None:
+    ns = deployed.namespace
+    (before,) = served_hashes(kube, ns)
+    dialog = kube.get("dialog", VD, "-n", ns)
+    greeting = dialog["spec"]["states"]["greet"]["on_enter"][0]["play_tts"]["text"]
+    edited = "Hello, this is the order line. Please say your order number."
+
+    def edit() -> None:
+        dialog["spec"]["states"]["greet"]["on_enter"][0]["play_tts"]["text"] = edited
+        kube.apply(dialog, ns)
+
+        def served_everywhere() -> set[str] | None:
+            with contextlib.suppress(OSError):
+                hashes = served_hashes(kube, ns)
+                return hashes if len(hashes) == 1 and before not in hashes else None
+            return None
+
+        # The ConfigMap reaches the pods' projected volume within the kubelet's sync period.
+        kube.wait("every runtime pod to serve the edited dialog", served_everywhere, 180)
+        live = [c for calls in runtime_sessions(kube, ns).values() for c in calls]
+        assert [c["dialog_hash"] for c in live] == [before], live  # the call keeps its version
+
+    edited_during_call = AfterTurn(1, edit)  # the greeting was heard
+    since = time.time()
+    target = media_target(kube, deployed)
+    live = asyncio.run(
+        place_call(target, deployed.node_ip, voices, on_event=edited_during_call.on_event)
+    )
+    edited_during_call.result()
+    assert_demo_call(live, backend_requests(kube, deployed, since))  # the old version's words
+    assert "thanks for calling" in greeting.lower()
+    # The next call gets the edit: its greeting, and the new version's hash in its session.
+    steps = load_script(SCRIPT)
+    steps[1] = Expect(expect="this is the order line")
+    since = time.time()
+    nxt = asyncio.run(place_call(target, deployed.node_ip, voices, steps=steps))
+    assert_demo_call(nxt, backend_requests(kube, deployed, since))
+    (after,) = served_hashes(kube, ns)
+    assert after != before
 
 
 def media_pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:

@@ -155,6 +155,9 @@ def kubelet_config(run: Path, pki: Path, healthz_port: int) -> dict[str, object]
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
+        # ConfigMap edits (a Dialog's) reach the pods' volumes within ~10 s, not up to a
+        # minute: the tests wait for them.
+        "syncFrequency": "10s",
         "shutdownGracePeriod": "0s",
         "staticPodPath": "",
         "rotateCertificates": False,
