@@ -21,6 +21,7 @@ import contextlib
 import copy
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -275,11 +276,6 @@ def metric(pod: dict[str, Any], name: str) -> float:
     )
 
 
-def patch_vd(kube: Kube, namespace: str, media: dict[str, Any]) -> None:
-    body = json.dumps({"spec": {"media": media}})
-    kube.kubectl("patch", "-n", namespace, f"voicedeployment/{VD}", "--type=merge", "-p", body)
-
-
 def assert_demo_call(log: CallLog, requests: list[tuple[str, str]]) -> None:
     assert not log.failures, log.failures
     assert log.ended_by_bot, "the bot did not hang up after its goodbye"
@@ -341,6 +337,44 @@ def test_the_runtime_pod_deleted_mid_call(kube: Kube, deployed: Deployed, voices
     kube.wait_running(ns, "app.kubernetes.io/component=runtime", 2, timeout_s=180)
 
 
+def test_the_speech_pod_deleted_mid_call(kube: Kube, deployed: Deployed, voices: Voices) -> None:
+    """The speech pod serving the call is deleted (kubectl delete pod) before the caller's last
+    turn: it drains, keeping the calls it has while the Service sends new ones to the other
+    replica, so the caller notices nothing. (A crash of the replica, where the stream breaks
+    and is reopened on another one or the call ends with Q.850 cause 41, is tested with real
+    processes in images/media/tests/test_speech_restore.py.)"""
+    ns = deployed.namespace
+    patch_vd_part(kube, ns, "speech", {"replicas": 2})
+    kube.wait_running(ns, "app.kubernetes.io/component=speech", 2, timeout_s=240)
+    deleted: list[str] = []
+
+    def delete_the_calls_speech_pod() -> None:
+        (media,) = media_pods(kube, ns)
+        answered = [r for r in json_log(kube, ns, media["metadata"]["name"])
+                    if r.get("event") == "call answered"]  # fmt: skip
+        speech_ip = answered[-1]["speech"].rsplit(":", 1)[0]
+        (pod,) = [p for p in _pods(kube, ns, "speech") if p["status"].get("podIP") == speech_ip]
+        kube.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
+        deleted.append(pod["metadata"]["name"])
+
+    delete = AfterTurn(3, delete_the_calls_speech_pod)  # the lookup's answer was heard
+    since = time.time()
+    log = asyncio.run(place_call(media_target(kube, deployed), deployed.node_ip, voices,
+                                 on_event=delete.on_event))  # fmt: skip
+    delete.result()
+    assert len(deleted) == 1
+    assert_demo_call(log, backend_requests(kube, deployed, since))
+    (media,) = media_pods(kube, ns)
+    assert metric(media, "voicetyped_media_speech_restores_total") == 0  # never broke
+    assert metric(media, "voicetyped_media_calls_ended_total") >= 1
+    kube.wait_running(ns, "app.kubernetes.io/component=speech", 2, timeout_s=240)
+
+
+def patch_vd_part(kube: Kube, namespace: str, part: str, values: dict[str, Any]) -> None:
+    body = json.dumps({"spec": {part: values}})
+    kube.kubectl("patch", "-n", namespace, f"voicedeployment/{VD}", "--type=merge", "-p", body)
+
+
 def served_hashes(kube: Kube, namespace: str) -> set[str]:
     """The order-status dialog's hash each runtime pod serves."""
     hashes = set()
@@ -358,7 +392,8 @@ def test_a_dialog_edit_reaches_the_next_call_not_the_live_one(
     (before,) = served_hashes(kube, ns)
     dialog = kube.get("dialog", VD, "-n", ns)
     greeting = dialog["spec"]["states"]["greet"]["on_enter"][0]["play_tts"]["text"]
-    edited = "Hello, this is the order line. Please say your order number."
+    # Still thanks the caller first: the later tests' calls expect that.
+    edited = "Hello and thanks for calling, this is the order line. Say your order number."
 
     def edit() -> None:
         dialog["spec"]["states"]["greet"]["on_enter"][0]["play_tts"]["text"] = edited
@@ -425,7 +460,7 @@ def test_a_media_rollout_drops_no_live_call(kube: Kube, deployed: Deployed, voic
 
         # The rollout starts once every call is up on the old pod.
         await asyncio.to_thread(kube.wait, "5 calls on the media pod", five_calls, 120)
-        await asyncio.to_thread(patch_vd, kube, ns, {"logLevel": "debug"})
+        await asyncio.to_thread(patch_vd_part, kube, ns, "media", {"logLevel": "debug"})
 
         def old_terminating() -> bool | None:
             pod = kube.find("pod", old["metadata"]["name"], "-n", ns)
@@ -463,7 +498,7 @@ def test_a_call_with_media_on_the_node_network(
     """hostNetwork: SIP and RTP reach the media pod on the node's own address."""
     ns = deployed.namespace
     sip_port = 15060  # on the node's network: away from the well-known port and the tests'
-    patch_vd(kube, ns, {"hostNetwork": True, "sip": {"port": sip_port},
+    patch_vd_part(kube, ns, "media", {"hostNetwork": True, "sip": {"port": sip_port},
                         "rtp": {"portMin": 23000, "portMax": 23199}})  # fmt: skip
 
     def on_node_network() -> dict[str, Any] | None:
@@ -476,3 +511,74 @@ def test_a_call_with_media_on_the_node_network(
     target = f"sip:{VD}@{deployed.node_ip}:{sip_port}"
     log = asyncio.run(place_call(target, deployed.node_ip, voices))
     assert_demo_call(log, backend_requests(kube, deployed, since))
+
+
+def test_the_operator_pod_exits_0_on_rollout(kube: Kube, deployed: Deployed) -> None:
+    """helm upgrade rolls the operator (Recreate): the old pod gets SIGTERM and exits 0."""
+    ns = deployed.namespace
+    selector = "app.kubernetes.io/name=voicetyped-operator"
+    (old,) = kube.pods(ns, selector)
+    # The old pod's last status (its exit code) is only seen by watching it go.
+    watch = subprocess.Popen(
+        [kube.kubectl_bin, "get", "pods", "-n", ns, "-l", selector, "--watch", "-o", "json"],
+        stdout=subprocess.PIPE, text=True, env=kube.env(),
+    )  # fmt: skip
+    try:
+        kube.helm(
+            "upgrade", "vt", str(CHART), "--namespace", ns, "--reuse-values",
+            "--set", "operator.logLevel=debug", "--wait", "--timeout", "5m", timeout_s=360,
+        )  # fmt: skip
+        (new,) = kube.wait_running(ns, selector, 1, timeout_s=120)
+        assert new["metadata"]["name"] != old["metadata"]["name"]
+    finally:
+        watch.terminate()
+        seen, _ = watch.communicate(timeout=30)
+    codes = [
+        state["terminated"]["exitCode"]
+        for pod in _json_stream(seen)
+        if pod["metadata"]["name"] == old["metadata"]["name"]
+        for status in pod["status"].get("containerStatuses", [])
+        if "terminated" in (state := status.get("state", {}))
+    ]
+    assert codes and set(codes) == {0}, codes
+
+
+def _json_stream(text: str) -> Iterator[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    position = 0
+    while (position := _skip_space(text, position)) < len(text):
+        try:
+            obj, position = decoder.raw_decode(text, position)
+        except ValueError:
+            return  # the watch was stopped in the middle of an object
+        yield obj
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+def test_deleting_the_voicedeployment_removes_everything(kube: Kube, deployed: Deployed) -> None:
+    ns = deployed.namespace
+    selector = f"voicetyped.io/voicedeployment={VD}"  # every child the operator made for it
+    kinds = "deployments,replicasets,pods,services,configmaps,secrets,serviceaccounts,hpa"
+    assert kube.items(kinds + ",networkpolicies", "-n", ns, "-l", selector)
+    kube.kubectl("delete", "-n", ns, f"voicedeployment/{VD}", "--wait=true", "--timeout=300s",
+                 timeout_s=330)  # fmt: skip
+    left: list[str] = []
+
+    def gone() -> bool | None:
+        items = kube.items(kinds + ",networkpolicies", "-n", ns, "-l", selector)
+        left[:] = [f"{i['kind']}/{i['metadata']['name']}" for i in items]
+        return not items or None
+
+    try:
+        kube.wait("every child of the VoiceDeployment to go", gone, 300)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; left: {left}") from None
+    # The operator stays, and so does what the user applied beside it.
+    assert kube.pods(ns, "app.kubernetes.io/name=voicetyped-operator")
+    assert kube.find("dialog", VD, "-n", ns) is not None
+    assert kube.find("configmap", f"voicetyped-dialog-{VD}", "-n", ns) is not None  # the Dialog's
