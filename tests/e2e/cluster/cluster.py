@@ -100,7 +100,6 @@ GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
 KIND_VERSION = "v0.33.0"
 KIND_CLUSTER = "voicetyped-e2e"
-SERVICES = ("media", "speech", "runtime", "integration")
 IMAGE_TAG = "dev"
 CHART = REPO / "charts" / "voicetyped-operator"
 OPERATOR_DOCKERFILE = REPO / "operator" / "Dockerfile"
@@ -1039,14 +1038,9 @@ def kind_e2e(pytest_args: list[str]) -> int:
     else:
         _run([kind, "export", "kubeconfig", "--name", KIND_CLUSTER,
               "--kubeconfig", kind_kubeconfig()])  # fmt: skip
-    images = []
-    for service in SERVICES:
-        image = f"voicetyped/{service}:{IMAGE_TAG}"
-        _run(["docker", "build", "-f", f"images/{service}/Dockerfile", "-t", image, "."])
-        images.append(image)
-    operator = f"voicetyped/operator:{IMAGE_TAG}"
-    _run(["docker", "build", "-f", str(OPERATOR_DOCKERFILE.relative_to(REPO)), "-t", operator, "."])
-    images.append(operator)
+    # The same images `make images` builds (services, operator, example backend, Redis),
+    # with the user's Docker engine.
+    images = [built.image for built in images_module().make_images(tag=IMAGE_TAG)[1]]
     _run([kind, "load", "docker-image", "--name", KIND_CLUSTER, *images])
     _run(
         [
@@ -1063,6 +1057,13 @@ def kind_e2e(pytest_args: list[str]) -> int:
     cmd = [str(pytest if pytest.exists() else "pytest"), "-m", "e2e", "tests/e2e", *pytest_args]
     log(f"running the e2e suite against kind cluster {KIND_CLUSTER}")
     return subprocess.run(cmd, cwd=REPO, env=env).returncode
+
+
+def images_module() -> Any:
+    """images.py (a sibling, imported when needed: it starts no engine at import)."""
+    import images
+
+    return images
 
 
 def kind_down() -> None:
