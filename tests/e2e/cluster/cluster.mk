@@ -4,7 +4,7 @@
 #   make e2e-local     tests/e2e on the local control plane, whatever KUBECONFIG says
 #   make cluster-up    local control plane: etcd, apiserver, controllers, KWOK nodes
 #   make cluster-down  stop it and delete its etcd data
-#   make kind-e2e  kind + images + chart + examples + tests/e2e (needs Docker; not CI)
+#   make kind-e2e  kind + images + tests/e2e (needs Docker with privileged containers; not CI)
 #
 # The binaries are built once and cached in $VOICETYPED_CACHE/cluster (see docs/testing.md).
 # Standalone use (without the main Makefile): make -f tests/e2e/cluster/cluster.mk e2e
