@@ -1,7 +1,7 @@
 """The service Dockerfiles: run as non-root, and their install step really works.
 
-No Docker engine runs here, so the build stage is replayed on the host: the
-Dockerfile's COPY instructions into a scratch context, then its `uv sync`.
+The build stage is replayed on the host (the Dockerfile's COPY instructions into a scratch
+context, then its `uv sync`): seconds, where tests/images builds the images for real.
 """
 
 from __future__ import annotations

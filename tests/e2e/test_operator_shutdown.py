@@ -54,8 +54,14 @@ def test_sigterm_with_a_refresh_and_a_retry_pending_exits_0(
         s.wait_condition(
             kube, s.VD, "waiting", namespace, "Stalled", reason="DialogNotFound", timeout_s=60
         )
-        # The example: its Deployments' first status changes schedule a status refresh.
-        kube.kubectl("apply", "-n", namespace, "-f", str(s.EXAMPLE_DIR))
+        # The example: its Deployments' first status changes schedule a status refresh. Its
+        # Dialog and Integration (and the Secret that one needs) first and Ready, or with
+        # this 60 s retry the VoiceDeployment waits for them past the wait below.
+        for name in ("secret.yaml", "dialog.yaml", "integration.yaml"):
+            kube.kubectl("apply", "-n", namespace, "-f", str(s.EXAMPLE_DIR / name))
+        s.wait_condition(kube, s.DIALOG, "order-status", namespace, "Ready", timeout_s=60)
+        s.wait_condition(kube, s.INTEGRATION, "shop", namespace, "Ready", timeout_s=60)
+        kube.kubectl("apply", "-n", namespace, "-f", str(s.EXAMPLE_DIR / "voicedeployment.yaml"))
         scheduled = f"status refresh of {namespace}/order-status scheduled"
         s.wait_for(
             "a status refresh to be scheduled",

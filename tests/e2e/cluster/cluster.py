@@ -424,20 +424,9 @@ def _wait(
     process: tuple[int, Path] | None = None,
 ) -> None:
     """Poll ``check``; fail at the timeout, or at once if ``process`` (pid, binary) exits."""
-    deadline = time.monotonic() + timeout_s
-    failure = f"timed out after {timeout_s:.0f} s waiting for {what}"
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if process is not None and not engine.alive(*process):
-            failure = f"{process[1].name} exited while waiting for {what}"
-            break
-        time.sleep(0.2)
-    tail = ""
-    if logfile and logfile.exists():
-        lines = logfile.read_text(errors="replace").splitlines()[-25:]
-        tail = f"\nlast lines of {logfile}:\n" + "\n".join(lines)
-    raise ClusterError(failure + tail)
+    failure = engine.wait_for(what, check, timeout_s, logfile, process)
+    if failure is not None:
+        raise ClusterError(failure)
 
 
 def _free_ports(names: Sequence[str]) -> dict[str, int]:
@@ -704,20 +693,7 @@ def _apiserver_address(real_node: bool) -> list[str]:
 
 
 def _start(name: str, argv: list[str]) -> int:
-    logs = run_dir() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"{name}.log").open("ab") as out:
-        out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=run_dir(),
-            start_new_session=True,  # no terminal signal reaches it; `down` stops it
-        )
-    return proc.pid
+    return engine.start_logged(argv, run_dir() / "logs" / f"{name}.log", run_dir())
 
 
 def healthy(state: State) -> dict[str, bool]:

@@ -388,38 +388,56 @@ def dockerd_command(node: Path) -> list[str]:
     ]
 
 
-def _start(name: str, argv: list[str]) -> int:
-    logs = logs_dir()
-    current = logs / f"{name}.log"
-    if current.exists():  # keep the previous run's log, one generation
-        current.replace(logs / f"{name}.log.1")
-    with current.open("ab") as out:
-        out.write(f"==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+def start_logged(argv: list[str], log: Path, cwd: Path) -> int:
+    """Start a daemon in a session of its own (no terminal signal reaches it; its `down`
+    stops it), its output appended to ``log`` after a header line; its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=node_dir(),
-            start_new_session=True,  # no terminal signal reaches it; `down` stops it
-        )
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True,
+        )  # fmt: skip
     return proc.pid
 
 
-def _wait(name: str, check: Callable[[], bool], timeout_s: float, pid: int) -> None:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout_s: float,
+    logfile: Path | None,
+    process: tuple[int, Path] | None = None,
+) -> str | None:
+    """Poll ``check`` until it holds (None), or the timeout or the exit of ``process``
+    (pid, binary): then what went wrong, with the last lines of ``logfile``."""
     deadline = time.monotonic() + timeout_s
-    failure = f"timed out after {timeout_s:.0f} s waiting for {name} to answer"
+    failure = f"timed out after {timeout_s:.0f} s waiting for {what}"
     while time.monotonic() < deadline:
         if check():
-            return
-        if not alive(pid, _binary(name)):
-            failure = f"{name} exited while starting"
+            return None
+        if process is not None and not alive(*process):
+            failure = f"{process[1].name} exited while waiting for {what}"
             break
         time.sleep(0.2)
+    if logfile is not None and logfile.exists():
+        lines = logfile.read_text(errors="replace").splitlines()[-25:]
+        failure += f"\nlast lines of {logfile}:\n" + "\n".join(lines)
+    return failure
+
+
+def _start(name: str, argv: list[str]) -> int:
+    current = logs_dir() / f"{name}.log"
+    if current.exists():  # keep the previous run's log, one generation
+        current.replace(logs_dir() / f"{name}.log.1")
+    return start_logged(argv, current, node_dir())
+
+
+def _wait(name: str, check: Callable[[], bool], timeout_s: float, pid: int) -> None:
     logfile = logs_dir() / f"{name}.log"
-    lines = logfile.read_text(errors="replace").splitlines()[-25:] if logfile.exists() else []
-    raise EngineError(failure + f"\nlast lines of {logfile}:\n" + "\n".join(lines))
+    failure = wait_for(f"{name} to answer", check, timeout_s, logfile, (pid, _binary(name)))
+    if failure is not None:
+        raise EngineError(failure)
 
 
 def down() -> None:
