@@ -3,12 +3,14 @@
 - the telephone path: 16 kHz -> 8 kHz -> G.711 mu-law -> 8 kHz -> 16 kHz, as a call leg through
   the media gateway (G.711 here is the ITU reference / audioop bit-exact version in numpy);
 - Piper speech at 16 kHz;
-- word error rate with the normalisation Whisper's output needs (digits, contractions).
+- word error rate with the normalisation Whisper's output needs (digits, contractions);
+  :class:`Score` adds it up over many utterances.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,31 +71,27 @@ def silence(ms: int) -> Pcm:
 
 
 _DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_CONTRACTIONS = {
-    "there's": "there is",
-    "it's": "it is",
-    "that's": "that is",
-    "don't": "do not",
-    "i'm": "i am",
-    "can't": "can not",
-    "cannot": "can not",
-}
+_ORDINALS = {"ninth": "9th"}  # the one ordinal word the normaliser leaves (it knows "nineth")
+_normalizer: Any = None
 
 
 def words(text: str) -> list[str]:
-    """Words for WER, normalised the way Whisper writes (digits spelled, contractions split)."""
+    """Words for WER: Whisper's own English normaliser (the one its WER figures use:
+    contractions, spellings, "forty-two" -> "42", fillers dropped), then every digit spelled
+    ("12" and "one two" both read "one two"; Whisper groups spoken digits as it likes)
+    and "ninth" as "9th" (it converts every other ordinal)."""
+    global _normalizer
+    if _normalizer is None:
+        english: Any = importlib.import_module("whisper_normalizer.english")
+        _normalizer = english.EnglishTextNormalizer()
     out: list[str] = []
-    for raw in text.lower().replace("\u2019", "'").split():
-        word = raw.strip('.,?!;:"')
-        for piece in _CONTRACTIONS.get(word, word).split():
-            # Whisper groups spoken digits as it likes ("482-13", "4,821"): spell each digit.
-            if piece and piece.replace("-", "").replace(",", "").isdigit():
-                piece = piece.replace("-", "").replace(",", "")
-            if piece.isdigit():
-                out.extend(_DIGITS[int(d)] for d in piece)
-            elif piece:
-                out.append("".join(c for c in piece if c.isalnum()))
-    return [w for w in out if w]
+    for word in str(_normalizer(text)).split():
+        word = _ORDINALS.get(word, word)
+        if word.isdigit():
+            out.extend(_DIGITS[int(d)] for d in word)
+        else:
+            out.append(word)
+    return out
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -105,3 +103,36 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         for j, hw in enumerate(h, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
     return row[len(h)], len(r)
+
+
+@dataclass
+class Score:
+    """Word errors added up over utterances (WER = edit distance / reference words)."""
+
+    errors: int = 0
+    words: int = 0
+    utterances: int = 0
+    wrong: int = 0
+    """Utterances with at least one word error."""
+
+    def add(self, reference: str, hypothesis: str) -> int:
+        """Count one utterance; returns its word errors."""
+        errors, n = word_errors(reference, hypothesis)
+        self.errors += errors
+        self.words += n
+        self.utterances += 1
+        self.wrong += errors > 0
+        return errors
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.words if self.words else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "wer": round(self.wer, 4),
+            "errors": self.errors,
+            "words": self.words,
+            "utterances": self.utterances,
+            "wrong_utterances": self.wrong,
+        }
