@@ -1,4 +1,4 @@
-"""CEL in dialogs: the activation, the extension functions, spokenDigits, errors, templates.
+"""CEL in dialogs: the activation, the extension functions, spokenDigits/Numbers, errors, templates.
 
 Everything runs the real ``common-expression-language`` package; the activation
 test drives the real engine so the names are the ones a live call sees.
@@ -19,7 +19,6 @@ from voicetyped_specs.dialog.cel import (
     CelCompileError,
     CelEvalError,
     Expression,
-    spoken_digits,
     truthy,
 )
 from voicetyped_specs.dialog.compiled import load_dialog
@@ -238,36 +237,52 @@ def test_namespaced_function_does_not_make_its_namespace_a_variable() -> None:
         Expression("math.pi > 3")
 
 
-# ---- spokenDigits -----------------------------------------------------------------
+# ---- spokenDigits, spokenNumbers (the parser itself: test_spoken.py) ------------------
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("source", "expected"),
     [
-        ("4821", "4821"),
-        ("my order is 48213", "48213"),
-        ("4 8 2 1", "4821"),
-        ("4-8-2-1", "4821"),
-        ("48,213", "48213"),
-        ("four eight two one", "4821"),
-        ("Four Eight TWO One", "4821"),
-        ("zero one two three four five six seven eight nine", "0123456789"),
-        ("four 8 two 1", "4821"),
-        ("48 twenty one", "481"),
-        ("five oh five", "505"),
-        ("five o five", "505"),
-        ("my order number is 4-8-2-1-3.", "48213"),
-        ("Is it 48213?", "48213"),
-        ("order #48213!", "48213"),
-        ("it's (555) 0100", "5550100"),
-        ("at five o'clock", "5"),
-        ("I don't know", ""),
-        ("", ""),
+        ("spokenDigits(transcript)", "4821"),
+        ("spokenDigits('four eight two one three')", "48213"),
+        ("spokenDigits('double three oh five')", "3305"),
+        ("spokenNumbers('two tickets for 48,213')", [2, 48213]),
+        ("spokenNumbers('nothing') == []", True),
+        ("spokenDigits('quatre huit deux un', 'fr')", "4821"),
     ],
 )
-def test_spoken_digits(text: str, expected: str) -> None:
-    assert spoken_digits(text) == expected
-    assert evaluate("spokenDigits(transcript)", transcript=text) == expected
+def test_spoken_functions(source: str, expected: Any) -> None:
+    assert evaluate(source) == expected
+
+
+def test_spoken_functions_use_the_dialog_language() -> None:
+    words = activation(transcript="quatre huit deux un")
+    assert Expression("spokenDigits(transcript)", "fr").evaluate(words) == "4821"
+    assert Expression("spokenDigits(transcript)", "en").evaluate(words) == ""
+    # Dialogs pass settings.language to every expression they compile.
+    spec = {
+        "name": "fr",
+        "initial": "a",
+        "settings": {"language": "fr"},
+        "vars": {"n": ""},
+        "states": {
+            "a": {
+                "transitions": [
+                    {
+                        "event": "speech",
+                        "condition": "spokenDigits(transcript).size() >= 4",
+                        "actions": [{"set": {"n": "spokenDigits(transcript)"}}],
+                        "target": "b",
+                    }
+                ]
+            },
+            "b": {"terminal": True},
+        },
+    }
+    dialog = load_dialog(spec)
+    transition = dialog.states["a"].transitions[0]
+    assert transition.condition is not None
+    assert transition.condition.evaluate(words) is True
 
 
 def test_spoken_digits_in_a_condition() -> None:

@@ -924,6 +924,80 @@ def test_collect_digits_without_terminator_takes_hash_as_a_digit() -> None:
     assert (call.at, call.state.vars["got"]) == ("done", "12#")
 
 
+SPOKEN_DIGITS = DIGITS.replace(
+    "      - event: dtmf\n        target: wrong\n  done:",
+    "      - event: dtmf\n        target: wrong\n"
+    "      - event: speech\n        actions: [{set: {partial: 'transcript'}}]\n  done:",
+)
+
+
+def test_spoken_digits_complete_the_collection() -> None:
+    call = Call.start(SPOKEN_DIGITS)
+    call.say("It's forty-eight thousand, two hundred thirteen.")
+    assert (call.at, call.state.vars["got"]) == ("done", "48213")
+    assert call.state.last.digits == "48213"
+    assert call.state.history[-1].event == "digits"
+    assert call.state.turn == 1
+    # The words stay on record as the caller's turn (the transcript, like any speech turn).
+    speech = [x for x in call.state.session.events if isinstance(x, SpeechEvent)]
+    assert [x.transcript for x in speech] == ["It's forty-eight thousand, two hundred thirteen."]
+    assert call.state.last.transcript == speech[0].transcript
+
+
+def test_spoken_digits_outside_the_bounds_are_an_ordinary_speech_turn() -> None:
+    for said in ("four eight", "one two three four five six seven", "I don't have it"):
+        call = Call.start(SPOKEN_DIGITS)
+        call.say(said)
+        assert (call.at, call.state.vars["partial"]) == ("ask", said)
+        assert call.state.history[-1].event == "speech"
+        assert call.state.collecting is not None
+
+
+def test_spoken_digits_off() -> None:
+    call = Call.start(
+        SPOKEN_DIGITS.replace("timeout_ms: 5000", "timeout_ms: 5000\n          spoken: false")
+    )
+    call.say("four eight two one")
+    assert (call.at, call.state.vars["partial"]) == ("ask", "four eight two one")
+
+
+def test_spoken_digits_do_not_mix_with_keys_pressed() -> None:
+    call = Call.start(SPOKEN_DIGITS)
+    call.press("12")
+    call.say("three four five")
+    assert (call.at, call.state.vars["partial"]) == ("ask", "three four five")
+    assert call.state.collecting is not None and call.state.collecting.digits == "12"
+
+
+def test_spoken_digits_follow_the_dialog_language() -> None:
+    call = Call.start(SPOKEN_DIGITS.replace("settings: {", "settings: {language: fr, "))
+    call.say("quatre huit deux un")
+    assert (call.at, call.state.vars["got"]) == ("done", "4821")
+
+
+def test_the_first_digit_wait_holds_while_the_caller_speaks() -> None:
+    call = Call.start(SPOKEN_DIGITS)
+    call.advance(4_000)
+    call.send(e.SpeechStarted("u1"))
+    call.advance(3_000)  # the 5 s wait ran out mid-utterance: not a timeout yet
+    assert call.at == "ask"
+    call.send(e.SpeechEnded("u1"))
+    call.send(e.Transcript("u1", "four eight two one", True), after_ms=300)
+    assert (call.at, call.state.vars["got"]) == ("done", "4821")
+
+
+def test_the_first_digit_wait_starts_again_after_a_turn_without_digits() -> None:
+    call = Call.start(SPOKEN_DIGITS)
+    call.advance(4_000)
+    call.send(e.SpeechStarted("u1"))
+    call.advance(3_000)
+    call.send(e.Transcript("u1", "hang on", True))
+    assert call.at == "ask"
+    assert call.advance(4_999) == []
+    call.advance(1)
+    assert call.at == "failed"
+
+
 # ---- timers ---------------------------------------------------------------------------
 
 TIMERS = """

@@ -24,6 +24,7 @@ from voicetyped.session import (
     TimeoutEvent,
 )
 from voicetyped_specs.dialog.model import BargeIn, EventType, Outcome
+from voicetyped_specs.dialog.spoken import spoken_digits
 
 from voicetyped_runtime.engine_io import (
     NORMAL_CLEARING,
@@ -209,10 +210,11 @@ class Engine(DialogFsm):
         if turn is None:
             return
         text = " ".join(turn.texts)
+        if s.collecting is not None and "collect_digits" not in s.timers:
+            self._arm_first_digit(s, now)  # its wait was held while the caller spoke
         if len(text.split()) < self._state(s).endpointing.min_words:
             self._arm_no_input(s, now)
             return
-        s.turn += 1
         s.last.transcript, s.last.confidence = text, turn.confidence
         s.last.intent, s.last.intent_score = turn.intent, turn.intent_score
         s.session.events.append(
@@ -224,6 +226,10 @@ class Engine(DialogFsm):
                 ),
             )
         )
+        if self._spoken_digits(s, text):
+            self._digits_done(s, now, out)
+            return
+        s.turn += 1
         handled = self._dispatch(
             s,
             Event(
@@ -286,6 +292,23 @@ class Engine(DialogFsm):
             name="collect_digits", started_ms=now, deadline_ms=now + spec.inter_digit_timeout_ms
         )
 
+    @staticmethod
+    def _digits_may_be_spoken(s: CallState) -> bool:
+        c = s.collecting
+        return c is not None and c.spec.spoken and not c.digits and s.turn_in_progress is not None
+
+    def _spoken_digits(self, s: CallState, text: str) -> bool:
+        """A turn said while collect_digits waits for its first key: its digits complete the
+        collection when there are min_digits to max_digits of them."""
+        collecting = s.collecting
+        if collecting is None or collecting.digits or not collecting.spec.spoken:
+            return False
+        digits = spoken_digits(text, self.dialog.spec.settings.language)
+        if not collecting.spec.min_digits <= len(digits) <= collecting.spec.max_digits:
+            return False
+        collecting.digits = digits
+        return True
+
     def _digits_done(self, s: CallState, now: int, out: list[Effect]) -> None:
         assert s.collecting is not None
         digits, s.collecting = s.collecting.digits, None
@@ -328,6 +351,10 @@ class Engine(DialogFsm):
                 self._run_deferred(s, now, out)
                 continue
             if timer.name == "collect_digits" and s.collecting is not None:
+                if self._digits_may_be_spoken(s):
+                    # The caller is saying something, perhaps the digits: wait for the turn.
+                    del s.timers[timer.name]
+                    continue
                 self._collect_timeout(s, now, out, reason="timeout")
                 continue
             del s.timers[timer.name]

@@ -30,8 +30,10 @@ The activation (names an expression can use):
 ==================  ==========================================================
 
 Functions: CEL's standard library, the cel-go string/list/math extensions
-(``lowerAscii``, ``split``, ``trim``, ``replace``, ...), and
-``spokenDigits(text)`` (the digits a caller said, in figures or words).
+(``lowerAscii``, ``split``, ``trim``, ``replace``, ...), and the numbers a caller said
+(:mod:`.spoken`, in the dialog's language): ``spokenDigits(text)`` (every digit, as a string:
+"four eight two one three" -> ``"48213"``) and ``spokenNumbers(text)`` (the numbers, as a list:
+"two tickets" -> ``[2]``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from typing import Any
 
 import cel
 import cel.stdlib
+
+from voicetyped_specs.dialog.spoken import spoken_digits, spoken_numbers
 
 ACTIVATION_NAMES = frozenset(
     {
@@ -74,40 +78,18 @@ _context = cel.Context()
 cel.stdlib.add_stdlib_to_context(_context)
 _EXTENSIONS: dict[str, Callable[..., Any]] = _context.functions
 
-_DIGIT_WORDS = {
-    "zero": "0",
-    "oh": "0",
-    "o": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-}
 
+def _spoken_functions(language: str) -> dict[str, Callable[..., Any]]:
+    """``spokenDigits(text)`` and ``spokenNumbers(text)`` in the dialog's language (an explicit
+    second argument, ``spokenDigits(text, "fr")``, overrides it); see :mod:`.spoken`."""
 
-def spoken_digits(text: str) -> str:
-    """The digits a caller said: "4821", "4 8 2 1", "four eight two one" -> "4821".
+    def digits(text: Any, lang: Any = language) -> str:
+        return spoken_digits(str(text), str(lang))
 
-    Callers read numbers in many ways and recognisers write them in as many;
-    no CEL library function does this, hence our own (voicetyped extension).
-    """
-    out = []
-    # Recognisers punctuate ("Is it 48213?", "order #4821."): only letters, figures and
-    # apostrophes (o'clock is not "o") make up a word.
-    for raw in re.sub(r"[^a-z0-9']+", " ", text.lower()).split():
-        if raw.isdigit():
-            out.append(raw)
-        elif raw in _DIGIT_WORDS:
-            out.append(_DIGIT_WORDS[raw])
-    return "".join(out)
+    def numbers(text: Any, lang: Any = language) -> list[int | float]:
+        return spoken_numbers(str(text), str(lang))
 
-
-_EXTENSIONS["spokenDigits"] = spoken_digits
+    return {"spokenDigits": digits, "spokenNumbers": numbers}
 
 
 class CelCompileError(ValueError):
@@ -123,7 +105,7 @@ class Expression:
 
     __slots__ = ("_functions", "_names", "_program", "source", "var_refs")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, language: str = "en") -> None:
         self.source = source
         try:
             self._program = cel.compile(source)
@@ -134,7 +116,7 @@ class Expression:
         # `math.greatest(...)` compiles to the variable `math` and the function `greatest`.
         self._functions = {
             name: fn
-            for name, fn in _EXTENSIONS.items()
+            for name, fn in (_EXTENSIONS | _spoken_functions(language)).items()
             if name in used
             or (name.partition(".")[0] in variables and name.partition(".")[2] in used)
         }

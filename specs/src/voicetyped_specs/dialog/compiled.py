@@ -274,7 +274,7 @@ class _Compiler:
 
     def _expr(self, source: str, path: str) -> Expression | None:
         try:
-            expr = Expression(source)
+            expr = Expression(source, self.spec.settings.language)
         except CelCompileError as exc:
             self.issues.append(Issue(path, str(exc)))
             return None
@@ -283,7 +283,7 @@ class _Compiler:
 
     def _template(self, source: str, path: str) -> Template:
         try:
-            tpl = Template(source)
+            tpl = Template(source, self.spec.settings.language)
         except (CelCompileError, ValueError) as exc:
             self.issues.append(Issue(path, str(exc)))
             return Template("")
@@ -401,7 +401,7 @@ class _Compiler:
 
     def _json_template(self, value: Any, path: str) -> JsonTemplate:
         try:
-            tpl = JsonTemplate(value)
+            tpl = JsonTemplate(value, self.spec.settings.language)
         except (CelCompileError, ValueError) as exc:
             self.issues.append(Issue(path, str(exc)))
             return JsonTemplate({})

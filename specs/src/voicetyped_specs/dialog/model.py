@@ -105,6 +105,12 @@ class CollectDigitsSpec(_Doc):
     timeout_ms: int = Field(
         10000, gt=0, description="For the first digit, from the end of the prompts before it."
     )
+    spoken: bool = Field(
+        True,
+        description="A caller turn that says min_digits to max_digits digits (spokenDigits: "
+        '"four eight two one", "forty-eight twenty-one", "double three") completes the '
+        "collection like keys would: a digits event instead of a speech event.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> CollectDigitsSpec:

@@ -21,7 +21,7 @@ _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 class Template:
     __slots__ = ("_parts", "_whole", "source")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, language: str = "en") -> None:
         self.source = source
         self._parts: list[str | Expression] = []
         pos = 0
@@ -31,7 +31,7 @@ class Template:
             expr = match.group(1).strip()
             if not expr:
                 raise ValueError(f"empty {{{{ }}}} in template {source!r}")
-            self._parts.append(Expression(expr))
+            self._parts.append(Expression(expr, language))
             pos = match.end()
         if pos < len(source):
             self._parts.append(source[pos:])
@@ -86,8 +86,8 @@ def _text(value: Any) -> str:
 class JsonTemplate:
     """A JSON value whose strings are templates (call_hook payloads)."""
 
-    def __init__(self, value: Any) -> None:
-        self._value = _compile(value)
+    def __init__(self, value: Any, language: str = "en") -> None:
+        self._value = _compile(value, language)
 
     @property
     def expressions(self) -> list[Expression]:
@@ -99,13 +99,13 @@ class JsonTemplate:
         return _render(self._value, activation)
 
 
-def _compile(value: Any) -> Any:
+def _compile(value: Any, language: str) -> Any:
     if isinstance(value, str):
-        return Template(value) if "{{" in value else value
+        return Template(value, language) if "{{" in value else value
     if isinstance(value, dict):
-        return {k: _compile(v) for k, v in value.items()}
+        return {k: _compile(v, language) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile(v) for v in value]
+        return [_compile(v, language) for v in value]
     return value
 
 
