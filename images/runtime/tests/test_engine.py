@@ -530,7 +530,8 @@ def test_call_hook_request_and_idempotency_key() -> None:
     effects = enter_lookup(call)
     at = call.now - 200  # the fifth key press
     assert effects == [
-        e.Speak("call-1:p2", "Looking up 48213.", "", ALLOW),
+        # An order number in a prompt is read digit by digit (say_as digits by default).
+        e.Speak("call-1:p2", "Looking up four eight two one three.", "", ALLOW),
         e.ExecuteHook(
             key="call-1:2",
             action_id="2",
@@ -577,7 +578,8 @@ def test_backend_success_takes_the_success_transition_and_keeps_the_result() -> 
     effects = call.send(
         e.BackendAnswer("call-1:2", True, {"status": "shipped", "eta_days": 2}), after_ms=300
     )
-    assert effects == [e.Speak("call-1:p3", "Order 48213 arrives in 2 days.", "", ALLOW)]
+    spoken = "Order four eight two one three arrives in 2 days."
+    assert effects == [e.Speak("call-1:p3", spoken, "", ALLOW)]
     assert call.at == "shipped"
     assert call.state.vars["outcome"] == "shipped"
     assert call.state.last.result == {"status": "shipped", "eta_days": 2}

@@ -223,7 +223,7 @@ class DialogFsm:
                 case _ if leaving:
                     continue  # after a hangup only set and call_hook make sense
                 case c.PlayTts():
-                    text = render(action.text.render_text, act)
+                    text = render(action.text.render_speech, act)
                     voice = action.voice or settings.voice or ""
                     request_id = s.next_id("p")
                     s.session.actions.append(

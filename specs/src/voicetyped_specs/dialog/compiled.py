@@ -281,12 +281,16 @@ class _Compiler:
         self._note_refs(expr, path)
         return expr
 
-    def _template(self, source: str, path: str) -> Template:
+    def _template(self, source: str, path: str, spoken: bool = False) -> Template:
         try:
             tpl = Template(source, self.spec.settings.language)
         except (CelCompileError, ValueError) as exc:
             self.issues.append(Issue(path, str(exc)))
             return Template("")
+        if tpl.hints and not spoken:
+            self.issues.append(
+                Issue(path, f"say_as hints ('| {tpl.hints[0]}') only apply to play_tts text")
+            )
         for expr in tpl.expressions:
             self._note_refs(expr, path)
         return tpl
@@ -350,7 +354,8 @@ class _Compiler:
         settings = self.spec.settings
         match action:
             case m.PlayTts(play_tts=s):
-                return PlayTts(self._template(s.text, f"{path}.play_tts.text"), s.voice, s.barge_in)
+                text = self._template(s.text, f"{path}.play_tts.text", spoken=True)
+                return PlayTts(text, s.voice, s.barge_in)
             case m.Transfer(transfer=s):
                 tpl = self._template(s.target, f"{path}.transfer.target")
                 if not tpl.expressions and not CALL_TARGET.match(s.target):
@@ -405,6 +410,10 @@ class _Compiler:
         except (CelCompileError, ValueError) as exc:
             self.issues.append(Issue(path, str(exc)))
             return JsonTemplate({})
+        if hints := [h for t in tpl.templates for h in t.hints]:
+            self.issues.append(
+                Issue(path, f"say_as hints ('| {hints[0]}') only apply to play_tts text")
+            )
         for expr in tpl.expressions:
             self._note_refs(expr, path)
         return tpl

@@ -3,7 +3,8 @@
 ``"Your order {{ vars.order_id }} ships {{ result.eta }}"`` renders each
 expression and inserts its text. A template that is exactly one expression
 (``"{{ result.items }}"``) keeps the value's type, which is how call_hook
-payloads pass numbers, lists and objects.
+payloads pass numbers, lists and objects. In prompts a part may end with a
+say_as hint, ``{{ vars.order_id | digits }}`` (:mod:`.say_as`).
 """
 
 from __future__ import annotations
@@ -14,23 +15,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicetyped_specs.dialog.cel import Expression
+from voicetyped_specs.dialog.say_as import SayAs, parse_hint, say, split_hint
 
 _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
 class Template:
-    __slots__ = ("_parts", "_whole", "source")
+    __slots__ = ("_hints", "_parts", "_whole", "language", "source")
 
     def __init__(self, source: str, language: str = "en") -> None:
         self.source = source
+        self.language = language
         self._parts: list[str | Expression] = []
+        self._hints: dict[int, SayAs] = {}  # part index -> its say_as hint (``{{ x | digits }}``)
         pos = 0
         for match in _PART.finditer(source):
             if match.start() > pos:
                 self._parts.append(source[pos : match.start()])
-            expr = match.group(1).strip()
+            expr, kind, arg = split_hint(match.group(1).strip())
             if not expr:
                 raise ValueError(f"empty {{{{ }}}} in template {source!r}")
+            if kind is not None:
+                self._hints[len(self._parts)] = parse_hint(kind, arg, language)
             self._parts.append(Expression(expr, language))
             pos = match.end()
         if pos < len(source):
@@ -42,6 +48,11 @@ class Template:
     @property
     def expressions(self) -> list[Expression]:
         return [p for p in self._parts if isinstance(p, Expression)]
+
+    @property
+    def hints(self) -> list[SayAs]:
+        """The say_as hints of its parts (only prompts read them: :meth:`render_speech`)."""
+        return list(self._hints.values())
 
     def render(self, activation: Mapping[str, Any]) -> Any:
         """The value (a whole-expression template) or the text."""
@@ -56,6 +67,18 @@ class Template:
     def render_text(self, activation: Mapping[str, Any]) -> str:
         value = self.render(activation)
         return value if isinstance(value, str) else _text(value)
+
+    def render_speech(self, activation: Mapping[str, Any]) -> str:
+        """The text of a prompt: each part's value read as its hint says (identifiers as
+        identifiers without one; :mod:`.say_as`), the fixed text as written."""
+        out = []
+        for index, part in enumerate(self._parts):
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = plain(part.evaluate(activation))
+            out.append(say(value, self._hints.get(index), self.language, _text(value)))
+        return "".join(out)
 
 
 def plain(value: Any) -> Any:
@@ -91,7 +114,11 @@ class JsonTemplate:
 
     @property
     def expressions(self) -> list[Expression]:
-        out: list[Expression] = []
+        return [e for t in self.templates for e in t.expressions]
+
+    @property
+    def templates(self) -> list[Template]:
+        out: list[Template] = []
         _collect(self._value, out)
         return out
 
@@ -109,9 +136,9 @@ def _compile(value: Any, language: str) -> Any:
     return value
 
 
-def _collect(value: Any, out: list[Expression]) -> None:
+def _collect(value: Any, out: list[Template]) -> None:
     if isinstance(value, Template):
-        out.extend(value.expressions)
+        out.append(value)
     elif isinstance(value, dict):
         for v in value.values():
             _collect(v, out)
