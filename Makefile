@@ -120,6 +120,7 @@ bench: install system-deps
 	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
+	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
 	$(PY) bench/operator_apply.py --out bench/results/operator.json

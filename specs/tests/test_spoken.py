@@ -41,6 +41,8 @@ from voicetyped_specs.dialog.spoken import spoken_digits, spoken_numbers
         ("four double eight two", "4882"),
         ("double 3 4", "334"),
         ("double trouble", ""),
+        ("The reference is double-3702.", "33702"),
+        ("triple 8, 2", "8882"),
         # Phone numbers read the way people read them.
         ("eight hundred five five five oh one hundred", "8005550100"),
         ("eight hundred, five five five, zero one double oh", "8005550100"),

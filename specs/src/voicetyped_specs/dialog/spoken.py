@@ -63,6 +63,11 @@ def _english_readings(text: str) -> str:
             out.extend([nxt] * _EN_REPEAT[tok])
             i += 2
             continue
+        if tok in _EN_REPEAT and nxt.isdigit():
+            # Whisper writes "double three seven oh two" as "double-3702": the first digit.
+            out.extend([nxt[0]] * _EN_REPEAT[tok] + [nxt[1:]])
+            i += 2
+            continue
         out.append(tok)
         i += 1
     # "oh"/"o" is a zero only next to another digit (spaces between, no punctuation):
@@ -112,7 +117,7 @@ def _prepare(text: str, language: str) -> str:
     lang = _language(language)
     text = text.lower().replace("\u2019", "'")
     # Hyphens join words ("forty-eight", "four-eight-two"): text2num reads them apart as well.
-    text = re.sub(r"(?<=[^\W\d_])-(?=[^\W\d_])", " ", text)
+    text = re.sub(r"(?<=[^\W\d_])-(?=[^\W\d_]|\d)", " ", text)
     if lang == "en":
         text = _english_readings(text)
     if lang in TEXT2NUM_LANGUAGES:
