@@ -123,6 +123,7 @@ bench: install system-deps
 	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/recognition.py --out bench/results/recognition.json
 	$(PY) bench/operator_apply.py --out bench/results/operator.json
 
 clean:

@@ -79,17 +79,17 @@ def words(text: str) -> list[str]:
     """Words for WER: Whisper's own English normaliser (the one its WER figures use:
     contractions, spellings, "forty-two" -> "42", fillers dropped), then every digit spelled
     ("12" and "one two" both read "one two"; Whisper groups spoken digits as it likes)
-    and "ninth" as "9th" (it converts every other ordinal)."""
+    and "ninth" as "9th" (it converts every other ordinal), "good bye" as "goodbye"."""
     global _normalizer
     if _normalizer is None:
         english: Any = importlib.import_module("whisper_normalizer.english")
         _normalizer = english.EnglishTextNormalizer()
     out: list[str] = []
-    for word in str(_normalizer(text)).split():
+    for word in str(_normalizer(text)).replace("good bye", "goodbye").split():
         word = _ORDINALS.get(word, word)
         if word.isdigit():
             out.extend(_DIGITS[int(d)] for d in word)
-        else:
+        elif any(c.isalnum() for c in word):  # it keeps the dots of "so..." (for "3.5")
             out.append(word)
     return out
 

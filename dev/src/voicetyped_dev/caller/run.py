@@ -8,6 +8,7 @@ speech package, which a development install has).
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 import wave
@@ -37,8 +38,13 @@ from voicetyped_dev.caller.script import (
 Event = Callable[[str, Any], None]
 
 
+Speaker = Callable[[str], "np.ndarray[Any, np.dtype[np.int16]]"]
+"""A caller voice: text -> 16 kHz int16 PCM (blocking; called in a worker thread)."""
+
+
 class Voices:
-    """Piper for the caller's words, whisper.cpp for the bot's (loaded once)."""
+    """Piper (or another ``speaker``) for the caller's words, whisper.cpp for the bot's
+    (loaded once)."""
 
     def __init__(self) -> None:
         import threading
@@ -55,26 +61,39 @@ class Voices:
         prepared = prepare_models(default_models_dir())
         self._voice = load_voice(bundled.voice_model, bundled.voice_config)
         self._asr = WhisperCppRecognizer(prepared.ggml_path)
+        self._speaker: Speaker = self._piper
         self._cache: dict[str, bytes] = {}
         # One whisper.cpp context and one Piper session: concurrent calls (to_thread) take
         # turns; whisper.cpp aborts the process when two threads decode on one context.
         self._lock = threading.Lock()
 
+    def speaking_as(self, speaker: Speaker) -> Voices:
+        """The same bot-side recogniser with another caller voice (its own phrase cache)."""
+        other = copy.copy(self)
+        other._speaker = speaker
+        other._cache = {}
+        return other
+
     def speak_8k(self, text: str) -> bytes:
-        """``text`` as 8 kHz s16le, without the silence Piper puts around it."""
+        """``text`` as 8 kHz s16le, without the silence the voice puts around it."""
         cached = self._cache.get(text)  # the call reads its words here, on the event loop
         if cached is not None:
             return cached
         with self._lock:
             return self._speak_8k(text)
 
+    def _piper(self, text: str) -> np.ndarray[Any, np.dtype[np.int16]]:
+        from piper import SynthesisConfig
+        from voicetyped_speech.models.verify import synthesize_16k
+        from voicetyped_testkit.speech import to_pcm
+
+        return to_pcm(synthesize_16k(self._voice, text, SynthesisConfig(noise_scale=0.4)))
+
     def _speak_8k(self, text: str) -> bytes:
         if text not in self._cache:
-            from piper import SynthesisConfig
-            from voicetyped_speech.models.verify import synthesize_16k
             from voicetyped_testkit.speech import resample, to_pcm
 
-            audio = synthesize_16k(self._voice, text, SynthesisConfig(noise_scale=0.4))
+            audio = self._speaker(text).astype(np.float32) / 32768
             pcm = to_pcm(resample(audio, 16000, 8000))
             self._cache[text] = trim(pcm).tobytes()
         return self._cache[text]
