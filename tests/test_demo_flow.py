@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import WALL_OFFSET, CallLog, Turn, load_script
 from voicetyped_dev.caller.stages import await_stages, call_trace, load_spans
 from voicetyped_dev.stack import SERVICES, Stack, StackConfig
+from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_testkit.processes import eventually
 from voicetyped_testkit.redis_server import RedisServer
 
@@ -87,8 +89,16 @@ def fsm_path(stack: Stack, call_id: str) -> list[str]:
 
 
 async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) -> None:
-    log = await run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices)
+    heard = Heard(f"http://127.0.0.1:{stack.ports['runtime'].http}")
+    log = await run_call(
+        f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices, heard=heard
+    )
     assert not log.failures, log.failures  # every `expect`: the caller heard the prompts
+    # What the recogniser heard of each caller turn, read from the runtime during the call.
+    said_by_caller = [t for t in log.turns if t.caller != "(listening)"]
+    assert [len(t.heard or []) for t in said_by_caller] == [1, 1, 1], said_by_caller
+    number = said_by_caller[1]
+    assert number.heard is not None and spoken_digits(number.heard[0]) == "48213", number
     assert log.ended_by_bot, "the dialog's terminal state hung up"
     said = [t.bot.text for t in log.turns if t.bot is not None]
     assert len(said) == 4, said

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_speech.models.prepare import default_models_dir, prepare_models
 from voicetyped_testkit.processes import free_sip_port
 
@@ -77,6 +78,11 @@ def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
         # Every answered turn has its stages from the services' spans.
         answered = [t for t in result["turns"][1:] if t["bot"]]
         assert answered and all("network" in t["stages_ms"] for t in answered), answered
+        # And what the recogniser heard, from the runtime's admin API during the call.
+        said = [t for t in result["turns"] if t["caller"] != "(listening)"]
+        assert said and all(t["heard"] for t in said), said
+        number = next(t for t in said if "four eight two one three" in t["caller"])
+        assert spoken_digits(" ".join(number["heard"])) == "48213", number
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         code = up.wait(60)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import CallLog, Turn, load_script
 from voicetyped_dev.caller.stages import await_stages
@@ -51,6 +52,7 @@ def summary(log: CallLog) -> dict[str, Any]:
                 if t.barge_in_stop_s is not None
                 else None,
                 "stages_ms": {k: round(v * 1000, 1) for k, v in (t.stages or {}).items()},
+                "heard": t.heard,
             }
             for t in log.turns
         ],
@@ -92,9 +94,33 @@ def print_stages(log: CallLog) -> None:
     out.print(table)
 
 
+def print_heard(log: CallLog) -> None:
+    """What the caller said beside what the recogniser heard (the runtime's final
+    transcripts), one row per caller turn; nothing when the runtime was not asked."""
+    turns = [t for t in log.turns if t.caller != "(listening)" and t.heard is not None]
+    if not turns:
+        return
+    table = Table(
+        title="what the recogniser heard", box=box.SIMPLE_HEAD, expand=True, show_edge=False
+    )
+    table.add_column("caller said", ratio=1)
+    table.add_column("runtime heard", ratio=1)
+    for t in turns:
+        table.add_row(escape(t.caller), escape(_heard_text(t)))
+    out.print(table)
+
+
+def _heard_text(turn: Turn) -> str:
+    if turn.heard is None:
+        return "?"
+    return " / ".join(turn.heard) if turn.heard else "(no final transcript)"
+
+
 def _print_turn(turn: Turn) -> None:
     if turn.caller != "(listening)":
         out.print(f"[bold cyan]caller[/]  {escape(turn.caller)}")
+        if turn.heard is not None:
+            out.print(f"[magenta] heard[/]  {escape(_heard_text(turn))}")
     if turn.bot is None:
         out.print("[dim]   bot  (silence)[/]")
         return
@@ -127,8 +153,19 @@ def call(
     traces: Annotated[
         Path | None, typer.Option(help="The services' span files (voicetyped up writes them).")
     ] = None,
+    runtime_admin: Annotated[
+        str,
+        typer.Option(
+            help="The runtime's admin API, asked what the recogniser heard of each turn "
+            "('' skips it)."
+        ),
+    ] = "http://127.0.0.1:8083",
+    runtime_token: Annotated[
+        Path | None, typer.Option(help="Bearer token file of the runtime's admin API.")
+    ] = None,
 ) -> None:
-    """Dial the gateway, run the script, print who said what and the turn latencies."""
+    """Dial the gateway, run the script, print who said what, what the recogniser heard and
+    the turn latencies."""
     steps = load_script(script)
     if traces is None:
         from voicetyped_dev.up import default_run_dir
@@ -147,7 +184,10 @@ def call(
         elif kind == "turn":
             _print_turn(data)
 
-    log = asyncio.run(run_call(target, steps, voices, on_event))
+    heard = Heard(runtime_admin, runtime_token) if runtime_admin else None
+    log = asyncio.run(run_call(target, steps, voices, on_event, heard=heard))
+    if heard is not None and heard.reachable is False and not as_json:
+        out.print(f"[dim]what the runtime heard is unknown: {escape(heard.problem)}[/dim]")
     if traces is not None and traces.is_dir():
         asyncio.run(await_stages(log, traces))
     result = summary(log)
@@ -162,6 +202,7 @@ def call(
             table.add_row(r["method"], r["path"], str(r["status"]), r.get("idempotency_key", ""))
         if result["backend_calls"]:
             out.print(table)
+        print_heard(log)
         print_stages(log)
         lat = result["latency_ms"]
         out.print(

@@ -16,7 +16,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from voicetyped_dev.caller.cli import _print_turn, backend_requests, print_stages, summary
+from voicetyped_dev.caller.cli import (
+    _print_turn,
+    backend_requests,
+    print_heard,
+    print_stages,
+    summary,
+)
+from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import load_script
 from voicetyped_dev.caller.stages import attach_stages
@@ -74,6 +81,7 @@ async def demo(script: Path) -> int:
             load_script(script),
             voices,
             lambda kind, data: _print_turn(data) if kind == "turn" else None,
+            heard=Heard(f"http://127.0.0.1:{stack.ports['runtime'].http}"),
         )
         calls = backend_requests(
             f"http://127.0.0.1:{stack.backend_port}", config.backend_key_file, call_started
@@ -85,6 +93,7 @@ async def demo(script: Path) -> int:
     out.print()
     for r in calls:
         out.print(f"[bold yellow]backend[/bold yellow]  {r['method']} {r['path']} -> {r['status']}")
+    print_heard(log)
     print_stages(log)
     lat = result["latency_ms"]
     out.print(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiosipua import SipUAC, SipUAS, parse_sdp
+from voicetyped_media.call.media_call import sip_session_id
 from voicetyped_media.codecs.codec import open_codec
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.rtp.stream import MediaStream
@@ -193,6 +194,11 @@ class Phone:
         call._sender = asyncio.get_running_loop().create_task(call._send_loop())
         self.current = call
         return call
+
+    @property
+    def session_id(self) -> str:
+        """The gateway's session id for the call placed last (from its Call-ID and To-tag)."""
+        return sip_session_id(self.call.call_id, self.call.dialog.remote_tag)
 
     async def close(self) -> None:
         if self.current is not None and not self.current.ended.is_set():

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.phone import Phone, PhoneCall
 from voicetyped_dev.caller.script import (
     BotUtterance,
@@ -136,10 +137,12 @@ async def run_call(
     on_event: Event | None = None,
     phone: Phone | None = None,
     transcribe: bool = True,
+    heard: Heard | None = None,
 ) -> CallLog:
     """Place the call and run ``steps``. ``transcribe=False`` leaves the bot's words
     untranscribed during the call (:func:`transcribe_turns` does it afterwards), so a load test
-    does not spend the machine's CPU on its own measuring; ``expect`` steps then fail."""
+    does not spend the machine's CPU on its own measuring; ``expect`` steps then fail.
+    ``heard`` asks the runtime what it heard of each caller turn (``Turn.heard``)."""
 
     def event(kind: str, data: Any) -> None:
         if on_event is not None:
@@ -158,6 +161,8 @@ async def run_call(
     log = CallLog()
     call = await phone.dial(target)
     log.call_id = phone.call.call_id
+    if heard is not None:
+        heard.start(phone.session_id)
     event("answered", target)
     since = time.perf_counter()
     try:
@@ -173,7 +178,7 @@ async def run_call(
             if isinstance(step, ListenStep):
                 utterance = await listen(call, since, step.listen)
                 turn = Turn("(listening)", since, _latency(utterance, since), utterance)
-                await _finish_turn(turn, asr, log, event)
+                await _finish_turn(turn, asr, log, event, heard)
                 since = time.perf_counter()
             elif isinstance(step, Say | Wav):
                 if isinstance(step, Say):  # synthesized before dialling: from the cache
@@ -182,7 +187,7 @@ async def run_call(
                 else:
                     pcm = await asyncio.to_thread(read_wav_8k, step.wav)
                     words = step.wav.name
-                await _finish_turn(await _speak(call, step, pcm, words), asr, log, event)
+                await _finish_turn(await _speak(call, step, pcm, words), asr, log, event, heard)
                 since = time.perf_counter()
             elif isinstance(step, Press):
                 for n, key in enumerate(step.press):
@@ -194,7 +199,7 @@ async def run_call(
                 utterance = await listen(call, stopped, step.listen)
                 keys = f"[keys {step.press}]"
                 turn = Turn(keys, stopped, _latency(utterance, stopped), utterance)
-                await _finish_turn(turn, asr, log, event)
+                await _finish_turn(turn, asr, log, event, heard)
                 since = time.perf_counter()
             elif isinstance(step, Wait):
                 await asyncio.sleep(step.wait)
@@ -216,6 +221,12 @@ async def run_call(
             await call.close()
         if own_phone:
             await phone.close()
+        if heard is not None:
+            await heard.stop()
+            callers = [t for t in log.turns if t.caller != "(listening)"]
+            late = heard.claim()  # heard after the last turn was printed
+            if late and callers:
+                callers[-1].heard = [*(callers[-1].heard or []), *late]
     event("ended", log)
     return log
 
@@ -267,11 +278,16 @@ async def transcribe_turns(log: CallLog, voices: Voices) -> None:
             turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
 
 
-async def _finish_turn(turn: Turn, voices: Voices | None, log: CallLog, event: Event) -> None:
+async def _finish_turn(
+    turn: Turn, voices: Voices | None, log: CallLog, event: Event, heard: Heard | None = None
+) -> None:
     # Transcribed before the caller answers, while the bot waits for it: the caller's Whisper
     # running beside the gateway's (two whisper.cpp thread pools on 2 cores) once made one of
     # the gateway's finals take 11 s.
     if turn.bot is not None and voices is not None:
         turn.bot.text = await asyncio.to_thread(voices.transcribe, turn.bot.pcm)
+    if heard is not None and turn.caller != "(listening)":
+        # The bot has answered and gone quiet: the final that caused it was seen long ago.
+        turn.heard = heard.claim()
     log.turns.append(turn)
     event("turn", turn)

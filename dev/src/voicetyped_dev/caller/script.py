@@ -107,6 +107,9 @@ class Turn:
     """For a barge-in: caller started talking -> the bot's audio stopped."""
     stages: dict[str, float] | None = None
     """Where the latency went (from the call's trace; see :mod:`.stages`)."""
+    heard: list[str] | None = None
+    """The runtime's final transcripts of this turn (None: its admin API was not asked or did
+    not answer; see :mod:`.heard`)."""
 
 
 @dataclass

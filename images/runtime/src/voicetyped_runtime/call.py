@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,13 @@ class CallActor:
     def session_id(self) -> str:
         return self.state.session_id
 
+    @property
+    def _log_transcripts(self) -> bool:
+        """The dialog opted in (settings.log_transcripts) and debug lines are being written."""
+        return self.version.compiled.spec.settings.log_transcripts and log.isEnabledFor(
+            logging.DEBUG
+        )
+
     def post(self, item: e.Input) -> None:
         """Deliver an input; a flooded inbox drops it with a warning (bounded memory)."""
         try:
@@ -139,6 +147,14 @@ class CallActor:
             except TimeoutError:
                 item = e.Tick()
             posted = self._posted.pop(id(item), None)
+            if isinstance(item, e.Transcript) and item.final and self._log_transcripts:
+                log.debug(
+                    "final transcript",
+                    utterance_id=item.utterance_id,
+                    text=item.text,
+                    confidence=round(item.confidence, 3),
+                    state=self.state.fsm_state,
+                )
             if isinstance(item, e.Transcript) and item.final and self.version.matcher is not None:
                 item = await self._with_intent(item)
             before = self.state.fsm_state

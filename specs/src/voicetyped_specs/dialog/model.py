@@ -326,6 +326,12 @@ class DialogSettings(_Doc):
         False, description="Keep the finished session (with transcripts) after the call."
     )
     transcript_retention_s: int = Field(7 * 24 * 3600, gt=0)
+    log_transcripts: bool = Field(
+        False,
+        description="Log every final transcript of this dialog's calls (what the recogniser "
+        "heard) at debug level, for tuning and support; only with the runtime's log_level "
+        "debug. Logs only: nothing more is stored.",
+    )
     llm: LlmSettings | None = None
 
 

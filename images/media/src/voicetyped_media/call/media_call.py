@@ -61,7 +61,13 @@ PLAYOUT_TAIL_S = 0.2
 
 
 def session_id_for(call: IncomingCall) -> str:
-    digest = hashlib.sha256(f"{call.call_id}\0{call.dialog.local_tag}".encode()).hexdigest()
+    return sip_session_id(call.call_id, call.dialog.local_tag)
+
+
+def sip_session_id(call_id: str, local_tag: str) -> str:
+    """The session id of the SIP dialog with this Call-ID and our (the answerer's) To-tag: the
+    same on every replica, and a caller can work it out from its own side of the dialog."""
+    digest = hashlib.sha256(f"{call_id}\0{local_tag}".encode()).hexdigest()
     return f"sip-{digest[:24]}"
 
 
