@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from voicetyped.service.config import ServiceSettings
 from voicetyped_integration.config import IntegrationSettings
 from voicetyped_media.config import MediaSettings
@@ -211,6 +212,7 @@ def test_rendered_settings_load_in_the_services(
         assert settings.shutdown_grace_s == 300
     elif component == "speech":
         assert settings.asr.backend == "faster-whisper" and settings.asr.device == "cuda"
+        assert settings.asr.model_name == "tiny.en"
         assert settings.tts.warmup_dialogs_dir == Path(DIALOGS_DIR)
     elif component == "runtime":
         assert settings.dialogs_dir == Path(DIALOGS_DIR)
@@ -219,6 +221,17 @@ def test_rendered_settings_load_in_the_services(
     else:
         assert settings.integrations_dir == Path(INTEGRATIONS_DIR)
         assert settings.store_url == "redis://order-status-redis:6379/1"
+
+
+def test_speech_model_and_language(vd_spec: dict[str, Any], tmp_path: Path) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["speech"].update({"modelName": "base", "language": "es"})
+    text = _render(spec)[("ConfigMap", "order-status-speech")]["data"]["config.yaml"]
+    asr = _load(SpeechSettings, text, tmp_path).asr
+    assert (asr.model_name, asr.language, asr.model) == ("base", "es", None)
+    spec["speech"]["modelName"] = "large"
+    with pytest.raises(ValidationError, match="modelName"):
+        VoiceDeploymentSpec.model_validate(spec)
 
 
 def test_media_options(vd_spec: dict[str, Any]) -> None:

@@ -52,6 +52,8 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
         self.cancelled: list[str] = []
         self.streams: dict[str, asyncio.Queue[speech_pb2.SpeechUpdate]] = {}
         self.opened: list[str] = []
+        self.languages: dict[str, str] = {}
+        """Session -> the recognition language its (last) ConverseStart named."""
         self.server = grpc.aio.server()
         speech_pb2_grpc.add_SpeechGatewayServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -67,6 +69,7 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
         first = await anext(requests)
         sid = first.start.session_id
         self.opened.append(sid)
+        self.languages[sid] = first.start.language
         out: asyncio.Queue[speech_pb2.SpeechUpdate] = asyncio.Queue()
         self.streams[sid] = out
 

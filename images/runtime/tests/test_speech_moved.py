@@ -1,8 +1,8 @@
 """The speech replica holding a call's audio goes away mid-prompt: once the media gateway says
 where the call's audio stream went (``CallEvent.speech_moved``), the runtime's Converse stream
 moves there, the prompt that never finished is played there from its start, and the dialog
-goes on. The runtime is the real process (its store a real Redis server); its peers speak the
-voicetyped.v1 contracts."""
+goes on (both streams name the dialog's recognition language). The runtime is the real process
+(its store a real Redis server); its peers speak the voicetyped.v1 contracts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ GOODBYE = "Thank you, goodbye."
 DIALOG = f"""
 name: moved-test
 initial: greet
-settings: {{no_input_timeout_ms: 0}}
+settings: {{no_input_timeout_ms: 0, language: es}}
 states:
   greet:
     on_enter: [{{play_tts: {{text: "{GREETING}"}}}}]
@@ -75,6 +75,8 @@ async def test_converse_moves_to_the_new_speech_replica_and_the_dialog_goes_on(
         )
         assert other.texts(sid) == [GREETING, GOODBYE]
         assert other.opened == [sid], "Converse reopened on the new replica"
+        # Each Converse stream names the dialog's recognition language.
+        assert lost.languages[sid] == other.languages[sid] == "es"
         assert lost.texts(sid) == [GREETING]
     finally:
         await media.close()

@@ -46,6 +46,12 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> PrepareResult:
     return prepare_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def prepared_base(tmp_path_factory: pytest.TempPathFactory) -> PrepareResult:
+    """Whisper base reassembled from its two packages, converted and verified."""
+    return prepare_models(tmp_path_factory.mktemp("models-base"), names=("base",))
+
+
 @pytest.fixture
 def linked_models_dir(prepared: PrepareResult, tmp_path: Path) -> Path:
     """A models directory whose entries are symlinks into the prepared one (cheap to alter)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from piper import SynthesisConfig
-from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.pool import Overloaded, RecognitionPool
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
@@ -82,7 +82,9 @@ class _Slow:
         self.log = log
         self.gate = gate
 
-    def transcribe(self, audio: Audio, abort: object = None) -> Transcription:
+    def transcribe(
+        self, audio: Audio, abort: object = None, options: DecodeOptions | None = None
+    ) -> Transcription:
         self.gate.wait(5)
         self.log.append(f"{audio[0]:.0f}")
         return Transcription(f"{audio[0]:.0f}", 1.0, 0.0)
@@ -153,7 +155,9 @@ class _Abortable:
         self.release = release
         self.log = log
 
-    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription:
         while not self.release.wait(0.005):
             if abort is not None and abort():
                 self.log.append(f"aborted {audio[0]:.0f}")

@@ -38,8 +38,9 @@ def test_prepare_skips_when_prepared_and_force_redoes(
     assert "converting Whisper tiny.en to ggml" in result.output
     assert "verified" in result.output and "status of my order" in result.output
     after = read_manifest(models)
-    assert after is not None and after.created_at > before.created_at
-    assert after.asr.sha256 == before.asr.sha256
+    assert after is not None
+    assert after.asr["tiny.en"].created_at > before.asr["tiny.en"].created_at
+    assert after.asr["tiny.en"].sha256 == before.asr["tiny.en"].sha256
 
 
 def test_list_uses_the_environment_and_shows_models(
@@ -51,7 +52,14 @@ def test_list_uses_the_environment_and_shows_models(
     env = {"VOICETYPED_MODELS_DIR": str(linked_models_dir)}
     result = runner.invoke(app, ["list"], env=env)
     assert result.exit_code == 0, result.output
-    for expected in ("whisper-tiny.en", "en_US-joe-medium", "ok", "ggml-custom", "unmanaged"):
+    for expected in (
+        "whisper-tiny.en",
+        "English only",
+        "en_US-joe",
+        "ok",
+        "ggml-custom",
+        "unmanaged",
+    ):
         assert expected in result.output
     assert "notes" not in result.output
     assert os.environ.get("VOICETYPED_MODELS_DIR") != str(linked_models_dir)

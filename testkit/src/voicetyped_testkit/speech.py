@@ -73,14 +73,22 @@ def silence(ms: int) -> Pcm:
 _DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _ORDINALS = {"ninth": "9th"}  # the one ordinal word the normaliser leaves (it knows "nineth")
 _normalizer: Any = None
+_basic_normalizer: Any = None
 
 
-def words(text: str) -> list[str]:
+def words(text: str, language: str = "en") -> list[str]:
     """Words for WER: Whisper's own English normaliser (the one its WER figures use:
     contractions, spellings, "forty-two" -> "42", fillers dropped), then every digit spelled
     ("12" and "one two" both read "one two"; Whisper groups spoken digits as it likes)
-    and "ninth" as "9th" (it converts every other ordinal), "good bye" as "goodbye"."""
-    global _normalizer
+    and "ninth" as "9th" (it converts every other ordinal), "good bye" as "goodbye". Other
+    languages: Whisper's basic normaliser (lower case, punctuation and symbols out, diacritics
+    kept)."""
+    global _normalizer, _basic_normalizer
+    if language != "en":
+        if _basic_normalizer is None:
+            basic: Any = importlib.import_module("whisper_normalizer.basic")
+            _basic_normalizer = basic.BasicTextNormalizer()
+        return str(_basic_normalizer(text)).split()
     if _normalizer is None:
         english: Any = importlib.import_module("whisper_normalizer.english")
         _normalizer = english.EnglishTextNormalizer()
@@ -94,9 +102,9 @@ def words(text: str) -> list[str]:
     return out
 
 
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+def word_errors(reference: str, hypothesis: str, language: str = "en") -> tuple[int, int]:
     """(word edit distance, reference word count)."""
-    r, h = words(reference), words(hypothesis)
+    r, h = words(reference, language), words(hypothesis, language)
     row = list(range(len(h) + 1))
     for i, rw in enumerate(r, 1):
         prev, row[0] = row[0], i

@@ -153,13 +153,21 @@ class MediaSide:
 class RuntimeSide:
     """The runtime's ``Converse``: sends SpeakRequests and cancels, receives updates."""
 
-    def __init__(self, channel: grpc.aio.Channel, session_id: str, partials: bool = False) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        session_id: str,
+        partials: bool = False,
+        language: str = "",
+    ) -> None:
         self.session_id = session_id
         self._stub = speech_pb2_grpc.SpeechGatewayStub(channel)
         self._outbox: asyncio.Queue[speech_pb2.SpeechCommand | None] = asyncio.Queue()
         self._outbox.put_nowait(
             speech_pb2.SpeechCommand(
-                start=speech_pb2.ConverseStart(session_id=session_id, partials=partials)
+                start=speech_pb2.ConverseStart(
+                    session_id=session_id, partials=partials, language=language
+                )
             )
         )
         self.updates: _Inbox[speech_pb2.SpeechUpdate] = _Inbox()

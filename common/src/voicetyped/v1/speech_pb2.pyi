@@ -272,18 +272,27 @@ class ConverseStart(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PARTIALS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     partials: _builtins.bool
     """Also send partial transcripts (final ones are always sent)."""
+    language: _builtins.str
+    """Recognition language of this call (the dialog's settings.language): a
+    Whisper language code or BCP 47 tag, e.g. "de" or "de-DE". Empty: the
+    audio stream's AudioStreamStart.language, else the gateway's default.
+    One the gateway's model does not know is answered with SpeechError
+    CODE_LANGUAGE_UNSUPPORTED and recognition stays in the previous language.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         partials: _builtins.bool = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partials", b"partials", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "partials", b"partials", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,6 +555,10 @@ class SpeechError(_message.Message):
         """Recognition cannot keep up with this call's audio: audio was dropped."""
         CODE_SYNTHESIS_FAILED: SpeechError._Code.ValueType  # 2
         """A SpeakRequest could not be synthesized (unknown voice, bad text)."""
+        CODE_LANGUAGE_UNSUPPORTED: SpeechError._Code.ValueType  # 3
+        """The call asked for a recognition language the gateway's model does not
+        know (an English-only model and a German dialog): the message says which.
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: SpeechError.Code.ValueType  # 0
@@ -553,6 +566,10 @@ class SpeechError(_message.Message):
     """Recognition cannot keep up with this call's audio: audio was dropped."""
     CODE_SYNTHESIS_FAILED: SpeechError.Code.ValueType  # 2
     """A SpeakRequest could not be synthesized (unknown voice, bad text)."""
+    CODE_LANGUAGE_UNSUPPORTED: SpeechError.Code.ValueType  # 3
+    """The call asked for a recognition language the gateway's model does not
+    know (an English-only model and a German dialog): the message says which.
+    """
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

@@ -211,8 +211,14 @@ class CallManager:
         media = MediaLink()
         ports = LivePorts(media, self.integration, self._llm_for(version))
         actor = CallActor(state, version, ports, self.store, self._actor_settings)
-        partials = version.compiled.spec.settings.partials
-        speech = ConverseStream(state.session_id, state.speech_endpoint, partials, actor.post)
+        settings = version.compiled.spec.settings
+        speech = ConverseStream(
+            state.session_id,
+            state.speech_endpoint,
+            settings.partials,
+            actor.post,
+            language=settings.language,
+        )
         ports.speech = speech
         speech.start()
         call = _Call(actor, media, speech)

@@ -83,11 +83,18 @@ class ConverseStream:
     """
 
     def __init__(
-        self, session_id: str, endpoint: str, partials: bool, deliver: Callable[[e.Input], None]
+        self,
+        session_id: str,
+        endpoint: str,
+        partials: bool,
+        deliver: Callable[[e.Input], None],
+        language: str = "",
     ) -> None:
         self.session_id = session_id
         self.endpoint = endpoint
         self.partials = partials
+        self.language = language
+        """The call's recognition language (its dialog's settings.language)."""
         self._deliver = deliver
         self._outbox: asyncio.Queue[speech_pb2.SpeechCommand] = asyncio.Queue()
         self._unfinished: dict[str, speech_pb2.SpeechCommand] = {}  # request id -> its speak
@@ -172,7 +179,9 @@ class ConverseStream:
         """One Converse stream to ``endpoint``: True when the replica ended it, False when it
         broke."""
         start = speech_pb2.SpeechCommand(
-            start=speech_pb2.ConverseStart(session_id=self.session_id, partials=self.partials)
+            start=speech_pb2.ConverseStart(
+                session_id=self.session_id, partials=self.partials, language=self.language
+            )
         )
         feed = RequestFeed(self._outbox, [start])  # commands wait here across reconnects
         try:
@@ -197,8 +206,15 @@ class ConverseStream:
         if inp is not None:
             self._deliver(inp)
         elif update.HasField("error"):
-            self._unfinished.pop(update.error.request_id, None)
-            log.warning("speech gateway error", code=update.error.code, detail=update.error.message)
+            error = update.error
+            self._unfinished.pop(error.request_id, None)
+            # A language the model cannot recognise: the dialog and the deployment disagree.
+            unsupported = error.code == speech_pb2.SpeechError.CODE_LANGUAGE_UNSUPPORTED
+            (log.error if unsupported else log.warning)(
+                "speech gateway error",
+                code=speech_pb2.SpeechError.Code.Name(error.code),
+                detail=error.message,
+            )
 
 
 def _input_for(update: speech_pb2.SpeechUpdate) -> e.Input | None:

@@ -15,7 +15,8 @@ from voicetyped.service.app import ServiceApp
 from voicetyped.service.logs import get_logger
 from voicetyped.v1 import speech_pb2
 
-from voicetyped_speech.asr.factory import recognizer_factory
+from voicetyped_speech.asr.factory import recognizer_setup
+from voicetyped_speech.asr.languages import ModelLanguages
 from voicetyped_speech.asr.pool import DecodeStats, RecognitionPool
 from voicetyped_speech.asr.whispercpp import route_whisper_logs
 from voicetyped_speech.calls import CallRegistry, SpeechCall
@@ -38,6 +39,7 @@ class SpeechService:
         self.metrics = SpeechMetrics(registry)
         self.calls = CallRegistry()
         self.pool: RecognitionPool | None = None
+        self.languages: ModelLanguages | None = None
         self.synth: Synthesizer | None = None
         self.grpc_port = settings.grpc_port
         self.accepting = True
@@ -50,10 +52,12 @@ class SpeechService:
         s = self.settings
         if s.asr.backend == "whispercpp":
             route_whisper_logs()
-        factory = recognizer_factory(s.asr)  # raises at once for a missing or foreign model
+        # Raises at once for a missing or foreign model, or a language it does not know.
+        setup = await asyncio.to_thread(recognizer_setup, s.asr)
+        self.languages = setup.languages
         self.pool = await asyncio.to_thread(
             RecognitionPool,
-            factory,
+            setup.factory,
             s.asr.workers,
             s.asr.max_waiting,
             self._on_decode,
@@ -86,11 +90,19 @@ class SpeechService:
                         s.tts.warmup_rates,
                         s.tts.default_voice,
                         s.tts.warmup_poll_s,
+                        setup.languages,
                     ),
                     name="prompt-warm-up",
                 )
             )
-        log.info("models loaded", asr_backend=s.asr.backend, workers=s.asr.workers)
+        log.info(
+            "models loaded",
+            asr_backend=s.asr.backend,
+            asr_model=setup.languages.model,
+            language=setup.default_language,
+            multilingual=setup.languages.multilingual,
+            workers=s.asr.workers,
+        )
 
     def _on_decode(self, stats: DecodeStats) -> None:
         # Called from a worker thread: prometheus-client metrics are thread-safe.
@@ -117,6 +129,8 @@ class SpeechService:
             lead_ms=s.tts.lead_ms,
             buffered_updates=s.buffered_updates,
             trace_context=trace_context,
+            languages=self.languages,
+            language=start.language,
         )
         return call
 

@@ -13,12 +13,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import common_pb2, speech_pb2
 
+from voicetyped_speech.asr.languages import LanguageError, ModelLanguages
 from voicetyped_speech.asr.pool import RecognitionPool
 from voicetyped_speech.metrics import SpeechMetrics
 from voicetyped_speech.playback import (
@@ -126,8 +127,11 @@ class SpeechCall:
         lead_ms: int,
         buffered_updates: int,
         trace_context: tracing.Context | None = None,
+        languages: ModelLanguages | None = None,
+        language: str = "",
     ) -> None:
         self.session_id = session_id
+        self._languages = languages
         self.trace = trace_context
         self._ended_at: dict[str, int] = {}  # utterance id -> wall ns its end was declared
         self.metrics = metrics
@@ -161,6 +165,32 @@ class SpeechCall:
         )
         self._first_audio = True
         metrics.streams.inc()
+        self.set_language(language, "AudioStreamStart.language")
+
+    def set_language(self, language: str, where: str) -> None:
+        """Recognise this call in ``language`` from now on (empty: no change). One the model
+        does not know is reported to the runtime (SpeechError CODE_LANGUAGE_UNSUPPORTED) and
+        logged, and recognition stays in the language it had."""
+        if not language:
+            return
+        code = language
+        if self._languages is not None:
+            try:
+                code = self._languages.check(language, where)
+            except LanguageError as exc:
+                log.error("recognition language not supported", error=str(exc))
+                self._send(
+                    speech_pb2.SpeechUpdate(
+                        error=speech_pb2.SpeechError(
+                            code=speech_pb2.SpeechError.CODE_LANGUAGE_UNSUPPORTED,
+                            message=str(exc),
+                        )
+                    )
+                )
+                return
+        if code != self.recognizer.options.language:
+            self.recognizer.options = replace(self.recognizer.options, language=code)
+            log.info("recognition language", language=code)
 
     def call_time_ms(self) -> int:
         return self._call_time_offset + round((time.perf_counter() - self._epoch) * 1000)
@@ -175,8 +205,9 @@ class SpeechCall:
 
     # -- the runtime's update stream ---------------------------------------------------------
 
-    def subscribe(self, partials: bool) -> _Subscriber:
-        """Attach a Converse stream (replacing an earlier one, whose iteration then ends)."""
+    def subscribe(self, partials: bool, language: str = "") -> _Subscriber:
+        """Attach a Converse stream (replacing an earlier one, whose iteration then ends);
+        ``language``: the call's recognition language, as its ConverseStart names it."""
         if self._subscriber is not None:
             self._subscriber.queue.put_nowait(None)
         sub = _Subscriber(asyncio.Queue())
@@ -186,6 +217,7 @@ class SpeechCall:
             sub.queue.put_nowait(None)
         self._subscriber = sub
         self.recognizer.partials = partials
+        self.set_language(language, "ConverseStart.language")
         return sub
 
     def unsubscribe(self, sub: _Subscriber) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -18,15 +19,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from voicetyped_speech.models.catalog import WHISPER_NAMES, WhisperName, source
 from voicetyped_speech.models.ctranslate2_reader import CT2FormatError
 from voicetyped_speech.models.ggml_converter import ConversionError, read_ggml_header
 from voicetyped_speech.models.prepare import (
-    MANIFEST_NAME,
     PrepareError,
     Stage,
     check_manifest,
     default_models_dir,
-    locate_bundled,
     prepare_models,
 )
 
@@ -49,18 +49,53 @@ ModelsDirOption = Annotated[
 ]
 
 
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help=f"Whisper model to prepare ({', '.join(WHISPER_NAMES)}); repeat for several. "
+        "Default: the configured one (asr.model_name, VOICETYPED_ASR__MODEL_NAME).",
+        show_default=False,
+    ),
+]
+
+
+def configured_model() -> WhisperName:
+    """The speech gateway's configured Whisper model (its config file and environment)."""
+    from voicetyped_speech.config import SpeechSettings  # only when asked: a slower import
+
+    try:
+        return SpeechSettings().asr.model_name
+    except ValidationError as exc:
+        raise typer.BadParameter(f"speech configuration: {exc}") from None
+
+
 @app.command()
 def prepare(
     models_dir: ModelsDirOption = None,
+    model: ModelOption = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Prepare every bundled Whisper model.")
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Convert and verify again even if prepared.")
     ] = False,
 ) -> None:
-    """Convert the bundled Whisper model to ggml, verify it with Piper, record a manifest.
+    """Convert the configured Whisper model to ggml, verify it with Piper, record a manifest.
 
-    Does nothing when the directory already holds a verified model for the installed packages.
+    base is first reassembled from its two packages and checked against its recorded sha256.
+    Does nothing when the directory already holds verified models for the installed packages.
     """
     target = models_dir if models_dir is not None else default_models_dir()
+    try:
+        names = (
+            list(WHISPER_NAMES)
+            if all_models
+            else [source(name).name for name in model or [configured_model()]]
+        )
+    except ValueError as exc:
+        err.print(f"[red]✗[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     progress = Progress(
         SpinnerColumn(finished_text="[green]✓[/green]"),
         TextColumn("{task.description}"),
@@ -75,7 +110,7 @@ def prepare(
         for task, total in running.items():  # the previous stage is finished
             progress.update(task, total=total, completed=total)
         running.clear()
-        if stage in ("convert", "verify"):
+        if stage in ("assemble", "convert", "verify"):
             if not out.is_terminal:  # a log (CI, `voicetyped up`): one line per stage, now
                 out.print(f"{escape(message)}…")
                 return
@@ -93,7 +128,7 @@ def prepare(
 
     try:
         result = prepare_models(
-            target, force=force, on_stage=on_stage, on_convert_progress=on_convert
+            target, names=names, force=force, on_stage=on_stage, on_convert_progress=on_convert
         )
     except (PrepareError, ConversionError, CT2FormatError, OSError) as exc:
         _stop(progress)
@@ -101,22 +136,24 @@ def prepare(
         raise typer.Exit(1) from None
     _stop(progress)
 
-    manifest = result.manifest
-    if result.skipped:
+    for name in result.names:
+        asr = result.asr(name)
+        path = escape(str(result.models_dir / asr.file))
+        if result.skipped:
+            out.print(
+                f"[green]✓[/green] already prepared: {path} (sha256 {asr.sha256[:12]}…); "
+                "use --force to redo"
+            )
+            continue
         out.print(
-            f"[green]✓[/green] already prepared: {escape(str(result.ggml_path))} "
-            f"(sha256 {manifest.asr.sha256[:12]}…); use --force to redo"
+            f"[green]✓[/green] {path}: {asr.size_bytes / 1e6:.1f} MB, sha256 {asr.sha256[:12]}…"
         )
-        return
-    out.print(
-        f"[green]✓[/green] {escape(str(result.ggml_path))}: "
-        f"{manifest.asr.size_bytes / 1e6:.1f} MB, sha256 {manifest.asr.sha256[:12]}…"
-    )
-    check = manifest.verification
-    out.print(
-        f"[green]✓[/green] verified: Piper said {escape(repr(check.sentence))}, whisper.cpp "
-        f"heard {escape(repr(check.transcript))} ({check.transcribe_seconds:.2f} s)"
-    )
+        check = asr.verification
+        out.print(
+            f"[green]✓[/green] {escape(name)} verified: Piper said {escape(repr(check.sentence))}, "
+            f"whisper.cpp heard {escape(repr(check.transcript))} "
+            f"({check.transcribe_seconds:.2f} s)"
+        )
 
 
 def _stop(progress: Progress) -> None:
@@ -128,7 +165,7 @@ def _stop(progress: Progress) -> None:
 def list_models(models_dir: ModelsDirOption = None) -> None:
     """Show the prepared models and whether they are current."""
     target = models_dir if models_dir is not None else default_models_dir()
-    status = check_manifest(target, locate_bundled())
+    status = check_manifest(target)
     manifest = status.manifest
     if manifest is None:
         out.print(
@@ -140,9 +177,12 @@ def list_models(models_dir: ModelsDirOption = None) -> None:
     table = Table(title=f"Models in {escape(str(target))}")
     for column in ("name", "kind", "format", "file", "size", "status"):
         table.add_column(column, overflow="fold")
-    asr = manifest.asr
-    state = "[green]ok[/green]" if status.valid else "[red]stale[/red]"
-    table.add_row(asr.name, "asr", asr.format, asr.file, f"{asr.size_bytes / 1e6:.1f} MB", state)
+    for name, asr in manifest.asr.items():
+        ok = check_manifest(target, [name]).valid
+        state = "[green]ok[/green]" if ok else "[red]stale[/red]"
+        languages = "multilingual" if asr.multilingual else "English only"
+        size = f"{asr.size_bytes / 1e6:.1f} MB"
+        table.add_row(f"whisper-{name} ({languages})", "asr", asr.format, asr.file, size, state)
     tts = manifest.tts
     voice = Path(tts.model_path)
     voice_state = "[green]ok[/green]" if voice.is_file() else "[red]missing[/red]"
@@ -150,8 +190,9 @@ def list_models(models_dir: ModelsDirOption = None) -> None:
     table.add_row(tts.name, "tts", tts.format, escape(voice.name), size, voice_state)
 
     # Other ggml files a user put here (the ASR layer accepts any by path).
+    managed = {asr.file for asr in manifest.asr.values()}
     for path in sorted(target.glob("*.bin")):
-        if path.name == asr.file:
+        if path.name in managed:
             continue
         try:
             hp = read_ggml_header(path)
@@ -162,10 +203,11 @@ def list_models(models_dir: ModelsDirOption = None) -> None:
         table.add_row(path.stem, "asr", layers, path.name, size, "unmanaged")
     out.print(table)
     out.print(f"voice: {escape(str(voice))}", soft_wrap=True)
-    out.print(
-        f"{MANIFEST_NAME}: prepared {manifest.created_at:%Y-%m-%d %H:%M} UTC, verification "
-        f"heard {escape(repr(manifest.verification.transcript))}"
-    )
+    for name, asr in manifest.asr.items():
+        out.print(
+            f"{escape(name)}: prepared {asr.created_at:%Y-%m-%d %H:%M} UTC, verification "
+            f"heard {escape(repr(asr.verification.transcript))}"
+        )
     if not status.valid:
         out.print(
             f"[red]✗[/red] {escape(status.reason)}: run [bold]voicetyped models prepare[/bold]"

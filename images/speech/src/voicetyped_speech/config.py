@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from voicetyped.service.config import ServiceSettings
 
+from voicetyped_speech.models.catalog import DEFAULT_WHISPER, WhisperName
 from voicetyped_speech.streaming import StreamingSettings
 from voicetyped_speech.tts.voices import DEFAULT_VOICE
 from voicetyped_speech.vad import VadSettings
@@ -25,17 +26,30 @@ class AsrConfig(_Group):
     backend: Literal["whispercpp", "faster-whisper"] = Field(
         "whispercpp", description="Recognition backend."
     )
+    model_name: WhisperName = Field(
+        DEFAULT_WHISPER,
+        description="Bundled Whisper model: tiny.en (English only, fastest) or base "
+        "(multilingual, 99 languages; slower). `voicetyped models prepare` prepares the "
+        "configured one. Ignored when `model` is set.",
+    )
     model: Path | None = Field(
         None,
         description="whispercpp: a ggml file; faster-whisper: a CTranslate2 model directory. "
-        "Default: the prepared ggml file in models_dir / the bundled tiny.en directory.",
+        "Default: model_name as prepared in models_dir (tiny.en for faster-whisper: the "
+        "package's own directory).",
     )
     models_dir: Path | None = Field(
         None,
-        description="Where `voicetyped models prepare` put the ggml model (default: "
+        description="Where `voicetyped models prepare` put the models (default: "
         "$VOICETYPED_MODELS_DIR, else the user's cache directory).",
     )
-    language: str = "en"
+    language: str = Field(
+        "en",
+        max_length=16,
+        description="Recognition language of calls that do not name one (a dialog's "
+        "settings.language does): a Whisper language code (en, de, es, ...) or a BCP 47 tag "
+        "(de-DE). An English-only model accepts only en: anything else fails at start.",
+    )
     workers: int = Field(1, ge=1, le=64, description="Recognition threads, one model each.")
     threads: int = Field(2, ge=1, le=64, description="Compute threads per worker.")
     max_waiting: int = Field(

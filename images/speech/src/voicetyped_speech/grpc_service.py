@@ -121,7 +121,7 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
                     f"no audio stream for session {sid!r} on this speech replica",
                 )
             assert call is not None
-            sub = call.subscribe(first.start.partials)
+            sub = call.subscribe(first.start.partials, first.start.language)
             log.info("runtime attached", partials=first.start.partials)
             reader = asyncio.create_task(self._read_commands(call, requests))
             try:

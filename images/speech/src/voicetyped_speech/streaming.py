@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from voicetyped_speech.asr.base import DecodeOptions
 from voicetyped_speech.asr.pool import Job, Overloaded, RecognitionPool
 from voicetyped_speech.vad import Segmenter, SpeechEnded, SpeechStarted, VadSettings
 
@@ -120,6 +121,9 @@ class StreamingRecognizer:
         self.session_id = session_id
         self.partials = False
         """Whether partial transcripts are wanted (the runtime's ConverseStart says)."""
+        self.options = DecodeOptions()
+        """How this call's audio is decoded (its language: the runtime's ConverseStart or the
+        media gateway's AudioStreamStart says; default: the recogniser's)."""
         self.settings = settings or StreamingSettings()
         self._pool = pool
         self._emit = emit
@@ -213,7 +217,7 @@ class StreamingRecognizer:
         overloaded: str | None = None
         if result is None:
             try:
-                result = await self._pool.final(self.session_id, ended.audio)
+                result = await self._pool.final(self.session_id, ended.audio, self.options)
             except Overloaded as exc:
                 overloaded = str(exc)
         if previous is not None:  # finals go out in utterance order
@@ -278,7 +282,7 @@ class StreamingRecognizer:
         if current is None or not self._pool.can_accept_final():
             return
         try:
-            job = self._pool.submit(self.session_id, current[1], "final")
+            job = self._pool.submit(self.session_id, current[1], "final", self.options)
         except Overloaded:
             return
         self._spec = _Speculation(job, voiced, position)
@@ -299,7 +303,7 @@ class StreamingRecognizer:
             return
         self._last_partial_ms = position
         uid, audio = current
-        job = self._pool.submit(self.session_id, audio, "partial")
+        job = self._pool.submit(self.session_id, audio, "partial", self.options)
         self._partial_job = (job, position)
         self._partial = asyncio.get_running_loop().create_task(
             self._run_partial(uid, job, position), name=f"asr-partial-{self.session_id}-{uid}"

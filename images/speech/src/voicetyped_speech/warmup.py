@@ -6,7 +6,9 @@ directory, or files given to ``voicetyped up``): every ``play_tts`` action's ``t
 ``voice`` (or the dialog's ``settings.voice``). Templated prompts (``{{ ... }}``) differ per call
 and are skipped by the synthesizer. A document may also be a ``Dialog`` resource
 (``kind: Dialog`` with the dialog under ``spec``). The directory is polled; changed files are
-warmed again (already-cached prompts cost nothing).
+warmed again (already-cached prompts cost nothing). Each time, the dialogs' recognition
+languages (``settings.language``) are also checked against the model: one the model cannot
+recognise is logged as an error then, not first noticed in a call.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from voicetyped.documents import DocumentKindError, unwrap
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
+from voicetyped_speech.asr.languages import LanguageError, ModelLanguages
 from voicetyped_speech.tts import Synthesizer, TTSError, VoiceError
 
 log = get_logger("voicetyped.speech.warmup")
@@ -89,10 +92,52 @@ async def warm_prompts(
     return synthesized
 
 
+def dialog_languages(directory: Path) -> list[tuple[str, str]]:
+    """``(dialog name, settings.language)`` of every dialog document in ``directory`` that
+    names a language (blocking: call in a thread). Unreadable documents are skipped (their
+    prompts' warm-up logs them)."""
+    found: list[tuple[str, str]] = []
+    for path, _ in config_files(directory):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text("utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for document in documents:
+            try:
+                dialog = unwrap(document, "Dialog")
+            except DocumentKindError:
+                continue
+            if not isinstance(dialog, Mapping):
+                continue
+            settings = dialog.get("settings")
+            language = settings.get("language") if isinstance(settings, Mapping) else None
+            if isinstance(language, str) and language:
+                found.append((str(dialog.get("name", path.name)), language))
+    return found
+
+
+def check_dialog_languages(directory: Path, languages: ModelLanguages) -> list[str]:
+    """One error line per dialog whose language the recognition model does not know (an
+    English-only model serving a German dialog would otherwise hear English in German)."""
+    problems = []
+    for name, language in dialog_languages(directory):
+        try:
+            languages.check(language, f"dialog {name!r} settings.language")
+        except LanguageError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 async def watch_and_warm(
-    synth: Synthesizer, directory: Path, rates: Sequence[int], default: str, poll_s: float
+    synth: Synthesizer,
+    directory: Path,
+    rates: Sequence[int],
+    default: str,
+    poll_s: float,
+    languages: ModelLanguages | None = None,
 ) -> None:
-    """Warm ``directory``'s prompts now and again whenever its files change (runs forever)."""
+    """Warm ``directory``'s prompts now and again whenever its files change (runs forever);
+    with ``languages``, also check each dialog's recognition language against the model."""
     seen: list[tuple[Path, float]] | None = None
     while True:
         try:
@@ -105,4 +150,9 @@ async def watch_and_warm(
             prompts = await asyncio.to_thread(read_prompts, directory)
             count = await warm_prompts(synth, prompts, rates, default)
             log.info("prompt cache warmed", prompts=len(prompts), synthesized=count)
+            if languages is not None:
+                for problem in await asyncio.to_thread(
+                    check_dialog_languages, directory, languages
+                ):
+                    log.error("dialog language not supported", error=problem)
         await asyncio.sleep(poll_s)

@@ -140,6 +140,7 @@ def speech_pod(spec: VoiceDeploymentSpec, deps: Dependencies) -> PodPlan:
     speech = spec.speech
     asr: dict[str, Any] = {
         "backend": speech.backend,
+        "model_name": speech.model_name,
         "language": speech.language,
         "workers": speech.workers,
         "device": "cuda" if speech.gpu.enabled else "cpu",

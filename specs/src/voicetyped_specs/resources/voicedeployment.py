@@ -327,13 +327,24 @@ class SpeechSpec(Workload):
     backend: Literal["whispercpp", "faster-whisper"] = Field(
         "whispercpp", description="Recognition backend."
     )
+    model_name: Literal["tiny.en", "base"] = Field(
+        "tiny.en",
+        alias="modelName",
+        description="Whisper model the image bundles: tiny.en (English only, fastest) or base "
+        "(multilingual, 99 languages; needed for Dialogs whose settings.language is not en).",
+    )
     model: str | None = Field(
         None,
         max_length=1024,
         description="Model path in the image (whispercpp: ggml file; faster-whisper: "
-        "CTranslate2 directory); default: the model prepared in the image.",
+        "CTranslate2 directory), instead of modelName.",
     )
-    language: str = Field("en", max_length=16, description="Recognition language.")
+    language: str = Field(
+        "en",
+        max_length=16,
+        description="Recognition language of calls whose Dialog names none (a Dialog's "
+        "settings.language does).",
+    )
     workers: int = Field(1, ge=1, le=64, description="Recognition workers per pod.")
     gpu: Gpu = Field(default_factory=Gpu)
 

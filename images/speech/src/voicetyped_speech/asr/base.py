@@ -22,6 +22,14 @@ class Aborted(Exception):  # noqa: N818 - a control-flow signal, not an error co
 
 
 @dataclass(frozen=True)
+class DecodeOptions:
+    """Per-decode settings a call chooses (its recogniser's defaults otherwise)."""
+
+    language: str | None = None
+    """Whisper language code, already checked against the model."""
+
+
+@dataclass(frozen=True)
 class Transcription:
     text: str
     confidence: float  # 0..1
@@ -33,4 +41,6 @@ class Recognizer(Protocol):
 
     name: str
 
-    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription: ...
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription: ...

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
 
 
 class FasterWhisperRecognizer:
@@ -30,7 +30,9 @@ class FasterWhisperRecognizer:
         self._beam_size = beam_size
         self._language = language
 
-    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription:
         # CTranslate2 cannot stop inside a decode: the check is polled before and between
         # segments (one segment for a phone utterance), so it mostly saves nothing.
         if abort is not None and abort():
@@ -38,7 +40,7 @@ class FasterWhisperRecognizer:
         started = time.perf_counter()
         segments, _ = self._model.transcribe(
             audio,
-            language=self._language,
+            language=options.language if options and options.language else self._language,
             beam_size=self._beam_size,
             condition_on_previous_text=False,
             without_timestamps=True,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-from voicetyped_speech.asr.base import Aborted, Audio, Recognizer, Transcription
+from voicetyped_speech.asr.base import Aborted, Audio, DecodeOptions, Recognizer, Transcription
 
 Kind = Literal["final", "partial"]
 
@@ -54,6 +54,7 @@ class Job:
     session: str
     audio: Audio
     kind: Kind
+    options: DecodeOptions | None = None
     future: Future[Transcription] = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
@@ -122,10 +123,12 @@ class RecognitionPool:
         with self._cond:
             return len(self._running)
 
-    def submit(self, session: str, audio: Audio, kind: Kind) -> Job:
+    def submit(
+        self, session: str, audio: Audio, kind: Kind, options: DecodeOptions | None = None
+    ) -> Job:
         """Queue a job. A final raises :class:`Overloaded` when ``max_waiting`` finals wait; a
         partial replaces the call's waiting partial (which then results in None)."""
-        job = Job(session, audio, kind, _pool=self)
+        job = Job(session, audio, kind, options, _pool=self)
         old: Job | None = None
         with self._cond:
             if self._closed:
@@ -166,8 +169,10 @@ class RecognitionPool:
         with self._cond:
             return self._waiting_finals < self._max_waiting
 
-    async def final(self, session: str, audio: Audio) -> Transcription:
-        job = self.submit(session, audio, "final")
+    async def final(
+        self, session: str, audio: Audio, options: DecodeOptions | None = None
+    ) -> Transcription:
+        job = self.submit(session, audio, "final", options)
         try:
             result = await job.result()
         except asyncio.CancelledError:
@@ -176,10 +181,12 @@ class RecognitionPool:
         assert result is not None  # finals are only cancelled by their owner
         return result
 
-    async def partial(self, session: str, audio: Audio) -> Transcription | None:
+    async def partial(
+        self, session: str, audio: Audio, options: DecodeOptions | None = None
+    ) -> Transcription | None:
         """A hypothesis for the audio so far, or None when a newer request replaced this one or
         a final overtook it."""
-        job = self.submit(session, audio, "partial")
+        job = self.submit(session, audio, "partial", options)
         try:
             return await job.result()
         except asyncio.CancelledError:
@@ -257,7 +264,9 @@ class RecognitionPool:
                     continue
                 started = time.perf_counter()
                 try:
-                    result = recognizer.transcribe(job.audio, partial(self._should_abort, job))
+                    result = recognizer.transcribe(
+                        job.audio, partial(self._should_abort, job), job.options
+                    )
                 except BaseException as exc:
                     job.future.set_exception(exc)
                     continue

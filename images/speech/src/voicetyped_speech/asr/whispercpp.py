@@ -22,7 +22,7 @@ from typing import Any
 
 from voicetyped.service.logs import get_logger
 
-from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, Transcription
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
 
 log = get_logger("voicetyped.speech.whispercpp")
 _WHISPER_ERROR = 4  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
@@ -89,10 +89,13 @@ class WhisperCppRecognizer:
             language=language,
             redirect_whispercpp_logs_to=None,
         )
+        self._language = language
         self._min_ctx = min_audio_ctx
         self._margin = ctx_margin
 
-    def transcribe(self, audio: Audio, abort: AbortCheck | None = None) -> Transcription:
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription:
         started = time.perf_counter()
         aborted = False
 
@@ -113,6 +116,8 @@ class WhisperCppRecognizer:
             audio_ctx=audio_ctx_for(len(audio), self._min_ctx, self._margin),
             max_tokens=16 + 8 * math.ceil(len(audio) / 16000),
             abort_callback=check if abort is not None else None,
+            # pywhispercpp keeps parameters between calls: always say which language.
+            language=options.language if options and options.language else self._language,
         )
         if aborted:
             raise Aborted

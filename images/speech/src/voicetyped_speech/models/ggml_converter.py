@@ -27,9 +27,15 @@ Everything is derived from the model itself, so any Whisper size in CTranslate2 
   on the CPU backend of whisper.cpp 1.8.5 (``ggml_conv_1d`` builds an F16 im2col, which asserts an
   F16 kernel), so it is never written.
 * Vocabulary: ``vocabulary.txt`` (older ctranslate2), ``vocabulary.json`` (newer) or
-  ``tokenizer.json``; the regular tokens are those before ``<|endoftext|>`` (50256 for English-only
-  models; whisper.cpp expects 50257 for multilingual ones, untested here: no multilingual CT2 model
-  is available offline), decoded from GPT-2's byte-to-unicode alphabet to bytes.
+  ``tokenizer.json``; the regular tokens are those before ``<|endoftext|>``, decoded from GPT-2's
+  byte-to-unicode alphabet to bytes: 50256 for English-only models, 50257 for multilingual ones
+  (the last is the empty token of OpenAI's multilingual.tiktoken; whisper.cpp reads it as "").
+* whisper.cpp adds the special tokens itself and derives their ids from ``n_vocab`` alone
+  (``whisper_model_load``): multilingual when ``n_vocab >= 51865``, then ``<|endoftext|>`` moves
+  from 50256 to 50257, ``<|startoftranscript|>`` follows it, one language token per language
+  (``n_vocab - 51765 - 1`` of them: 99 for base) and the task and timestamp tokens shift by the
+  number of languages beyond 98. :func:`check_special_tokens` checks the model's vocabulary puts
+  them there too, so a model whose tokens whisper.cpp would misread is refused, not converted.
 * Mel filters are computed here (librosa's slaney-style filterbank, sr 16000, n_fft 400), not
   read from the model: CTranslate2 does not store them.
 
@@ -66,6 +72,7 @@ from voicetyped_speech.models.ctranslate2_reader import (
 )
 
 GGML_MAGIC = 0x67676D6C
+MULTILINGUAL_MIN_VOCAB = 51865
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
 SAMPLE_RATE = 16000
@@ -213,6 +220,50 @@ def regular_tokens(tokens: list[str]) -> list[bytes]:
     except ValueError:
         raise ConversionError(f"vocabulary has no {END_OF_TEXT} token") from None
     return [token_bytes(t) for t in tokens[:n_regular]]
+
+
+def is_multilingual(hp: WhisperHParams) -> bool:
+    """whisper.cpp's rule (``whisper_vocab::is_multilingual``)."""
+    return hp.n_vocab >= MULTILINGUAL_MIN_VOCAB
+
+
+def n_languages(hp: WhisperHParams) -> int:
+    """Language tokens whisper.cpp assumes (``whisper_vocab::num_languages``)."""
+    return hp.n_vocab - 51765 - (1 if is_multilingual(hp) else 0)
+
+
+def special_token_ids(hp: WhisperHParams) -> dict[str, int]:
+    """Where whisper.cpp expects each special token (``whisper_model_load``)."""
+    multi = is_multilingual(hp)
+    shift = n_languages(hp) - 98 if multi else 0
+    eot = 50256 + multi
+    ids = {"<|endoftext|>": eot, "<|startoftranscript|>": eot + 1}
+    if multi:
+        ids["<|en|>"] = eot + 2  # language tokens follow, English first
+    for offset, token in enumerate(
+        ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>")
+    ):
+        ids[token] = 50357 + shift + offset
+    ids["<|notimestamps|>"] = 50362 + shift
+    ids["<|0.00|>"] = 50363 + shift
+    return ids
+
+
+def check_special_tokens(tokens: list[str], hp: WhisperHParams) -> None:
+    """Raise ConversionError unless the special tokens the vocabulary lists are where whisper.cpp
+    will look for them (a vocabulary without timestamps, as tokenizer.json, is checked as far
+    as it goes)."""
+    wrong = [
+        f"{token} at {tokens.index(token) if token in tokens else 'none'} (whisper.cpp: {i})"
+        for token, i in special_token_ids(hp).items()
+        if (i < len(tokens) or token in tokens) and (i >= len(tokens) or tokens[i] != token)
+    ]
+    if wrong:
+        kind = "multilingual" if is_multilingual(hp) else "English-only"
+        raise ConversionError(
+            f"special tokens of this {kind} vocabulary ({hp.n_vocab}) are not where whisper.cpp "
+            f"expects them: {', '.join(wrong)}"
+        )
 
 
 # -- hyper-parameters ----------------------------------------------------------------------------
@@ -474,7 +525,9 @@ def convert_ct2_to_ggml(
     model_dir, output = Path(model_dir), Path(output)
     model = read_ct2_model(model_dir / "model.bin")
     hp = derive_hparams(model)
-    vocab = regular_tokens(load_vocabulary(model_dir))
+    tokens = load_vocabulary(model_dir)
+    check_special_tokens(tokens, hp)
+    vocab = regular_tokens(tokens)
     if len(vocab) >= hp.n_vocab:
         raise ConversionError(
             f"{model_dir}: {len(vocab)} regular tokens do not fit a vocabulary of {hp.n_vocab}"
@@ -496,7 +549,7 @@ def convert_ct2_to_ggml(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(output.parent)
+    fsync_dir(output.parent)
     return ConversionResult(
         path=output,
         hparams=hp,
@@ -507,7 +560,7 @@ def convert_ct2_to_ggml(
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

