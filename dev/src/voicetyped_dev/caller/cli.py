@@ -186,8 +186,9 @@ def call(
 
     heard = Heard(runtime_admin, runtime_token) if runtime_admin else None
     log = asyncio.run(run_call(target, steps, voices, on_event, heard=heard))
-    if heard is not None and heard.reachable is False and not as_json:
-        out.print(f"[dim]what the runtime heard is unknown: {escape(heard.problem)}[/dim]")
+    if heard is not None and heard.reachable is not True and not as_json:
+        why = heard.problem or "the runtime's admin API never had this call's session"
+        out.print(f"[dim]what the recogniser heard is unknown: {escape(why)}[/dim]")
     if traces is not None and traces.is_dir():
         asyncio.run(await_stages(log, traces))
     result = summary(log)

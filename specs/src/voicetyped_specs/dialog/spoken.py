@@ -135,7 +135,7 @@ def spoken_digits(text: str, language: str = "en") -> str:
 
 
 def spoken_numbers(text: str, language: str = "en") -> list[int | float]:
-    """The numbers in ``text``, in order: "two tickets for three fifty" -> [2, 350];
+    """The numbers in ``text``, in order: "two tickets for 48,213" -> [2, 48213];
     "48,213" -> [48213]; "3.5" -> [3.5]; "the 21st" -> [21]. Digits read one by one ("five
     oh five", "4, 8, 2", "4 8 2") make one number (505, 482). A comma followed by three
     digits groups thousands ("48,213"); otherwise "," and "." before digits are decimal
