@@ -8,6 +8,8 @@ Outcomes, the kstatus way:
 * a Dialog, Integration or Secret missing (or without a valid version): ``Stalled`` naming
   it, children left as they are, :class:`kopf.TemporaryError` so it recovers by itself
   when the object appears (Dialog/Integration changes also trigger it at once);
+* a served Dialog in a language the speech model cannot recognise (tiny.en and a German
+  Dialog): ``Stalled`` (LanguageNotSupported) saying to set ``spec.speech.modelName: base``;
 * a dependency still being processed: ``Reconciling`` (WaitingForDependencies), short retry;
 * transient API failures: :class:`kopf.TemporaryError` with capped exponential backoff,
   status left alone;
@@ -324,6 +326,7 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
     )
     problems = [p for p in (*dialogs, *integrations) if isinstance(p, Problem)]
     served_d = [d for d in dialogs if isinstance(d, ServedDialog)]
+    problems += language_problems(spec, served_d)
     served_i = [i for i in integrations if isinstance(i, ServedIntegration)]
     needed: dict[str, list[tuple[str, str]]] = {}  # secret -> [(key, who)]
     for integration in served_i:
@@ -402,8 +405,30 @@ async def _dialog(state: OperatorState, namespace: str, name: str) -> ServedDial
     got = await _document(state, "Dialog", namespace, name, config_map, "spec.dialogs")
     if isinstance(got, Problem):
         return got
-    annotations, _ = got
-    return ServedDialog(name, config_map, annotations[naming.CONTENT_HASH])
+    annotations, obj = got
+    settings = (obj.get("spec") or {}).get("settings") or {}
+    language = str(settings.get("language") or "en")
+    return ServedDialog(name, config_map, annotations[naming.CONTENT_HASH], language)
+
+
+def language_problems(spec: VoiceDeploymentSpec, dialogs: Sequence[ServedDialog]) -> list[Problem]:
+    """Dialogs in a language the speech model cannot recognise: the bundled tiny.en knows only
+    English (the speech pods would otherwise hear English in every call of such a Dialog). A
+    model given by path is not known here: the speech pods check it themselves."""
+    speech = spec.speech
+    if speech.model is not None or speech.model_name != "tiny.en":
+        return []
+    return [
+        Problem(
+            "LanguageNotSupported",
+            f"Dialog {d.name} has settings.language {d.language!r}, but spec.speech.modelName "
+            "tiny.en is English-only: set spec.speech.modelName: base (multilingual)",
+            stalled=True,
+        )
+        for d in dialogs
+        # A BCP 47 tag counts as its language (en-GB is English).
+        if d.language.strip().replace("_", "-").split("-", 1)[0].lower() != "en"
+    ]
 
 
 async def _integration(

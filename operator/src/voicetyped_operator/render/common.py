@@ -123,6 +123,8 @@ class ServedDialog:
     name: str
     config_map: str
     content_hash: str
+    language: str = "en"
+    """Its settings.language: the language its callers speak."""
 
 
 @dataclass(frozen=True)
