@@ -61,7 +61,7 @@ def test_media_speech_audio_stream_is_bidirectional_with_playback_down() -> None
 def test_runtime_speech_stream_carries_transcripts_up_and_tts_down() -> None:
     m = _method("SpeechGateway", "Converse", speech_pb2)
     assert (m.client_streaming, m.server_streaming) == (True, True)
-    assert _oneof_fields(speech_pb2.SpeechCommand, "msg") == {"start", "speak", "cancel"}
+    assert _oneof_fields(speech_pb2.SpeechCommand, "msg") == {"start", "speak", "cancel", "context"}
     assert _oneof_fields(speech_pb2.SpeechUpdate, "msg") == {
         "transcript",
         "vad",

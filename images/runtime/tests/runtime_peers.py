@@ -50,6 +50,7 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
         self.play_s = play_s
         self.spoken: list[Spoken] = []
         self.cancelled: list[str] = []
+        self.contexts: list[tuple[str, speech_pb2.RecognitionContext]] = []
         self.streams: dict[str, asyncio.Queue[speech_pb2.SpeechUpdate]] = {}
         self.opened: list[str] = []
         self.languages: dict[str, str] = {}
@@ -84,6 +85,8 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
                     )
                 elif cmd.HasField("cancel"):
                     self.cancelled.append(cmd.cancel.request_id)
+                elif cmd.HasField("context"):
+                    self.contexts.append((sid, cmd.context))
 
         reader = asyncio.create_task(read())
         try:
@@ -118,6 +121,10 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
 
     def texts(self, session_id: str) -> list[str]:
         return [s.text for s in self.spoken if s.session_id == session_id]
+
+    def expected_states(self, session_id: str) -> list[str]:
+        """The dialog states whose recognition context this call's streams received."""
+        return [c.state for sid, c in self.contexts if sid == session_id]
 
 
 def _played(request_id: str) -> speech_pb2.SpeechUpdate:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from num2words import num2words
+from voicetyped.recognition import RecognitionContext
 from voicetyped.session import CallerInfo, CallSession
 from voicetyped_runtime import engine as e
 from voicetyped_runtime.call import CallActor, wall_ms
@@ -39,6 +40,7 @@ class Ports:
     spoken: list[str] = field(default_factory=list)
     commands: list[e.TransferCall | e.HangupCall] = field(default_factory=list)
     hooks: list[e.ExecuteHook] = field(default_factory=list)
+    expected: list[RecognitionContext] = field(default_factory=list)
 
     def speak(self, effect: e.Speak) -> None:
         if self.poisoned and self.spoken:
@@ -51,6 +53,9 @@ class Ports:
 
     def cancel_speech(self, effect: e.CancelSpeech) -> None:
         pass
+
+    def expect(self, context: RecognitionContext) -> None:
+        self.expected.append(context)
 
     def command(self, effect: e.TransferCall | e.HangupCall) -> None:
         self.commands.append(effect)

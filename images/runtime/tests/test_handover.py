@@ -73,6 +73,9 @@ async def test_a_drained_replica_hands_its_call_to_another(
             lambda: any(c.HasField("hangup") for c in media.commands), 10, "hangup", second.process
         )
         assert speech.texts(sid).count("Hello, press 1 to continue.") == 1, "restarted"
+        # Each replica told the speech gateway what the caller is expected to say: the first on
+        # entering greet, the second on resuming there, then on entering done.
+        assert speech.expected_states(sid) == ["greet", "greet", "done"]
     finally:
         await media.close()
         first.process.stop()

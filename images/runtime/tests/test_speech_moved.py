@@ -78,6 +78,11 @@ async def test_converse_moves_to_the_new_speech_replica_and_the_dialog_goes_on(
         # Each Converse stream names the dialog's recognition language.
         assert lost.languages[sid] == other.languages[sid] == "es"
         assert lost.texts(sid) == [GREETING]
+        # The recognition context moved with the stream: the new replica got greet's (with the
+        # question the caller heard) before the caller answered, then done's.
+        assert lost.expected_states(sid) == ["greet"]
+        assert other.expected_states(sid) == ["greet", "done"]
+        assert other.contexts[0][1].prompt == GREETING
     finally:
         await media.close()
         await admin.aclose()

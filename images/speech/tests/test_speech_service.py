@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from piper import SynthesisConfig
+from voicetyped.recognition import Expect, RecognitionContext, context_to_proto
 from voicetyped.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 from voicetyped_speech.asr.factory import recognizer_factory
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
@@ -625,3 +626,44 @@ async def test_base_hears_each_call_in_its_dialogs_language(
     problems = [str(r["error"]) for r in gw.logged("dialog language not supported")]
     assert len(problems) == 1 and "dialog 'cantonese' settings.language is 'yue'" in problems[0]
     assert [r["language"] for r in gw.logged("recognition language")] == ["es"]
+
+
+async def test_recognition_context_reaches_the_call_and_a_hostile_one_is_refused(
+    channel: grpc.aio.Channel,
+) -> None:
+    """The runtime's RecognitionContext biases the call's decodes (the pizza dialog's menu:
+    "pepperoni" said by espeak-ng's US female voice is heard as the option; whether plain
+    tiny.en gets it wrong depends on where the VAD cuts, so that is test_asr's). A context over
+    the contract's bounds is refused with CODE_INVALID_CONTEXT naming the field, and the call
+    goes on being recognised."""
+    said = speak_16k("pepperoni", EspeakVoice("en-us+f3"))
+    caller = np.concatenate([silence(400), telephone(said), silence(900)])
+    media, runtime = await open_call(channel)
+    finals = 0
+
+    async def final_text() -> str:
+        nonlocal finals
+        await media.stream(caller.tobytes())
+        finals += 1
+        await runtime.updates.wait_for(lambda _m: len(runtime.finals()) >= finals, 30)
+        return runtime.finals()[-1].message.transcript.speech.transcript
+
+    runtime.expect(
+        context_to_proto(
+            RecognitionContext(
+                state="choose",
+                expect=Expect.CHOICE,
+                choices=("margherita", "pepperoni", "vegetarian", "hawaiian"),
+                prompt="Which pizza would you like: margherita, pepperoni, vegetarian or hawaiian?",
+            )
+        )
+    )
+    biased = await final_text()
+    assert "pepperoni" in biased.lower(), biased
+
+    runtime.expect(speech_pb2.RecognitionContext(phrases=["x" * 10_000]))
+    error = await runtime.updates.wait_for(lambda m: m.HasField("error"), 10)
+    assert error.message.error.code == speech_pb2.SpeechError.CODE_INVALID_CONTEXT
+    assert error.message.error.message.startswith("RecognitionContext.phrases[0]:")
+    assert await final_text()  # still recognised, unbiased
+    await media.close()

@@ -200,6 +200,10 @@ class RuntimeSide:
         )
         return time.perf_counter()
 
+    def expect(self, context: speech_pb2.RecognitionContext) -> None:
+        """What the caller is expected to say next (the runtime sends it on state entry)."""
+        self._outbox.put_nowait(speech_pb2.SpeechCommand(context=context))
+
     def finals(self) -> list[Received[speech_pb2.SpeechUpdate]]:
         kind = speech_pb2.TranscriptEvent.KIND_FINAL
         return [

@@ -5,8 +5,10 @@ The speech gateway: voice activity detection, local speech recognition and
 speech synthesis. Audio never leaves the deployment.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voicetyped.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -243,24 +245,28 @@ class SpeechCommand(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     SPEAK_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___ConverseStart: ...
     @_builtins.property
     def speak(self) -> Global___SpeakRequest: ...
     @_builtins.property
     def cancel(self) -> Global___CancelSpeech: ...
+    @_builtins.property
+    def context(self) -> Global___RecognitionContext: ...
     def __init__(
         self,
         *,
         start: Global___ConverseStart | None = ...,
         speak: Global___SpeakRequest | None = ...,
         cancel: Global___CancelSpeech | None = ...,
+        context: Global___RecognitionContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "msg", b"msg", "speak", b"speak", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "context", b"context", "msg", b"msg", "speak", b"speak", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "msg", b"msg", "speak", b"speak", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "context", b"context", "msg", b"msg", "speak", b"speak", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "speak", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["start", "speak", "cancel", "context"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -348,6 +354,93 @@ class SpeakRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SpeakRequest: _TypeAlias = SpeakRequest  # noqa: Y015
+
+@_typing.final
+class RecognitionContext(_message.Message):
+    """What the caller is expected to say next: sent by the runtime when the dialog
+    enters a state (and again after its Converse stream reconnects or moves), so
+    the recogniser can be biased towards it (Whisper's prompt and hotwords).
+    Applies to decodes started after it arrives, until the next one; no context,
+    or one with every field empty, is plain recognition. Bounded (see
+    voicetyped.recognition for the limits): a context over a bound is refused
+    with SpeechError CODE_INVALID_CONTEXT naming the field, and recognition goes
+    on without biasing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Expect:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ExpectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[RecognitionContext._Expect.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        EXPECT_UNSPECIFIED: RecognitionContext._Expect.ValueType  # 0
+        """Free speech (intents' phrases, names) or nothing known."""
+        EXPECT_DIGITS: RecognitionContext._Expect.ValueType  # 1
+        """A number read digit by digit (an order number, a PIN)."""
+        EXPECT_YES_NO: RecognitionContext._Expect.ValueType  # 2
+        """Yes or no."""
+        EXPECT_CHOICE: RecognitionContext._Expect.ValueType  # 3
+        """One of `choices` (a menu)."""
+
+    class Expect(_Expect, metaclass=_ExpectEnumTypeWrapper): ...
+    EXPECT_UNSPECIFIED: RecognitionContext.Expect.ValueType  # 0
+    """Free speech (intents' phrases, names) or nothing known."""
+    EXPECT_DIGITS: RecognitionContext.Expect.ValueType  # 1
+    """A number read digit by digit (an order number, a PIN)."""
+    EXPECT_YES_NO: RecognitionContext.Expect.ValueType  # 2
+    """Yes or no."""
+    EXPECT_CHOICE: RecognitionContext.Expect.ValueType  # 3
+    """One of `choices` (a menu)."""
+
+    STATE_FIELD_NUMBER: _builtins.int
+    EXPECT_FIELD_NUMBER: _builtins.int
+    MIN_DIGITS_FIELD_NUMBER: _builtins.int
+    MAX_DIGITS_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    PHRASES_FIELD_NUMBER: _builtins.int
+    HOTWORDS_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """The dialog state it was derived from (for logs)."""
+    expect: Global___RecognitionContext.Expect.ValueType
+    min_digits: _builtins.int
+    """EXPECT_DIGITS: how many digits, when known (0: unknown)."""
+    max_digits: _builtins.int
+    prompt: _builtins.str
+    """What the caller was just asked (the state's prompt)."""
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """EXPECT_CHOICE: the options, as a caller would say them."""
+
+    @_builtins.property
+    def phrases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Phrases the caller is likely to say (an intent's examples)."""
+
+    @_builtins.property
+    def hotwords(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Words the recogniser should know (names from backend results, menu words)."""
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        expect: Global___RecognitionContext.Expect.ValueType = ...,
+        min_digits: _builtins.int = ...,
+        max_digits: _builtins.int = ...,
+        choices: _abc.Iterable[_builtins.str] | None = ...,
+        phrases: _abc.Iterable[_builtins.str] | None = ...,
+        hotwords: _abc.Iterable[_builtins.str] | None = ...,
+        prompt: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expect", b"expect", "hotwords", b"hotwords", "max_digits", b"max_digits", "min_digits", b"min_digits", "phrases", b"phrases", "prompt", b"prompt", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecognitionContext: _TypeAlias = RecognitionContext  # noqa: Y015
 
 @_typing.final
 class CancelSpeech(_message.Message):
@@ -559,6 +652,8 @@ class SpeechError(_message.Message):
         """The call asked for a recognition language the gateway's model does not
         know (an English-only model and a German dialog): the message says which.
         """
+        CODE_INVALID_CONTEXT: SpeechError._Code.ValueType  # 4
+        """A RecognitionContext was refused (over a bound); message names the field."""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: SpeechError.Code.ValueType  # 0
@@ -570,6 +665,8 @@ class SpeechError(_message.Message):
     """The call asked for a recognition language the gateway's model does not
     know (an English-only model and a German dialog): the message says which.
     """
+    CODE_INVALID_CONTEXT: SpeechError.Code.ValueType  # 4
+    """A RecognitionContext was refused (over a bound); message names the field."""
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

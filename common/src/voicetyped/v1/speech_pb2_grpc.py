@@ -63,7 +63,8 @@ class SpeechGatewayServicer:
         """runtime <-> speech, one bidirectional stream per call, opened by the
         conversation runtime against the speech replica that holds the call's
         audio stream (AudioStreamReady.endpoint, passed on in CallStarted).
-        Up (runtime -> speech): ConverseStart, then TTS requests and cancels.
+        Up (runtime -> speech): ConverseStart, then TTS requests, cancels and the
+        recognition context of the dialog state (what the caller is expected to say).
         Down (speech -> runtime): transcripts, VAD and playback events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -43,7 +43,8 @@ class SpeechGatewayStub:
     """runtime <-> speech, one bidirectional stream per call, opened by the
     conversation runtime against the speech replica that holds the call's
     audio stream (AudioStreamReady.endpoint, passed on in CallStarted).
-    Up (runtime -> speech): ConverseStart, then TTS requests and cancels.
+    Up (runtime -> speech): ConverseStart, then TTS requests, cancels and the
+    recognition context of the dialog state (what the caller is expected to say).
     Down (speech -> runtime): transcripts, VAD and playback events.
     """
 
@@ -60,7 +61,8 @@ class SpeechGatewayAsyncStub(SpeechGatewayStub):
     """runtime <-> speech, one bidirectional stream per call, opened by the
     conversation runtime against the speech replica that holds the call's
     audio stream (AudioStreamReady.endpoint, passed on in CallStarted).
-    Up (runtime -> speech): ConverseStart, then TTS requests and cancels.
+    Up (runtime -> speech): ConverseStart, then TTS requests, cancels and the
+    recognition context of the dialog state (what the caller is expected to say).
     Down (speech -> runtime): transcripts, VAD and playback events.
     """
 
@@ -86,7 +88,8 @@ class SpeechGatewayServicer(metaclass=_abc_1.ABCMeta):
         """runtime <-> speech, one bidirectional stream per call, opened by the
         conversation runtime against the speech replica that holds the call's
         audio stream (AudioStreamReady.endpoint, passed on in CallStarted).
-        Up (runtime -> speech): ConverseStart, then TTS requests and cancels.
+        Up (runtime -> speech): ConverseStart, then TTS requests, cancels and the
+        recognition context of the dialog state (what the caller is expected to say).
         Down (speech -> runtime): transcripts, VAD and playback events.
         """
 

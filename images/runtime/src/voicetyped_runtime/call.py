@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry import context as otel_context
+from voicetyped.recognition import RecognitionContext
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 
 from voicetyped_runtime import engine_io as e
 from voicetyped_runtime.dialogs import DialogVersion
+from voicetyped_runtime.recognition import recognition_context
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.base import SessionStore, StoreError
 
@@ -50,6 +52,8 @@ class CallPorts(Protocol):
     def speak(self, effect: e.Speak) -> None: ...
 
     def cancel_speech(self, effect: e.CancelSpeech) -> None: ...
+
+    def expect(self, context: RecognitionContext) -> None: ...
 
     def command(self, effect: e.TransferCall | e.HangupCall) -> None: ...
 
@@ -89,6 +93,7 @@ class CallActor:
         self._requests: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.handed_over = False
+        self._expecting: tuple[str, int] | None = None  # (state, entered at) of the context sent
 
     @property
     def session_id(self) -> str:
@@ -195,6 +200,7 @@ class CallActor:
 
     async def _apply(self, effects: list[e.Effect]) -> None:
         await self._save()
+        self._expect(effects)
         for effect in effects:
             match effect:
                 case e.Speak():
@@ -211,6 +217,18 @@ class CallActor:
                     log.info("call ended", reason=effect.reason, state=self.state.fsm_state)
                 case e.Warn():
                     log.warning(effect.message, **effect.detail)
+
+    def _expect(self, effects: list[e.Effect]) -> None:
+        """On entering a state (also the first step after a resume), tell the speech gateway
+        what the caller is expected to say, with the prompts just played as the question."""
+        entered = (self.state.fsm_state, self.state.state_entered_ms)
+        if self.state.ended or entered == self._expecting:
+            return
+        self._expecting = entered
+        heard = [x.text for x in effects if isinstance(x, e.Speak)]
+        self.ports.expect(
+            recognition_context(self.version.compiled, entered[0], self.state.vars, heard)
+        )
 
     # -- requests that answer later --
 

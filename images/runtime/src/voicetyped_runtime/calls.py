@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import httpx
+from voicetyped.recognition import RecognitionContext
 from voicetyped.service.logs import get_logger
 from voicetyped.session import CallSession
 from voicetyped.session_proto import caller_from_proto
@@ -61,6 +62,10 @@ class LivePorts:
     def cancel_speech(self, effect: e.CancelSpeech) -> None:
         if self.speech is not None:
             self.speech.cancel(effect)
+
+    def expect(self, context: RecognitionContext) -> None:
+        if self.speech is not None:
+            self.speech.expect(context)
 
     def command(self, effect: e.TransferCall | e.HangupCall) -> None:
         self.media.send(command_for(effect))

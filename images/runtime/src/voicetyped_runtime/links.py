@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+from voicetyped.recognition import RecognitionContext, context_to_proto
 from voicetyped.service.grpc_client import create_channel
 from voicetyped.service.logs import get_logger
 from voicetyped.service.streams import RequestFeed
@@ -98,6 +99,7 @@ class ConverseStream:
         self._deliver = deliver
         self._outbox: asyncio.Queue[speech_pb2.SpeechCommand] = asyncio.Queue()
         self._unfinished: dict[str, speech_pb2.SpeechCommand] = {}  # request id -> its speak
+        self._context: speech_pb2.SpeechCommand | None = None  # the dialog state's, resent
         self._moved = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -141,6 +143,12 @@ class ConverseStream:
         self._unfinished[effect.request_id] = command
         self._outbox.put_nowait(command)
 
+    def expect(self, context: RecognitionContext) -> None:
+        """What the caller is expected to say now (the dialog entered a state); every stream
+        this call opens later (a reconnect, a move) starts with it too."""
+        self._context = speech_pb2.SpeechCommand(context=context_to_proto(context))
+        self._outbox.put_nowait(self._context)
+
     def cancel(self, effect: e.CancelSpeech) -> None:
         for request_id in effect.request_ids or ("",):
             if request_id:
@@ -183,7 +191,8 @@ class ConverseStream:
                 session_id=self.session_id, partials=self.partials, language=self.language
             )
         )
-        feed = RequestFeed(self._outbox, [start])  # commands wait here across reconnects
+        first = [start] if self._context is None else [start, self._context]
+        feed = RequestFeed(self._outbox, first)  # commands wait here across reconnects
         try:
             async with create_channel(endpoint) as channel:
                 stub = speech_pb2_grpc.SpeechGatewayStub(channel)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from voicetyped.recognition import InvalidContextError, context_from_proto
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import common_pb2, speech_pb2
@@ -219,6 +220,28 @@ class SpeechCall:
         self.recognizer.partials = partials
         self.set_language(language, "ConverseStart.language")
         return sub
+
+    def expect(self, msg: speech_pb2.RecognitionContext) -> None:
+        """The runtime's recognition context for the next utterances (a dialog state's); a
+        context over the contract's bounds is refused with CODE_INVALID_CONTEXT and recognition
+        goes on unbiased."""
+        try:
+            context = context_from_proto(msg)
+        except InvalidContextError as exc:
+            self.recognizer.options = replace(self.recognizer.options, context=None)
+            log.warning("recognition context refused", error=str(exc))
+            self._send(
+                speech_pb2.SpeechUpdate(
+                    error=speech_pb2.SpeechError(
+                        code=speech_pb2.SpeechError.CODE_INVALID_CONTEXT, message=str(exc)
+                    )
+                )
+            )
+            return
+        self.recognizer.options = replace(
+            self.recognizer.options, context=None if context.empty else context
+        )
+        log.debug("recognition context", state=context.state, expect=context.expect.value)
 
     def unsubscribe(self, sub: _Subscriber) -> None:
         if self._subscriber is sub:

@@ -146,6 +146,8 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
                         call.player.speak(s.request_id, s.text, s.voice, barge_in=not deny)
                     elif kind == "cancel":
                         call.player.cancel(cmd.cancel.request_id)
+                    elif kind == "context":
+                        call.expect(cmd.context)
             except grpc.aio.AioRpcError:
                 pass  # the runtime went away; it reconnects
 

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from voicetyped.recognition import RecognitionContext
 
 Audio = NDArray[np.float32]  # 16 kHz mono, [-1, 1]
 SAMPLE_RATE = 16_000
@@ -27,6 +28,9 @@ class DecodeOptions:
 
     language: str | None = None
     """Whisper language code, already checked against the model."""
+    context: RecognitionContext | None = None
+    """What the dialog expects the caller to say (biases the decode: :mod:`.biasing`); None is
+    plain recognition."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class Transcription:
     text: str
     confidence: float  # 0..1
     compute_s: float  # wall time the decode took
+    echoed: bool = False
+    """A biased decode wrote its prompt back; this is the audio decoded again without it."""
 
 
 class Recognizer(Protocol):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
+from voicetyped_speech.asr.biasing import Bias, transcribe_with_bias
 
 
 class FasterWhisperRecognizer:
@@ -33,6 +34,16 @@ class FasterWhisperRecognizer:
     def transcribe(
         self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
     ) -> Transcription:
+        context = options.context if options is not None else None
+        return transcribe_with_bias(context, lambda bias: self._run(audio, abort, options, bias))
+
+    def _run(
+        self,
+        audio: Audio,
+        abort: AbortCheck | None,
+        options: DecodeOptions | None,
+        bias: Bias | None,
+    ) -> Transcription:
         # CTranslate2 cannot stop inside a decode: the check is polled before and between
         # segments (one segment for a phone utterance), so it mostly saves nothing.
         if abort is not None and abort():
@@ -45,6 +56,8 @@ class FasterWhisperRecognizer:
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
+            initial_prompt=(bias.core or None) if bias is not None else None,
+            hotwords=(bias.hotwords or None) if bias is not None else None,
         )
         parts = []
         for segment in segments:  # a lazy generator: decoding happens here

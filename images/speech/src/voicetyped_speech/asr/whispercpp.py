@@ -23,6 +23,7 @@ from typing import Any
 from voicetyped.service.logs import get_logger
 
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
+from voicetyped_speech.asr.biasing import Bias, transcribe_with_bias
 
 log = get_logger("voicetyped.speech.whispercpp")
 _WHISPER_ERROR = 4  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
@@ -96,6 +97,16 @@ class WhisperCppRecognizer:
     def transcribe(
         self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
     ) -> Transcription:
+        context = options.context if options is not None else None
+        return transcribe_with_bias(context, lambda bias: self._run(audio, abort, options, bias))
+
+    def _run(
+        self,
+        audio: Audio,
+        abort: AbortCheck | None,
+        options: DecodeOptions | None,
+        bias: Bias | None,
+    ) -> Transcription:
         started = time.perf_counter()
         aborted = False
 
@@ -116,8 +127,10 @@ class WhisperCppRecognizer:
             audio_ctx=audio_ctx_for(len(audio), self._min_ctx, self._margin),
             max_tokens=16 + 8 * math.ceil(len(audio) / 16000),
             abort_callback=check if abort is not None else None,
-            # pywhispercpp keeps parameters between calls: always say which language.
+            # pywhispercpp keeps parameters between calls: always say which language and
+            # prompt (it refuses None: "" is no prompt).
             language=options.language if options and options.language else self._language,
+            initial_prompt=bias.prompt if bias is not None else "",
         )
         if aborted:
             raise Aborted
