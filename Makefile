@@ -124,6 +124,7 @@ bench: install system-deps
 	$(PY) bench/biasing.py --out bench/results/biasing.json
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json
 	$(PY) bench/recognition.py --out bench/results/recognition.json
 	$(PY) bench/operator_apply.py --out bench/results/operator.json
 

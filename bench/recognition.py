@@ -40,9 +40,9 @@ from voicetyped_dev.stack import Stack, StackConfig
 from voicetyped_testkit import espeak
 from voicetyped_testkit.phrases import HELD_OUT
 from voicetyped_testkit.speech import Score
+from voicetyped_testkit.stats import pct
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 TARGETS = {"espeak_wer": 0.15, "piper_wer": 0.02, "turn_p50_ms": 450.0}
 BACKENDS: dict[str, dict[str, str]] = {
     "whispercpp": {"VOICETYPED_ASR__BACKEND": "whispercpp"},
@@ -89,11 +89,6 @@ LAST = Listen(timeout_s=30.0, quiet_ms=400)
 """After the last phrase: the call must not end before its final is in (a slow decode)."""
 MATCH_S = 1.5
 """A final belongs to the caller turn whose end is nearest its end of speech, within this."""
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def archived_sessions(db: Path) -> dict[str, dict[str, Any]]:
@@ -189,16 +184,8 @@ def espeak_speak(voice: espeak.EspeakVoice, text: str) -> NDArray[np.int16]:
 def stack_config(tmp: Path, backend: str) -> StackConfig:
     dialog = tmp / "recognition-bench.yaml"
     dialog.write_text(DIALOG)
-    return StackConfig(
-        run_dir=tmp / backend,
-        dialogs=[dialog],
-        # Unused by the dialog, but the integration gateway is ready only with one loaded.
-        integrations=[EXAMPLES / "integrations" / "shop.yaml"],
-        backend_script=EXAMPLES / "backend" / "example_backend.py",
-        backend_key_file=EXAMPLES / "backend" / "demo-api-key",
-        fixed_ports=False,
-        cwd=REPO,
-        env={"speech": BACKENDS[backend]},
+    return StackConfig.with_example_backend(
+        REPO, tmp / backend, [dialog], env={"speech": BACKENDS[backend]}
     )
 
 

@@ -51,6 +51,7 @@ from voicetyped_speech.vad import pcm16_to_float32
 from voicetyped_testkit.processes import ServiceProcess, free_port
 from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
 from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
+from voicetyped_testkit.stats import pct
 
 TARGETS = {"eos_to_final_p50_ms": 250.0}
 QUIET = SynthesisConfig(noise_scale=0, noise_w_scale=0)
@@ -70,11 +71,6 @@ UTTERANCES = [  # about 1 s to 5 s of speech
 ]
 GAP_MS = 1200
 FINAL = speech_pb2.TranscriptEvent.KIND_FINAL
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:

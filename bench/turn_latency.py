@@ -34,9 +34,9 @@ from voicetyped_dev.caller.run import Voices, run_call, transcribe_turns
 from voicetyped_dev.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
 from voicetyped_dev.caller.stages import await_stages
 from voicetyped_dev.stack import Stack, StackConfig
+from voicetyped_testkit.stats import pct
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 TARGETS = {"p50_ms": 450.0, "p95_ms": 700.0, "concurrent_p95_ms": 1000.0}
 ASK = "I want to check the status of my order."
 NUMBER = "My order number is four eight two one three."
@@ -56,11 +56,6 @@ def script(lookups: int) -> list[Step]:
 
 def kind(turn: Turn) -> str:
     return "backend" if turn.caller == NUMBER else "cached"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summarize(turns: list[Turn]) -> dict[str, Any]:
@@ -114,16 +109,7 @@ async def calls(stack: Stack, voices: Voices, count: int, lookups: int) -> list[
 
 
 def config(tmp: Path, name: str, env: dict[str, dict[str, str]] | None = None) -> StackConfig:
-    return StackConfig(
-        run_dir=tmp / name,
-        dialogs=[EXAMPLES / "dialogs" / "order-status.yaml"],
-        integrations=[EXAMPLES / "integrations" / "shop.yaml"],
-        backend_script=EXAMPLES / "backend" / "example_backend.py",
-        backend_key_file=EXAMPLES / "backend" / "demo-api-key",
-        fixed_ports=False,
-        cwd=REPO,
-        env=env or {},
-    )
+    return StackConfig.with_example_backend(REPO, tmp / name, env=env)
 
 
 async def run(tmp: Path, quick: bool) -> dict[str, Any]:

@@ -32,16 +32,7 @@ def voices() -> Voices:
 
 
 def stack_config(tmp: Path, store_url: str = "") -> StackConfig:
-    return StackConfig(
-        run_dir=tmp,
-        dialogs=[EXAMPLES / "dialogs" / "order-status.yaml"],
-        integrations=[EXAMPLES / "integrations" / "shop.yaml"],
-        backend_script=EXAMPLES / "backend" / "example_backend.py",
-        backend_key_file=EXAMPLES / "backend" / "demo-api-key",
-        fixed_ports=False,
-        store_url=store_url,
-        cwd=REPO,
-    )
+    return StackConfig.with_example_backend(REPO, tmp, store_url=store_url)
 
 
 @pytest.fixture

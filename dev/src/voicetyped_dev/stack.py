@@ -56,6 +56,31 @@ class StackConfig:
     """Extra environment per service (``{"speech": {"VOICETYPED_VAD__HANGOVER_MS": "250"}}``)."""
     cwd: Path = field(default_factory=Path.cwd)
 
+    @classmethod
+    def with_example_backend(
+        cls,
+        repo: Path,
+        run_dir: Path,
+        dialogs: list[Path] | None = None,
+        env: dict[str, dict[str, str]] | None = None,
+        store_url: str = "",
+    ) -> StackConfig:
+        """A stack for tests and benchmarks: free ports, the repository's example backend and
+        shop integration (the integration gateway is ready only with one loaded), and
+        ``dialogs`` (default: the order-status example)."""
+        examples = repo / "examples"
+        return cls(
+            run_dir=run_dir,
+            dialogs=dialogs or [examples / "dialogs" / "order-status.yaml"],
+            integrations=[examples / "integrations" / "shop.yaml"],
+            backend_script=examples / "backend" / "example_backend.py",
+            backend_key_file=examples / "backend" / "demo-api-key",
+            fixed_ports=False,
+            store_url=store_url,
+            env=env or {},
+            cwd=repo,
+        )
+
 
 def models_prepare_argv(speech_env: Mapping[str, str]) -> list[str]:
     """``voicetyped models prepare`` for the directory the speech gateway will read: its own

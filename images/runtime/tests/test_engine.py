@@ -1159,6 +1159,74 @@ def test_handled_dtmf_leaves_the_state() -> None:
     ]
 
 
+def test_an_unrecognised_turn_re_prompts_at_once() -> None:
+    """The caller spoke, the recogniser made nothing of it (an empty final): the state's
+    no_input timeout fires now, with a warning, instead of after 3 s of silence."""
+    call = Call.start(NO_INPUT)
+    call.send(e.PlaybackDone("call-1:p1"))
+    effects = call.say("", speech_ms=800)
+    assert call.at == "nudge", "the no_input transition was taken at once"
+    assert call.state.vars["heard"] == "silence after 0"
+    warnings = only(effects, e.Warn)
+    assert [w.message for w in warnings] == [
+        "caller turn not recognised (empty final transcript); re-prompting"
+    ]
+    assert warnings[0].detail == {"state": "ask"}
+    assert call.state.turn == 0, "no speech turn was counted"
+
+
+def test_an_unrecognised_turn_while_collecting_digits_is_the_collection_timeout() -> None:
+    call = Call.start(DIGITS)
+    call.press("12")
+    call.say("")
+    assert call.at == "failed", "the collect_digits timeout, at once"
+    assert call.state.vars["partial"] == "12"
+
+
+def test_an_unrecognised_turn_unhandled_rearms_no_input() -> None:
+    call = Call.start(NO_INPUT.replace("timer: no_input", "timer: max_duration"))
+    call.send(e.PlaybackDone("call-1:p1"))
+    call.say("")
+    assert call.at == "ask"
+    assert call.state.timers["no_input"].deadline_ms == call.now + 3_000
+
+
+def test_a_final_that_never_comes_is_given_up_and_the_caller_re_prompted() -> None:
+    """Speech ended but no final arrived (a lost stream, a stuck recogniser): after
+    FINAL_LIMIT_MS the turn is taken without it."""
+    call = Call.start(NO_INPUT)
+    call.send(e.PlaybackDone("call-1:p1"))
+    call.send(e.SpeechStarted("u1"), after_ms=500)
+    call.send(e.SpeechEnded("u1"), after_ms=900)
+    assert call.state.timers[e.FINAL_TIMER].deadline_ms == call.now + e.FINAL_LIMIT_MS
+    assert call.advance(e.FINAL_LIMIT_MS - 1) == []
+    effects = call.advance(1)
+    assert [w.message for w in only(effects, e.Warn)] == [
+        "no final transcript after the end of speech; taking the turn without it",
+        "caller turn not recognised (empty final transcript); re-prompting",
+    ]
+    assert only(effects, e.Warn)[0].detail == {"utterances": ["u1"], "waited_ms": 10_000}
+    assert call.at == "nudge"
+    # A final arriving after all changes nothing.
+    assert call.send(e.Transcript("u1", "yes", True)) == []
+    assert call.at == "nudge"
+
+
+def test_the_final_wait_ends_with_the_last_awaited_final() -> None:
+    call = Call.start(NO_INPUT)
+    call.send(e.PlaybackDone("call-1:p1"))
+    call.send(e.SpeechStarted("u1"))
+    call.send(e.SpeechEnded("u1"), after_ms=600)
+    call.send(e.SpeechStarted("u2"), after_ms=200)
+    call.send(e.SpeechEnded("u2"), after_ms=600)
+    call.send(e.Transcript("u1", "yes", True))
+    assert e.FINAL_TIMER in call.state.timers, "u2's final is still awaited"
+    assert call.at == "ask", "the turn is not taken before all its finals are in"
+    call.send(e.Transcript("u2", "", True))  # a cough: nothing recognised
+    assert call.at == "agreed"
+    assert e.FINAL_TIMER not in call.state.timers
+
+
 def test_zero_no_input_timeout_disables_it() -> None:
     call = Call.start(NO_INPUT)
     call.send(e.PlaybackDone("call-1:p1"))

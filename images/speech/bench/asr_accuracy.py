@@ -50,6 +50,7 @@ from voicetyped_testkit.speech import (
     ulaw_decode,
     ulaw_encode,
 )
+from voicetyped_testkit.stats import pct
 
 Audio = NDArray[np.float32]
 PROMPT = "A caller on the phone to customer service."
@@ -251,11 +252,6 @@ def build_clips(phrases: tuple[str, ...], voices: list[str]) -> list[Clip]:
             narrow = to_pcm(resample(wide.astype(np.float32) / 32768, SAMPLE_RATE, 8000))
             clips.append(Clip(name, text, wide, ulaw_decode(ulaw_encode(narrow))))
     return clips
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def evaluate(config: Config, transcribe: Transcribe, clips: list[Clip]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from piper import SynthesisConfig
 from voicetyped.recognition import Expect, RecognitionContext
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
-from voicetyped_speech.asr.pool import Overloaded, RecognitionPool
+from voicetyped_speech.asr.pool import Deadline, DecodeStats, Overloaded, RecognitionPool
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
 from voicetyped_speech.vad import pcm16_to_float32
 from voicetyped_testkit.espeak import EspeakVoice, speak_16k
@@ -83,6 +83,9 @@ class _Slow:
     def __init__(self, log: list[str], gate: threading.Event) -> None:
         self.log = log
         self.gate = gate
+
+    def warm_up(self) -> None:
+        pass  # nothing to warm: the pool's scheduling is what is tested
 
     def transcribe(
         self, audio: Audio, abort: object = None, options: DecodeOptions | None = None
@@ -156,6 +159,9 @@ class _Abortable:
     def __init__(self, release: threading.Event, log: list[str]) -> None:
         self.release = release
         self.log = log
+
+    def warm_up(self) -> None:
+        pass  # nothing to warm: the pool's scheduling is what is tested
 
     def transcribe(
         self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
@@ -274,3 +280,70 @@ def test_biasing_fixes_what_plain_tiny_en_gets_wrong(converted: ConversionResult
     # The model keeps no prompt between decodes: plain again is wrong again. (Not equal to
     # the first: whisper.cpp's first decode with a short audio_ctx differs from later ones.)
     assert "pepperoni" not in recognizer.transcribe(clip).text.lower()
+
+
+async def test_a_decode_past_its_deadline_frees_the_worker() -> None:
+    """One worker, two calls whose decodes never finish on their own: each is stopped at its
+    deadline with an empty result marked "deadline", so the second call's final waits for the
+    first one's budget only; the stats say so."""
+    release, log, stats = threading.Event(), list[str](), list[DecodeStats]()
+    pool = RecognitionPool(
+        lambda: _Abortable(release, log),
+        workers=1,
+        on_decode=stats.append,
+        deadline=Deadline(0.2, 0.1, factor=1.0),  # 0.2 s (+0.1 s per second of audio: ~0)
+    )
+    try:
+        started = time.perf_counter()
+        first = asyncio.ensure_future(pool.final("a", _mark(1)))
+        second = asyncio.ensure_future(pool.final("b", _mark(2)))
+        results = await asyncio.wait_for(asyncio.gather(first, second), 2)
+        took = time.perf_counter() - started
+        assert [(r.text, r.cut) for r in results] == [("", "deadline")] * 2
+        assert 0.4 <= took < 1.0, f"two budgets of 0.2 s took {took:.2f}s"
+        assert log == ["aborted 1", "aborted 2"]
+        assert [(s.kind, s.cut) for s in stats] == [("final", "deadline")] * 2
+        assert stats[1].waited_s >= 0.2, "the second waited for the first one's budget"
+        release.set()
+        assert (await pool.final("c", _mark(3))).text == "3", "the worker is free again"
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_deadline_budget_grows_with_the_audio_and_the_typical_decode() -> None:
+    assert Deadline(2.0, 0.1).budget_s(10.0) == pytest.approx(3.0)
+    assert Deadline(2.0, 0.1, factor=3).budget_s(1.0, typical_s=0.3) == pytest.approx(2.1)
+    assert Deadline(2.0, 0.1, factor=3).budget_s(1.0, typical_s=1.5) == pytest.approx(4.5)
+    assert Deadline(0, 0.1).budget_s(10.0, 5.0) == float("inf")
+
+
+def test_whisper_cpp_stops_when_asked_mid_decode(
+    converted: ConversionResult, phone_audio: list[tuple[str, Audio]]
+) -> None:
+    """A real decode whose abort check turns true part-way (as at the pool's deadline) stops
+    at the next check whisper.cpp makes: after the encoder, before the words."""
+    recognizer = WhisperCppRecognizer(converted.path)
+    audio = np.concatenate([a for _, a in phone_audio])  # ~20 s: a full-window decode
+    checks = 0
+
+    def after_first_check() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks > 1
+
+    with pytest.raises(Aborted):
+        recognizer.transcribe(audio, after_first_check)
+    assert checks == 2, "stopped at the first check that asked"
+    assert recognizer.transcribe(audio).text, "the next decode runs normally"
+
+
+def test_whisper_cpp_loop_is_written_once(converted: ConversionResult, voice: PiperVoice) -> None:
+    """whisper.cpp loops on "Bye." when its window holds no silence after the speech
+    ("Bye. Bye. Bye. ..." up to the token cap); the guard keeps one "Bye."."""
+    quiet = SynthesisConfig(noise_scale=0, noise_w_scale=0)
+    recognizer = WhisperCppRecognizer(converted.path, min_audio_ctx=256, ctx_margin=0)
+    audio = pcm16_to_float32(phone_speech(voice, "Bye.", quiet).tobytes())
+    result = recognizer.transcribe(audio)
+    assert result.cut == "repetition", result
+    assert result.text.strip(".").lower() == "bye", result

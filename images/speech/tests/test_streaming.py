@@ -5,6 +5,7 @@ pushed in 20 ms chunks (in real time where timing decides what happens)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from piper import SynthesisConfig
-from voicetyped_speech.asr.pool import RecognitionPool
+from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
+from voicetyped_speech.asr.pool import Deadline, RecognitionPool
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
 from voicetyped_speech.streaming import (
     FinalTiming,
@@ -178,7 +180,9 @@ async def test_overload_is_signalled_and_every_utterance_still_gets_a_final(
         recorders = [Recorder() for _ in range(6)]
         no_speculation = StreamingSettings(speculate=False)
         streams = [
-            StreamingRecognizer(f"call-{i}", small, rec, settings=no_speculation)
+            StreamingRecognizer(
+                f"call-{i}", small, rec, settings=no_speculation, on_final=rec.timings.append
+            )
             for i, rec in enumerate(recorders)
         ]
         ends = [await push(s, pcm, realtime=False) for s in streams]
@@ -191,6 +195,7 @@ async def test_overload_is_signalled_and_every_utterance_still_gets_a_final(
             assert len(r.finals()) == 1
         for r in overloaded:
             assert r.finals()[0].text == ""
+            assert [t.empty for t in r.timings] == ["overloaded"]
         for r in served:
             assert (
                 word_errors("I need to cancel my appointment on Friday.", r.finals()[0].text)[0]
@@ -209,3 +214,77 @@ async def test_close_drops_pending_work(pool: RecognitionPool, voice: PiperVoice
     await asyncio.sleep(0.6)
     assert len(rec.events) == count, "nothing is emitted after aclose"
     assert isinstance(rec.events[0][1], UtteranceStarted)
+
+
+class _Stalling:
+    """whisper.cpp, except that once ``stall`` is set every decode hangs until its abort check
+    says stop (a decode gone long: the pool's deadline must end it). Before that, decodes run
+    to the end whatever their check says (a loaded machine must not hit the test's short
+    deadline with them)."""
+
+    name = "stalling"
+
+    def __init__(self, real: WhisperCppRecognizer, stall: threading.Event) -> None:
+        self.real = real
+        self.stall = stall
+
+    def warm_up(self) -> None:
+        self.real.warm_up()
+
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription:
+        if not self.stall.is_set():
+            return self.real.transcribe(audio, options=options)
+        while abort is None or not abort():
+            time.sleep(0.005)
+        raise Aborted
+
+
+@pytest.fixture(scope="module")
+def stalling(prepared: PrepareResult) -> Iterator[tuple[RecognitionPool, threading.Event]]:
+    stall = threading.Event()
+    real = WhisperCppRecognizer(prepared.ggml_path)
+    deadline = Deadline(0.3, 0, factor=0)  # 0.3 s, however long decodes take here
+    pool = RecognitionPool(lambda: _Stalling(real, stall), workers=1, deadline=deadline)
+    yield pool, stall
+    pool.close()
+
+
+async def test_a_final_past_its_deadline_is_the_newest_partial(
+    stalling: tuple[RecognitionPool, threading.Event], voice: PiperVoice
+) -> None:
+    pool, stall = stalling
+    stall.clear()
+    text = "Hi, I was charged twice this month and I would like a refund for the second payment."
+    rec = Recorder()
+
+    def record(event: RecognitionEvent) -> None:
+        rec(event)
+        if isinstance(event, TranscriptUpdate) and not event.final:
+            stall.set()  # from the first partial on, every decode goes long
+
+    stream = StreamingRecognizer("call-f", pool, record, on_final=rec.timings.append)
+    stream.partials = True
+    started = time.perf_counter()
+    end = await push(stream, conversation(voice, [text]), realtime=True)
+    await stream.finish(end)
+    partials = [e for e in rec.of(TranscriptUpdate) if isinstance(e, TranscriptUpdate)]
+    assert [p.final for p in partials] == [False, True], "one partial, then the final"
+    assert partials[1].text == partials[0].text and partials[1].text
+    assert [(t.cut, t.empty) for t in rec.timings] == [("deadline", "")]
+    assert rec.timings[0].seconds_after_end < 1.0, "the deadline (0.3 s) ended the wait"
+    assert time.perf_counter() - started < 10
+
+
+async def test_a_final_past_its_deadline_without_partials_is_empty_and_says_why(
+    stalling: tuple[RecognitionPool, threading.Event], voice: PiperVoice
+) -> None:
+    pool, stall = stalling
+    stall.set()
+    rec = Recorder()
+    stream = StreamingRecognizer("call-g", pool, rec, on_final=rec.timings.append)
+    end = await push(stream, conversation(voice, ["Yes, that is correct."]), realtime=True)
+    await stream.finish(end)
+    assert [f.text for f in rec.finals()] == [""]
+    assert [(t.cut, t.empty) for t in rec.timings] == [("deadline", "deadline")]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicetyped_speech.warmup import dialog_prompts, read_prompts
+
+if TYPE_CHECKING:
+    from voicetyped_speech.models.prepare import PrepareResult
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -56,3 +61,41 @@ def test_the_example_dialogs_and_broken_files(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("states: [unclosed\n")
     (tmp_path / ".hidden.yaml").write_text("states: {a: {on_enter: [{play_tts: {text: No.}}]}}\n")
     assert read_prompts(tmp_path) == [("One.", "")]
+
+
+async def test_the_service_is_ready_once_models_and_prompts_are_warm(
+    prepared: PrepareResult, tmp_path: Path
+) -> None:
+    """Readiness waits for a decode on every recognition worker and for the dialogs' fixed
+    prompts in the cache: the first call admitted meets neither a cold model nor a warm-up
+    competing for the cores."""
+    from prometheus_client import CollectorRegistry
+    from voicetyped_speech.app import SpeechService
+    from voicetyped_speech.config import SpeechSettings
+
+    dialogs = tmp_path / "dialogs"
+    dialogs.mkdir()
+    (dialogs / "d.yaml").write_text(
+        "initial: a\nstates:\n  a:\n    on_enter:\n"
+        '      - play_tts: {text: "Hello, and welcome."}\n'
+        '      - play_tts: {text: "Please say a word."}\n'
+    )
+    settings = SpeechSettings(
+        asr={"models_dir": prepared.models_dir},
+        tts={"warmup_dialogs_dir": dialogs, "warmup_poll_s": 60},
+    )
+    service = SpeechService(settings, CollectorRegistry())
+    assert await service.ready() == "loading models"
+    await service.start()
+    try:
+        assert service.pool is not None and service.synth is not None
+        assert await service.ready() == "warming the prompt cache"
+        await asyncio.wait_for(service.prompts_warmed.wait(), 120)
+        assert await service.ready() is None
+        voice = settings.tts.default_voice
+        warm = await service.synth.warm_up(
+            ["Hello, and welcome.", "Please say a word."], voice, 8000
+        )
+        assert warm.synthesized == 0, "both prompts were in the cache when ready"
+    finally:
+        await service.stop()

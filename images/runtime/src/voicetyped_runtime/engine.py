@@ -12,6 +12,13 @@ turn-taking: it assembles the caller's utterances from VAD and transcript
 inputs (endpointing per state), handles barge-in against the prompts still
 playing, collects digits, fires the built-in timers (``no_input``,
 ``max_duration``, ``collect_digits``) and takes backend and LLM answers.
+
+A caller turn the recogniser made nothing of (an empty final: nothing heard,
+recognition overloaded or out of time) or whose final never came
+(:data:`FINAL_LIMIT_MS` after the end of speech) is logged and answered as if
+the caller had said nothing: the state's ``no_input`` timeout (while
+collecting digits: its ``collect_digits`` timeout) fires at once, so the
+dialog's re-prompt plays instead of silence until the timer would have.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ from voicetyped_runtime.fsm import (
     DRAIN_LIMIT_MS,
     DRAIN_TIMER,
     ENDPOINT_TIMER,
+    FINAL_LIMIT_MS,
+    FINAL_TIMER,
     DialogFsm,
     Event,
     error_data,
@@ -71,6 +80,8 @@ __all__ = [
     "DRAIN_LIMIT_MS",
     "DRAIN_TIMER",
     "ENDPOINT_TIMER",
+    "FINAL_LIMIT_MS",
+    "FINAL_TIMER",
     "NORMAL_CLEARING",
     "TEMPORARY_FAILURE",
     "AskLlm",
@@ -128,8 +139,7 @@ class Engine(DialogFsm):
             case SpeechStarted():
                 self._speech_started(s, event, now_ms, out)
             case SpeechEnded():
-                if s.turn_in_progress and event.utterance_id not in s.ignored_utterances:
-                    s.turn_in_progress.speaking = False
+                self._speech_ended(s, event, now_ms)
             case Transcript():
                 self._transcript(s, event, now_ms, out)
             case PlaybackDone():
@@ -175,6 +185,17 @@ class Engine(DialogFsm):
             self._arm_first_digit(s, now)
             self._dispatch(s, Event(EventType.BARGE_IN), now, out)
 
+    def _speech_ended(self, s: CallState, ev: SpeechEnded, now: int) -> None:
+        turn = s.turn_in_progress
+        if turn is None or ev.utterance_id in s.ignored_utterances:
+            return
+        turn.speaking = False
+        if ev.utterance_id not in turn.awaiting:
+            turn.awaiting.append(ev.utterance_id)
+        s.timers[FINAL_TIMER] = Timer(
+            name=FINAL_TIMER, started_ms=now, deadline_ms=now + FINAL_LIMIT_MS
+        )
+
     def _transcript(self, s: CallState, ev: Transcript, now: int, out: list[Effect]) -> None:
         if ev.utterance_id in s.ignored_utterances:
             if ev.final:
@@ -195,7 +216,12 @@ class Engine(DialogFsm):
         turn.end_ms = max(turn.end_ms, ev.end_ms)
         turn.intent, turn.intent_score = ev.intent, ev.intent_score
         turn.speaking = False
+        if ev.utterance_id in turn.awaiting:
+            turn.awaiting.remove(ev.utterance_id)
         s.turn_in_progress = turn
+        if turn.awaiting:
+            return  # the turn is taken with the last of its finals (or at FINAL_TIMER)
+        s.timers.pop(FINAL_TIMER, None)
         silence = self._state(s).endpointing.silence_ms
         if silence > 0:
             s.timers[ENDPOINT_TIMER] = Timer(
@@ -207,9 +233,19 @@ class Engine(DialogFsm):
     def _commit_turn(self, s: CallState, now: int, out: list[Effect]) -> None:
         turn, s.turn_in_progress = s.turn_in_progress, None
         s.timers.pop(ENDPOINT_TIMER, None)
+        s.timers.pop(FINAL_TIMER, None)
         if turn is None:
             return
         text = " ".join(turn.texts)
+        if not text:
+            out.append(
+                Warn(
+                    "caller turn not recognised (empty final transcript); re-prompting",
+                    {"state": s.session.state},
+                )
+            )
+            self._unrecognised(s, now, out)
+            return
         if s.collecting is not None and "collect_digits" not in s.timers:
             self._arm_first_digit(s, now)  # its wait was held while the caller spoke
         if len(text.split()) < self._state(s).endpointing.min_words:
@@ -245,6 +281,14 @@ class Engine(DialogFsm):
             out,
         )
         if not handled:
+            self._arm_no_input(s, now)
+
+    def _unrecognised(self, s: CallState, now: int, out: list[Effect]) -> None:
+        """The caller spoke but nothing was recognised: answer as if they had said nothing, at
+        once (the state's timeout re-prompts; waiting for it would leave them in silence)."""
+        if s.collecting is not None:
+            self._collect_timeout(s, now, out, reason="turn not recognised")
+        elif not self._timeout(s, "no_input", now, now, out):
             self._arm_no_input(s, now)
 
     def _playback_done(self, s: CallState, ev: PlaybackDone, now: int, out: list[Effect]) -> None:
@@ -343,6 +387,18 @@ class Engine(DialogFsm):
             if timer.name == ENDPOINT_TIMER:
                 self._commit_turn(s, now, out)
                 continue
+            if timer.name == FINAL_TIMER:
+                waited = s.turn_in_progress.awaiting if s.turn_in_progress else []
+                out.append(
+                    Warn(
+                        "no final transcript after the end of speech; taking the turn without it",
+                        {"utterances": list(waited), "waited_ms": now - timer.started_ms},
+                    )
+                )
+                s.ignored_utterances.extend(waited)  # a final arriving later changes nothing
+                del s.ignored_utterances[:-16]
+                self._commit_turn(s, now, out)
+                continue
             if timer.name == DRAIN_TIMER:
                 del s.timers[DRAIN_TIMER]
                 if s.playing:
@@ -358,20 +414,20 @@ class Engine(DialogFsm):
                 self._collect_timeout(s, now, out, reason="timeout")
                 continue
             del s.timers[timer.name]
-            elapsed = now - timer.started_ms
-            s.session.events.append(TimeoutEvent(elapsed_ms=max(elapsed, 0)))
-            handled = self._dispatch(
-                s,
-                Event(
-                    EventType.TIMEOUT,
-                    {"timer": timer.name, "timer_elapsed_ms": elapsed},
-                    timer=timer.name,
-                ),
-                now,
-                out,
-            )
+            handled = self._timeout(s, timer.name, timer.started_ms, now, out)
             if not handled and timer.name == "max_duration":
                 self._hangup(s, NORMAL_CLEARING, "maximum call duration reached", now, out)
+
+    def _timeout(self, s: CallState, name: str, started: int, now: int, out: list[Effect]) -> bool:
+        """Dispatch the timeout of timer ``name`` (started at ``started``); True if handled."""
+        elapsed = now - started
+        s.session.events.append(TimeoutEvent(elapsed_ms=max(elapsed, 0)))
+        return self._dispatch(
+            s,
+            Event(EventType.TIMEOUT, {"timer": name, "timer_elapsed_ms": elapsed}, timer=name),
+            now,
+            out,
+        )
 
     # -- backend and LLM answers --
 

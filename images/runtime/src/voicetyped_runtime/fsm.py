@@ -44,6 +44,8 @@ from voicetyped_runtime.state import (
 )
 
 ENDPOINT_TIMER = "_endpoint"  # internal: silence after a final before the turn is taken
+FINAL_TIMER = "_final"  # internal: upper bound on waiting for an ended utterance's final
+FINAL_LIMIT_MS = 10_000
 DRAIN_TIMER = "_drain"  # internal: upper bound on waiting for prompts before hangup/transfer
 DRAIN_LIMIT_MS = 60_000
 
@@ -140,7 +142,7 @@ class DialogFsm:
     ) -> None:
         s.session.state = name
         s.state_entered_ms = now
-        for timer in ("no_input", "collect_digits", ENDPOINT_TIMER):
+        for timer in ("no_input", "collect_digits", ENDPOINT_TIMER, FINAL_TIMER):
             s.timers.pop(timer, None)
         s.collecting = None
         state = self._state(s)

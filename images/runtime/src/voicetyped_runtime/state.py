@@ -61,6 +61,9 @@ class PendingTurn(_State):
     intent: str = ""
     intent_score: float = 0.0
     speaking: bool = False
+    awaiting: list[str] = Field(
+        default_factory=list, description="Utterances that ended and have no final yet."
+    )
 
 
 class Last(_State):

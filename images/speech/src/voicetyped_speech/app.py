@@ -1,7 +1,9 @@
 """Assembles the speech service process.
 
 Models load once per process at start, off the event loop (the recognition pool loads one model
-per worker; the default Piper voice is loaded and warmed). The service reports ready only then.
+per worker and runs a decode on each; the default Piper voice is loaded and warmed), then the
+dialogs' fixed prompts are synthesized into the cache. The service reports ready only then: the
+first call neither meets a cold model nor competes with the warm-up for the cores.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from voicetyped.service.app import ServiceApp
 from voicetyped.service.logs import get_logger
 from voicetyped.v1 import speech_pb2
 
-from voicetyped_speech.asr.factory import recognizer_setup
+from voicetyped_speech.asr.factory import prepare_environment, recognizer_setup
 from voicetyped_speech.asr.languages import ModelLanguages
-from voicetyped_speech.asr.pool import DecodeStats, RecognitionPool
+from voicetyped_speech.asr.pool import Deadline, DecodeStats, RecognitionPool
 from voicetyped_speech.asr.whispercpp import route_whisper_logs
 from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.config import SpeechSettings
@@ -43,6 +45,7 @@ class SpeechService:
         self.synth: Synthesizer | None = None
         self.grpc_port = settings.grpc_port
         self.accepting = True
+        self.prompts_warmed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._vad = settings.vad.settings()
         self._streaming = settings.streaming.settings()
@@ -50,6 +53,7 @@ class SpeechService:
 
     async def start(self) -> None:
         s = self.settings
+        prepare_environment()  # before the first native library loads
         if s.asr.backend == "whispercpp":
             route_whisper_logs()
         # Raises at once for a missing or foreign model, or a language it does not know.
@@ -61,6 +65,11 @@ class SpeechService:
             s.asr.workers,
             s.asr.max_waiting,
             self._on_decode,
+            Deadline(
+                s.asr.deadline_ms / 1000,
+                s.asr.deadline_ms_per_audio_s / 1000,
+                s.asr.deadline_factor,
+            ),
         )
         self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
         voices = VoiceRegistry(s.tts.voices, allow_paths=False)
@@ -91,10 +100,13 @@ class SpeechService:
                         s.tts.default_voice,
                         s.tts.warmup_poll_s,
                         setup.languages,
+                        self.prompts_warmed,
                     ),
                     name="prompt-warm-up",
                 )
             )
+        else:
+            self.prompts_warmed.set()
         log.info(
             "models loaded",
             asr_backend=s.asr.backend,
@@ -111,6 +123,8 @@ class SpeechService:
                 stats.compute_s / stats.audio_s
             )
         self.metrics.asr_wait.labels(stats.kind).observe(stats.waited_s)
+        if stats.cut:
+            self.metrics.asr_cut.labels(stats.kind, stats.cut).inc()
 
     def new_call(
         self, start: speech_pb2.AudioStreamStart, trace_context: tracing.Context | None = None
@@ -138,7 +152,9 @@ class SpeechService:
         return f"{self.settings.advertised_host()}:{self.grpc_port}"
 
     async def ready(self) -> str | None:
-        return None if self.pool is not None and self.synth is not None else "loading models"
+        if self.pool is None or self.synth is None:
+            return "loading models"
+        return None if self.prompts_warmed.is_set() else "warming the prompt cache"
 
     async def drain(self, remaining_s: float) -> None:
         """Refuse new audio streams; let the calls in progress end within the grace period."""

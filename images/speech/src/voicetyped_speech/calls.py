@@ -289,6 +289,21 @@ class SpeechCall:
         self.metrics.time_to_final.labels(str(timing.speculative).lower()).observe(
             timing.seconds_after_end
         )
+        if timing.empty:
+            self.metrics.empty_finals.labels(timing.empty).inc()
+            log.warning(
+                "final transcript empty",
+                utterance_id=timing.utterance_id,
+                reason=timing.empty,
+                audio_s=round(timing.audio_s, 2),
+            )
+        elif timing.cut:
+            log.info(
+                "final transcript bounded",
+                utterance_id=timing.utterance_id,
+                cut=timing.cut,
+                audio_s=round(timing.audio_s, 2),
+            )
         declared = self._ended_at.pop(timing.utterance_id, None)
         if declared is not None:
             tracing.record(
@@ -299,6 +314,8 @@ class SpeechCall:
                 utterance_id=timing.utterance_id,
                 speculative=timing.speculative,
                 audio_s=round(timing.audio_s, 2),
+                empty=timing.empty or None,
+                cut=timing.cut or None,
             )
 
     def _tts_started(self, request_id: str, asked_ns: int) -> None:

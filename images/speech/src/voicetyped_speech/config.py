@@ -63,6 +63,16 @@ class AsrConfig(_Group):
         description="whispercpp: smallest encoder window in 20 ms positions (0: always the "
         "full 30 s window).",
     )
+    deadline_ms: int = Field(
+        2000,
+        ge=0,
+        description="How long one decode may run (plus deadline_ms_per_audio_s for each second "
+        "of audio, or deadline_factor times the recent typical decode if longer) before it is "
+        "stopped and the call's best hypothesis is used instead (0: no limit). See "
+        "docs/decisions/2026-12-03-decode-bounds.md.",
+    )
+    deadline_ms_per_audio_s: int = Field(100, ge=0)
+    deadline_factor: float = Field(3.0, ge=0.0, description="0: the fixed budget only.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="faster-whisper device.")
     compute_type: str = Field("int8", description="faster-whisper compute type.")
     beam_size: int = Field(1, ge=1, le=10, description="faster-whisper beam size.")

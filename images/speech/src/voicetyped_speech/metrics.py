@@ -38,6 +38,20 @@ class SpeechMetrics:
             buckets=_LATENCY,
             registry=registry,
         )
+        self.asr_cut = Counter(
+            "voicetyped_speech_asr_cut_total",
+            "Decodes bounded by a guard: reason repetition (a loop written once), length (more "
+            "words than the audio holds) or deadline (stopped: the call's best hypothesis used)",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.empty_finals = Counter(
+            "voicetyped_speech_empty_finals_total",
+            "Final transcripts sent empty: reason no_speech (nothing heard), deadline (the "
+            "decode ran out of time, no partial to fall back on) or overloaded",
+            ["reason"],
+            registry=registry,
+        )
         self.overloaded = Counter(
             "voicetyped_speech_asr_overloaded_total",
             "Utterances refused because recognition could not keep up",

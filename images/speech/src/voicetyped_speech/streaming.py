@@ -19,6 +19,12 @@ Partials (only when the runtime asked for them) re-decode the growing utterance 
 ``partial_interval_ms`` of audio, one at a time per call, only while the caller speaks, and as
 the pool's lowest-priority work; a late partial is dropped, never sent after its final.
 
+Every utterance gets a final, also when recognition fails: a decode past its deadline
+(:mod:`~.asr.pool`) gives way to the utterance's newest partial if there was one, else the
+final is empty, as it is when the pool was overloaded or Whisper heard no speech. The
+:class:`FinalTiming` of each final says why it is empty (the call logs it; the runtime
+re-prompts the caller).
+
 All methods run on the event loop; decoding happens in the :class:`~.asr.pool.RecognitionPool`.
 """
 
@@ -95,6 +101,12 @@ class FinalTiming:
     """From the moment the end of the utterance was declared to the final being emitted."""
     speculative: bool
     """True when the speculative decode became the final."""
+    empty: str = ""
+    """Why the final is empty: "" (it is not), "no_speech" (the decode heard nothing),
+    "deadline" (the decode ran out of time and there was no partial), "overloaded"."""
+    cut: str = ""
+    """What bounded the final's text (:attr:`~.asr.base.Transcription.cut`); "deadline" with a
+    text: the newest partial stands in for it."""
 
 
 @dataclass
@@ -136,6 +148,7 @@ class StreamingRecognizer:
         self._partial_job: tuple[Job, int] | None = None  # the partial decoding, its audio end
         self._last_partial_ms = 0
         self._last_partial_text = ""
+        self._last_partial_confidence = 0.0
         self._finals: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -184,6 +197,7 @@ class StreamingRecognizer:
             self._started_ms = event.at_ms
             self._last_partial_ms = event.at_ms
             self._last_partial_text = ""
+            self._last_partial_confidence = 0.0
             self._emit(UtteranceStarted(event.utterance_id, event.at_ms))
             return
         spec, self._spec = self._spec, None
@@ -194,8 +208,9 @@ class StreamingRecognizer:
         self._stop_partial(keep=spec.job if spec is not None else None)
         self._emit(UtteranceEnded(event.utterance_id, event.at_ms, event.started_at_ms))
         previous = self._finals[-1] if self._finals else None
+        best = (self._last_partial_text, self._last_partial_confidence)
         task = asyncio.get_running_loop().create_task(
-            self._finalize(event, spec, previous, time.perf_counter()),
+            self._finalize(event, spec, previous, time.perf_counter(), best),
             name=f"asr-final-{self.session_id}-{event.utterance_id}",
         )
         self._finals.append(task)
@@ -211,6 +226,7 @@ class StreamingRecognizer:
         spec: _Speculation | None,
         previous: asyncio.Task[None] | None,
         ended_at: float,
+        best_partial: tuple[str, float],
     ) -> None:
         result = await spec.job.result() if spec is not None else None
         speculative = result is not None
@@ -228,6 +244,14 @@ class StreamingRecognizer:
         if overloaded is not None:
             self._emit(RecognitionOverloaded(ended.utterance_id, overloaded))
         text, confidence = (result.text, result.confidence) if result is not None else ("", 0.0)
+        cut = result.cut if result is not None else ""
+        if cut == "deadline":
+            text, confidence = best_partial
+        empty = ""
+        if not text:
+            empty = (
+                "overloaded" if result is None else "deadline" if cut == "deadline" else "no_speech"
+            )
         self._emit(
             TranscriptUpdate(
                 ended.utterance_id, text, confidence, ended.started_at_ms, ended.at_ms, final=True
@@ -240,6 +264,8 @@ class StreamingRecognizer:
                     len(ended.audio) / 16000,
                     time.perf_counter() - ended_at,
                     speculative,
+                    empty,
+                    cut,
                 )
             )
 
@@ -323,6 +349,7 @@ class StreamingRecognizer:
         if not text or text == self._last_partial_text:
             return
         self._last_partial_text = text
+        self._last_partial_confidence = result.confidence
         self._emit(
             TranscriptUpdate(uid, text, result.confidence, self._started_ms, position, final=False)
         )

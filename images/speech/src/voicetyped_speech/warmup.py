@@ -135,9 +135,11 @@ async def watch_and_warm(
     default: str,
     poll_s: float,
     languages: ModelLanguages | None = None,
+    warmed: asyncio.Event | None = None,
 ) -> None:
     """Warm ``directory``'s prompts now and again whenever its files change (runs forever);
-    with ``languages``, also check each dialog's recognition language against the model."""
+    with ``languages``, also check each dialog's recognition language against the model;
+    ``warmed`` is set once the first pass is over (the service is ready then)."""
     seen: list[tuple[Path, float]] | None = None
     while True:
         try:
@@ -147,12 +149,17 @@ async def watch_and_warm(
             files = seen or []
         if files != seen:
             seen = files
-            prompts = await asyncio.to_thread(read_prompts, directory)
-            count = await warm_prompts(synth, prompts, rates, default)
-            log.info("prompt cache warmed", prompts=len(prompts), synthesized=count)
-            if languages is not None:
-                for problem in await asyncio.to_thread(
-                    check_dialog_languages, directory, languages
-                ):
-                    log.error("dialog language not supported", error=problem)
+            try:
+                prompts = await asyncio.to_thread(read_prompts, directory)
+                count = await warm_prompts(synth, prompts, rates, default)
+                log.info("prompt cache warmed", prompts=len(prompts), synthesized=count)
+                if languages is not None:
+                    for problem in await asyncio.to_thread(
+                        check_dialog_languages, directory, languages
+                    ):
+                        log.error("dialog language not supported", error=problem)
+            except Exception:  # a dialog we cannot read must not keep the service unready
+                log.exception("prompt warm-up failed")
+        if warmed is not None:
+            warmed.set()
         await asyncio.sleep(poll_s)

@@ -40,6 +40,10 @@ class Transcription:
     compute_s: float  # wall time the decode took
     echoed: bool = False
     """A biased decode wrote its prompt back; this is the audio decoded again without it."""
+    cut: str = ""
+    """What bounded the text (:mod:`.guards`, :mod:`.pool`): "" nothing, "repetition" (a loop
+    written once), "length" (more words than the audio can hold), "deadline" (the decode ran
+    out of time: no text)."""
 
 
 class Recognizer(Protocol):
@@ -50,3 +54,6 @@ class Recognizer(Protocol):
     def transcribe(
         self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
     ) -> Transcription: ...
+
+    def warm_up(self) -> None:
+        """Run the decode path once (the pool does, before the service reports ready)."""

@@ -14,14 +14,19 @@ from voicetyped_speech.models.catalog import source
 
 
 def prepare_environment() -> None:
-    """Process settings the native libraries read at load time.
+    """Process settings the native libraries read at load time (call before importing them).
 
     ``GGML_NO_BACKTRACE``: on an internal assertion ggml would fork gdb to print a backtrace,
     which hangs the process where gdb is installed. ``HF_HUB_OFFLINE``: faster-whisper looks on
     the Hugging Face hub for files a model directory lacks; audio and models stay local.
+    ``OMP_WAIT_POLICY=PASSIVE``: whisper.cpp's (and CTranslate2's) OpenMP threads otherwise
+    spin at every barrier; on a machine busy with other work a spinning thread holds the core
+    its partner needs, and a 2-thread decode took 4.4 s at the median and up to 13.7 s instead
+    of 1.7 s (docs/decisions/2026-12-03-decode-bounds.md).
     """
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def model_path(cfg: AsrConfig) -> Path:

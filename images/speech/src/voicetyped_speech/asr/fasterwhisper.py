@@ -1,4 +1,10 @@
-"""faster-whisper (CTranslate2): the second backend; ``device="cuda"`` on GPU nodes."""
+"""faster-whisper (CTranslate2): the second backend; ``device="cuda"`` on GPU nodes.
+
+Bounded like whisper.cpp (:mod:`.guards`): at most two temperature fallbacks, a token cap from
+the audio length, the text guards. CTranslate2 cannot stop inside a decode, so the
+pool's deadline only takes effect between segments (one segment for a phone utterance): the
+token cap is what bounds its cost.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
 from voicetyped_speech.asr.biasing import Bias, transcribe_with_bias
+from voicetyped_speech.asr.guards import (
+    FALLBACK_TEMPERATURE,
+    bound_text,
+    fallback_temperatures,
+    max_tokens,
+)
+
+_MAX_NEW_TOKENS = 200
 
 
 class FasterWhisperRecognizer:
@@ -22,6 +38,7 @@ class FasterWhisperRecognizer:
         cpu_threads: int = 2,
         beam_size: int = 1,
         language: str = "en",
+        fallback_temperature: float = FALLBACK_TEMPERATURE,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -30,6 +47,7 @@ class FasterWhisperRecognizer:
         )
         self._beam_size = beam_size
         self._language = language
+        self._fallback = fallback_temperature
 
     def transcribe(
         self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
@@ -58,13 +76,25 @@ class FasterWhisperRecognizer:
             vad_filter=False,
             initial_prompt=(bias.core or None) if bias is not None else None,
             hotwords=(bias.hotwords or None) if bias is not None else None,
+            # Two retries at most (when the greedy decode fails Whisper's compression or
+            # log-probability checks), not Whisper's five.
+            temperature=fallback_temperatures(self._fallback),
+            # faster-whisper refuses a prompt plus max_new_tokens over the model's 448 tokens;
+            # the prompt takes at most 224 of them.
+            max_new_tokens=min(max_tokens(len(audio)), _MAX_NEW_TOKENS),
         )
         parts = []
         for segment in segments:  # a lazy generator: decoding happens here
             parts.append(segment)
             if abort is not None and abort():
                 raise Aborted
-        text = " ".join(s.text.strip() for s in parts).strip()
+        text, cut = bound_text(" ".join(s.text.strip() for s in parts).strip(), len(audio))
         logprobs = [s.avg_logprob for s in parts]
         confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
-        return Transcription(text, min(max(confidence, 0.0), 1.0), time.perf_counter() - started)
+        return Transcription(
+            text, min(max(confidence, 0.0), 1.0), time.perf_counter() - started, cut=cut
+        )
+
+    def warm_up(self) -> None:
+        """One decode, so the first call's is not the process's first."""
+        self.transcribe(np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32))

@@ -15,12 +15,25 @@ Two classes of work:
   (:meth:`RecognitionPool.promote`).
 
 A submitted job can be cancelled: if it waits it is dropped, if it runs its abort check turns
-true. Thread-safe; the awaiting side is asyncio.
+true.
+
+Every decode has a **deadline** (:class:`Deadline`: a budget from the moment a worker starts
+it, longer for longer audio, and never under a few times what decodes take on this machine at
+the moment, so a loaded machine slows calls down instead of cutting them off). Past it the
+abort check turns true, the backend stops (whisper.cpp
+between decoder steps) and the job's result is an empty transcription marked
+``cut="deadline"``: the worker is free for the next job at once, and the caller of the job uses
+the best hypothesis it has (:mod:`voicetyped_speech.streaming`). So one decode that goes long
+holds up the other calls' finals by at most its budget.
+
+Each worker warms its model up (one decode) before the pool reports ready. Thread-safe; the
+awaiting side is asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -30,13 +43,39 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-from voicetyped_speech.asr.base import Aborted, Audio, DecodeOptions, Recognizer, Transcription
+from voicetyped_speech.asr.base import (
+    SAMPLE_RATE,
+    Aborted,
+    Audio,
+    DecodeOptions,
+    Recognizer,
+    Transcription,
+)
 
 Kind = Literal["final", "partial"]
 
 
 class Overloaded(Exception):  # noqa: N818 - the signal's name in the contract (CODE_OVERLOADED)
     """Recognition cannot keep up: this audio was not queued."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long one decode may run: ``base_s`` plus ``per_audio_s`` for each second of audio,
+    or ``factor`` times the typical decode (a moving average of the pool's recent ones) if that
+    is longer (``base_s`` 0: no limit)."""
+
+    base_s: float = 2.0
+    per_audio_s: float = 0.1
+    factor: float = 3.0
+
+    def budget_s(self, audio_s: float, typical_s: float = 0.0) -> float:
+        if self.base_s <= 0:
+            return math.inf
+        return max(self.base_s + self.per_audio_s * audio_s, self.factor * typical_s)
+
+
+_TYPICAL_WEIGHT = 0.2  # of the newest decode in the moving average of decode times
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,8 @@ class DecodeStats:
     audio_s: float
     compute_s: float
     waited_s: float
+    cut: str = ""
+    """Transcription.cut: what bounded the decode's text, "deadline" if it ran out of time."""
 
 
 @dataclass(eq=False)
@@ -58,6 +99,9 @@ class Job:
     future: Future[Transcription] = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
+    deadline: float = math.inf
+    """perf_counter time the decode must be done by (set when a worker starts it)."""
+    timed_out: bool = False
     _pool: RecognitionPool | None = None
 
     def cancel(self) -> None:
@@ -85,9 +129,12 @@ class RecognitionPool:
         workers: int = 1,
         max_waiting: int = 8,
         on_decode: Callable[[DecodeStats], None] | None = None,
+        deadline: Deadline = Deadline(),
     ) -> None:
         if workers < 1 or max_waiting < 1:
             raise ValueError("workers and max_waiting must be >= 1")
+        self._deadline = deadline
+        self._typical_s = 0.0  # moving average of decode times (written by the workers)
         self._cond = threading.Condition()
         self._finals: OrderedDict[str, deque[Job]] = OrderedDict()
         self._partials: OrderedDict[str, Job] = OrderedDict()
@@ -245,11 +292,38 @@ class RecognitionPool:
 
     def _should_abort(self, job: Job) -> bool:
         # Read without the lock: a stale answer only delays the abort to the next check.
-        return job.cancelled or self._closed or (job.kind == "partial" and self._waiting_finals > 0)
+        if job.cancelled or self._closed or (job.kind == "partial" and self._waiting_finals > 0):
+            return True
+        if time.perf_counter() > job.deadline:
+            job.timed_out = True
+        return job.timed_out
+
+    def _decode(self, recognizer: Recognizer, job: Job) -> Transcription:
+        started = time.perf_counter()
+        budget = self._deadline.budget_s(len(job.audio) / SAMPLE_RATE, self._typical_s)
+        job.deadline = started + budget
+        try:
+            result = recognizer.transcribe(job.audio, partial(self._should_abort, job), job.options)
+        except Aborted:
+            if job.timed_out and not job.cancelled and not self._closed:
+                return Transcription("", 0.0, time.perf_counter() - started, cut="deadline")
+            raise
+        self._observe(result.compute_s)
+        return result
+
+    def _observe(self, compute_s: float) -> None:
+        # A race between two workers loses one sample of a moving average: harmless.
+        typical = self._typical_s
+        self._typical_s = (
+            compute_s if typical == 0 else typical + _TYPICAL_WEIGHT * (compute_s - typical)
+        )
 
     def _run(self, factory: Callable[[], Recognizer], ready: list[BaseException | None]) -> None:
         try:
             recognizer = factory()
+            started = time.perf_counter()
+            recognizer.warm_up()
+            self._observe(time.perf_counter() - started)
         except BaseException as exc:
             with self._cond:
                 ready.append(exc)
@@ -262,11 +336,9 @@ class RecognitionPool:
             try:
                 if not job.future.set_running_or_notify_cancel():
                     continue
-                started = time.perf_counter()
+                waited = time.perf_counter() - job.submitted
                 try:
-                    result = recognizer.transcribe(
-                        job.audio, partial(self._should_abort, job), job.options
-                    )
+                    result = self._decode(recognizer, job)
                 except BaseException as exc:
                     job.future.set_exception(exc)
                     continue
@@ -275,9 +347,10 @@ class RecognitionPool:
                     self._on_decode(
                         DecodeStats(
                             job.kind,
-                            len(job.audio) / 16000,
+                            len(job.audio) / SAMPLE_RATE,
                             result.compute_s,
-                            started - job.submitted,
+                            waited,
+                            result.cut,
                         )
                     )
             finally:
