@@ -9,8 +9,8 @@ slow or looping decode came from in issue 17). A turn is from the caller's last 
 the first loud RTP frame of the reply; a turn never answered counts as infinitely slow.
 
 Three runs: one call at a time (>= 100 turns), four calls at once (>= 100 turns), and the
-baseline in the same run: the same sequential calls with the decode deadline off
-(``asr.deadline_ms: 0``), which is how recognition ran before decodes were bounded.
+baseline in the same run: the same sequential calls with decodes unbounded as they were before
+(no deadline, Whisper's five temperature fallbacks; :data:`UNBOUNDED`).
 
 Target (issue 17): p99 <= 1 s, sequential and with 4 calls at once.
 
@@ -71,6 +71,9 @@ spec:
     done:
       terminal: true
 """
+UNBOUNDED = {"VOICETYPED_ASR__DEADLINE_MS": "0", "VOICETYPED_ASR__FALLBACK_TEMPERATURE": "0.2"}
+"""The baseline: decodes as before they were bounded (no deadline, Whisper's five fallbacks;
+the token cap and the text guards stay)."""
 LISTEN = Listen(timeout_s=10.0, quiet_ms=400)
 VOICES = ("piper", "en-us-male", "en-gb-female", "en-us-female", "en-caribbean-female")
 """One per call, round robin (espeak voice names as in ``voicetyped_testkit.espeak``)."""
@@ -197,10 +200,8 @@ async def run(tmp: Path, quick: bool) -> dict[str, Any]:
         "target_p99_ms": TARGET_P99_MS,
     }
     seq, conc = await measure(tmp, "bounded", {}, base, [sequential, concurrent])
-    (baseline,) = await measure(
-        tmp, "no-deadline", {"VOICETYPED_ASR__DEADLINE_MS": "0"}, base, [sequential]
-    )
-    result |= {"sequential": seq, "four_calls_at_once": conc, "baseline_no_deadline": baseline}
+    (baseline,) = await measure(tmp, "unbounded", UNBOUNDED, base, [sequential])
+    result |= {"sequential": seq, "four_calls_at_once": conc, "baseline_unbounded": baseline}
     if seq["p99_ms"] and baseline["p99_ms"]:
         result["p99_ratio_vs_baseline"] = round(seq["p99_ms"] / baseline["p99_ms"], 3)
     result["meets_target"] = {
@@ -220,7 +221,7 @@ def main() -> None:
         result = asyncio.run(run(Path(tmp), args.quick))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key in ("sequential", "four_calls_at_once", "baseline_no_deadline"):
+    for key in ("sequential", "four_calls_at_once", "baseline_unbounded"):
         print(key, {k: v for k, v in result[key].items() if k != "over_1s"})
     print("meets target:", result["meets_target"])
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from voicetyped.service.config import ServiceSettings
 
+from voicetyped_speech.asr.guards import FALLBACK_TEMPERATURE
 from voicetyped_speech.models.catalog import DEFAULT_WHISPER, WhisperName
 from voicetyped_speech.streaming import StreamingSettings
 from voicetyped_speech.tts.voices import DEFAULT_VOICE
@@ -73,6 +74,13 @@ class AsrConfig(_Group):
     )
     deadline_ms_per_audio_s: int = Field(100, ge=0)
     deadline_factor: float = Field(3.0, ge=0.0, description="0: the fixed budget only.")
+    fallback_temperature: float = Field(
+        FALLBACK_TEMPERATURE,
+        ge=0.0,
+        le=1.0,
+        description="A decode that fails Whisper's own checks is retried at each multiple of "
+        "this up to 1.0 (0.4: two retries; 0: none; Whisper's own 0.2: five).",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="faster-whisper device.")
     compute_type: str = Field("int8", description="faster-whisper compute type.")
     beam_size: int = Field(1, ge=1, le=10, description="faster-whisper beam size.")

@@ -73,7 +73,11 @@ def recognizer_setup(cfg: AsrConfig) -> RecognizerSetup:
         default = languages.check(cfg.language, "asr.language")
         return RecognizerSetup(
             lambda: WhisperCppRecognizer(
-                path, n_threads=cfg.threads, language=default, min_audio_ctx=cfg.min_audio_ctx
+                path,
+                n_threads=cfg.threads,
+                language=default,
+                min_audio_ctx=cfg.min_audio_ctx,
+                fallback_temperature=cfg.fallback_temperature,
             ),
             languages,
             default,
@@ -101,6 +105,7 @@ def recognizer_setup(cfg: AsrConfig) -> RecognizerSetup:
             cpu_threads=cfg.threads,
             beam_size=cfg.beam_size,
             language=default,
+            fallback_temperature=cfg.fallback_temperature,
         ),
         languages,
         default,
