@@ -121,7 +121,7 @@ bench: install system-deps
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
 	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
-	$(PY) bench/biasing.py --out bench/results/biasing.json
+	$(PY) bench/biasing.py --out bench/results/biasing.json --models tiny.en,base
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json

@@ -21,7 +21,10 @@ the prompt format) and the dev cases apart:
 - mean decode time with and without biasing (noisy: the machine is shared).
 
     python bench/biasing.py --out bench/results/biasing.json [--backends whispercpp,faster-whisper]
-        [--voices en-us,en-gb] [--split heldout]
+        [--models tiny.en,base] [--voices en-us,en-gb] [--split heldout]
+
+Each backend is built as the speech gateway builds it from its settings (``asr.backend``,
+``asr.model_name``), with the model prepared as ``voicetyped models prepare`` prepares it.
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ from voicetyped_specs.dialog.compiled import CompiledDialog, PlayTts, load_dialo
 from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_speech.asr.base import DecodeOptions, Recognizer
 from voicetyped_speech.asr.biasing import bias_for, echoed
-from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
-from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
-from voicetyped_speech.models.prepare import default_models_dir, locate_bundled, prepare_models
+from voicetyped_speech.asr.factory import recognizer_setup
+from voicetyped_speech.config import AsrConfig
+from voicetyped_speech.models.prepare import default_models_dir, prepare_models
 from voicetyped_testkit.espeak import VOICES, EspeakVoice, speak_16k
 from voicetyped_testkit.speech import telephone, to_pcm, word_errors
 
@@ -153,15 +156,16 @@ def load_cases(split: str) -> tuple[dict[str, CompiledDialog], list[Case]]:
     return dialogs, cases
 
 
-def recognizer(backend: str, threads: int) -> Recognizer:
-    if backend == "faster-whisper":
-        return FasterWhisperRecognizer(locate_bundled().whisper_ct2_dir, cpu_threads=threads)
-    models = default_models_dir()
-    prepare_models(models)
-    return WhisperCppRecognizer(models / locate_bundled().ggml_filename, n_threads=threads)
+def recognizer(backend: str, model: str, threads: int) -> Recognizer:
+    """The recogniser the gateway would build with these settings (its model as prepared)."""
+    cfg = AsrConfig.model_validate({"backend": backend, "model_name": model, "threads": threads})
+    prepare_models(default_models_dir(), names=[cfg.model_name])
+    return recognizer_setup(cfg).factory()
 
 
-def run(backends: list[str], voices: list[EspeakVoice], split: str, threads: int) -> dict[str, Any]:
+def run(
+    backends: list[str], models: list[str], voices: list[EspeakVoice], split: str, threads: int
+) -> dict[str, Any]:
     dialogs, cases = load_cases(split)
     slots_by_state: dict[tuple[str, str], set[str]] = defaultdict(set)
     for c in cases:
@@ -172,8 +176,8 @@ def run(backends: list[str], voices: list[EspeakVoice], split: str, threads: int
         (c.dialog, c.state, json.dumps(c.vars)): context_for(dialogs[c.dialog], c) for c in cases
     }
     results: dict[str, Any] = {}
-    for backend in backends:
-        rec = recognizer(backend, threads)
+    for backend, model in ((b, m) for m in models for b in backends):
+        rec = recognizer(backend, model, threads)
         rows = []
         for voice in (v.name for v in voices):
             for case in cases:
@@ -198,13 +202,14 @@ def run(backends: list[str], voices: list[EspeakVoice], split: str, threads: int
                     }
                 rows.append(row)
                 print(
-                    f"{backend} {voice:18s} {case.kind:6s} {case.said!r:45s} "
+                    f"{backend}/{model} {voice:18s} {case.kind:6s} {case.said!r:45s} "
                     f"plain={row['plain']['text']!r} biased={row['biased']['text']!r}",
                     file=sys.stderr,
                     flush=True,
                 )
         echoes = echo_check(rec, list(contexts.values()))
-        results[backend] = {"summary": summarise(rows), "echo": echoes, "cases": rows}
+        key = backend if model == "tiny.en" else f"{backend}/{model}"
+        results[key] = {"summary": summarise(rows), "echo": echoes, "cases": rows}
     return results
 
 
@@ -258,6 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backends", default="whispercpp,faster-whisper")
+    parser.add_argument("--models", default="tiny.en", help="tiny.en, base (comma-separated)")
     parser.add_argument("--voices", default=",".join(v.name for v in VOICES))
     parser.add_argument("--split", default="all", choices=["all", "dev", "heldout"])
     parser.add_argument(
@@ -270,14 +276,15 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     voices = [v for v in VOICES if v.name in args.voices.split(",")]
-    results = run(args.backends.split(","), voices, args.split, args.threads)
+    models = args.models.split(",")
+    results = run(args.backends.split(","), models, voices, args.split, args.threads)
     report = {
         "benchmark": "biasing",
         "conditions": {
             "machine": f"{platform.machine()}, shared with other work (timings are noisy)",
             "voices": {v.name: f"{v.voice} at {v.speed} wpm" for v in voices},
             "path": "espeak-ng -> 16 kHz -> 8 kHz G.711 mu-law -> 16 kHz",
-            "model": "whisper tiny.en (bundled)",
+            "models": models,
             "threads": args.threads,
         },
         "targets": TARGETS,

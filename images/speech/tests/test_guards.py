@@ -42,6 +42,11 @@ def test_the_token_cap_grows_with_the_audio() -> None:
         # a loop after a number: the number stays whole
         ("My number is 4 4 4 4. Bye. Bye. Bye. Bye.", 3.0, "My number is 4 4 4 4. Bye.",
          "repetition"),
+        # a sentence written again: a loop already at two (seen with a biasing prompt)
+        ("Where is my order. Where is my order. Where is my order.", 1.9,
+         "Where is my order.", "repetition"),
+        ("Thank you. Thank you.", 1.2, "Thank you.", "repetition"),
+        ("Yes. Yes.", 1.0, "Yes. Yes.", ""),
         ("", 1.0, "", ""),
     ],
 )  # fmt: skip

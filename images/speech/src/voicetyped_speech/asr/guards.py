@@ -12,9 +12,9 @@ their time, and the decode is bounded here:
   second, timestamps and punctuation included), so a loop ends after a bounded number of steps;
 - **text**: a transcript longer than the audio can hold (more than :data:`WORDS_PER_S` words per
   second, plus a few), more compressible than Whisper's own threshold (zlib ratio > 2.4), or
-  with a group of words said :data:`LOOP_REPEATS` times in a row is a loop or a
-  hallucination: each run of repeated word groups is written once, and what is still too long
-  is cut to the words the audio can hold.
+  with a group of words said :data:`LOOP_REPEATS` times in a row (a sentence: twice) is a
+  loop or a hallucination: each run of repeated word groups is written once, and what is
+  still too long is cut to the words the audio can hold.
 
 Anything else is never touched, repeated words included ("no, no, no", "bye bye"); digits
 may repeat any number of times ("1 1 1 1" is a number, not a loop).
@@ -54,6 +54,11 @@ _COMPRESSION_MIN_CHARS = 40  # shorter texts do not compress (zlib's own overhea
 _MAX_UNIT = 16  # words in the longest repeated group looked for
 LOOP_REPEATS = 4
 """A group of words said this many times in a row is a loop, however short the text."""
+SENTENCE_REPEATS = 2
+"""A sentence of two or more words written this many times in a row is a loop (a biased decode
+wrote "Where is my order. Where is my order. Where is my order." for "where is my order");
+a stutter ("I want to, I want to") is not a sentence."""
+_SENTENCE_ENDS = (".", "?", "!")
 
 Cut = Literal["", "repetition", "length"]
 
@@ -106,8 +111,12 @@ def _word_runs(keys: list[str]) -> list[tuple[int, int, int]]:
     return [r for r in _runs(keys) if not all(k.isdigit() for k in keys[r[0] : r[0] + r[1]])]
 
 
-def _loops(keys: list[str]) -> bool:
-    return any(end - start >= LOOP_REPEATS * unit for start, unit, end in _word_runs(keys))
+def _loops(words: list[str]) -> bool:
+    for start, unit, end in _word_runs([_key(w) for w in words]):
+        sentence = unit >= 2 and words[start + unit - 1].endswith(_SENTENCE_ENDS)
+        if (end - start) // unit >= (SENTENCE_REPEATS if sentence else LOOP_REPEATS):
+            return True
+    return False
 
 
 def _collapse(words: list[str]) -> list[str]:
@@ -127,7 +136,7 @@ def bound_text(text: str, n_samples: int) -> tuple[str, Cut]:
     compressible = (
         len(text) >= _COMPRESSION_MIN_CHARS and compression_ratio(text) > COMPRESSION_RATIO
     )
-    if len(words) <= limit and not compressible and not _loops([_key(w) for w in words]):
+    if len(words) <= limit and not compressible and not _loops(words):
         return text, ""
     collapsed = _collapse(words)
     cut: Cut = "repetition" if len(collapsed) < len(words) else "length"
