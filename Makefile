@@ -105,7 +105,7 @@ lint: install
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 unit: install system-deps
-	$(VENV)/bin/pytest -m "not e2e"
+	PYTHONFAULTHANDLER=1 $(VENV)/bin/pytest -m "not e2e"  # a crash at exit names its threads
 
 test: lint unit e2e-local
 

@@ -33,9 +33,11 @@ awaiting side is asyncio.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import math
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -122,6 +124,17 @@ class Job:
             raise
 
 
+_open_pools: weakref.WeakSet[RecognitionPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    """A decode still running when the interpreter finalizes calls back into Python (its abort
+    check) from a daemon thread, which aborts the process: stop them first."""
+    for pool in list(_open_pools):
+        pool.close()
+
+
 class RecognitionPool:
     def __init__(
         self,
@@ -152,6 +165,7 @@ class RecognitionPool:
             )
             t.start()
             self._threads.append(t)
+        _open_pools.add(self)
         with self._cond:
             self._cond.wait_for(lambda: len(ready) == workers)
         errors = [e for e in ready if e is not None]

@@ -19,6 +19,7 @@ deadline) is polled by whisper.cpp before the encoder and at every decoder step.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
@@ -55,6 +56,9 @@ def route_whisper_logs() -> None:
     import _pywhispercpp
 
     _pywhispercpp.whisper_log_set(_whisper_log)
+    # Models still alive when the interpreter finalizes log as they are freed; a callback
+    # into Python then aborts the process ("PyThreadState_Get: ... GIL is released").
+    atexit.register(_pywhispercpp.whisper_log_set, None)
 
 
 FULL_CTX = 1500  # Whisper's 30 s window, in encoder positions (20 ms each)
