@@ -13,21 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
-from voicetyped_speech.asr.biasing import Bias, transcribe_with_bias
+from voicetyped_speech.asr.biasing import Bias
 from voicetyped_speech.asr.guards import (
     FALLBACK_TEMPERATURE,
     bound_text,
     fallback_temperatures,
     max_tokens,
 )
+from voicetyped_speech.asr.whisper_decoder import WhisperDecoder
 
 _MAX_NEW_TOKENS = 200
 
 
-class FasterWhisperRecognizer:
+class FasterWhisperRecognizer(WhisperDecoder):
     name = "faster-whisper"
 
     def __init__(
@@ -48,12 +47,6 @@ class FasterWhisperRecognizer:
         self._beam_size = beam_size
         self._language = language
         self._fallback = fallback_temperature
-
-    def transcribe(
-        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
-    ) -> Transcription:
-        context = options.context if options is not None else None
-        return transcribe_with_bias(context, lambda bias: self._run(audio, abort, options, bias))
 
     def _run(
         self,
@@ -94,7 +87,3 @@ class FasterWhisperRecognizer:
         return Transcription(
             text, min(max(confidence, 0.0), 1.0), time.perf_counter() - started, cut=cut
         )
-
-    def warm_up(self) -> None:
-        """One decode, so the first call's is not the process's first."""
-        self.transcribe(np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32))

@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from voicetyped.service.logs import get_logger
 
 from voicetyped_speech.asr.base import AbortCheck, Aborted, Audio, DecodeOptions, Transcription
-from voicetyped_speech.asr.biasing import Bias, transcribe_with_bias
+from voicetyped_speech.asr.biasing import Bias
 from voicetyped_speech.asr.guards import FALLBACK_TEMPERATURE, bound_text, max_tokens
+from voicetyped_speech.asr.whisper_decoder import WhisperDecoder
 
 log = get_logger("voicetyped.speech.whispercpp")
 _WHISPER_ERROR = 4  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
@@ -75,7 +75,7 @@ def audio_ctx_for(n_samples: int, min_ctx: int = 512, margin: int = 64) -> int:
     return 0 if ctx >= FULL_CTX else ctx
 
 
-class WhisperCppRecognizer:
+class WhisperCppRecognizer(WhisperDecoder):
     name = "whispercpp"
 
     def __init__(
@@ -111,12 +111,6 @@ class WhisperCppRecognizer:
         self._language = language
         self._min_ctx = min_audio_ctx
         self._margin = ctx_margin
-
-    def transcribe(
-        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
-    ) -> Transcription:
-        context = options.context if options is not None else None
-        return transcribe_with_bias(context, lambda bias: self._run(audio, abort, options, bias))
 
     def _run(
         self,
@@ -156,9 +150,3 @@ class WhisperCppRecognizer:
         known = [p for p in probs if not math.isnan(p)]
         confidence = min(max(sum(known) / len(known), 0.0), 1.0) if known else 1.0
         return Transcription(text, confidence, time.perf_counter() - started, cut=cut)
-
-    def warm_up(self) -> None:
-        """One decode, so the first call's is not the process's first (a second of low noise:
-        the encoder and a few decoder steps run)."""
-        noise = np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32)
-        self.transcribe(noise)
