@@ -51,7 +51,14 @@ class AsrConfig(_Group):
         "settings.language does): a Whisper language code (en, de, es, ...) or a BCP 47 tag "
         "(de-DE). An English-only model accepts only en: anything else fails at start.",
     )
-    workers: int = Field(1, ge=1, le=64, description="Recognition threads, one model each.")
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Recognition threads, one model each. Two (even on two cores) let a "
+        "short final run beside a long decode instead of waiting behind it (bench/turn_stalls.py"
+        "; docs/decisions/2026-12-03-decode-bounds.md); each costs one more loaded model.",
+    )
     threads: int = Field(2, ge=1, le=64, description="Compute threads per worker.")
     max_waiting: int = Field(
         8, ge=1, description="Finals allowed to wait for a worker before new ones are refused."
