@@ -125,6 +125,8 @@ bench: install system-deps
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json
+	$(PY) bench/barge_in.py --out bench/results/barge_in.json
+	$(PY) bench/turn_taking.py --out bench/results/turn_taking.json  # and turn_taking.png
 	$(PY) bench/recognition.py --out bench/results/recognition.json
 	$(PY) bench/operator_apply.py --out bench/results/operator.json
 

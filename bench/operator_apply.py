@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from typing import Any
 
 import httpx
 import yaml
+from voicetyped_testkit.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Ready must follow the Deployments' status (not wait for the periodic resync, 300 s): at
@@ -130,13 +130,6 @@ def wait(what: str, probe: Any, timeout_s: float, interval_s: float = 0.25) -> A
             return got
         time.sleep(interval_s)
     raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -124,13 +124,19 @@ async def test_the_caller_interrupts_a_long_prompt(
         '- say: "I want to check the status of my order."\n'
         "  barge_in_after_ms: 700\n"
         '- expect: "order number"\n'
+        '- press: "48213#"\n'
+        '- expect: "look up order"\n'
     )
     steps = load_script(script)
     log = await run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", steps, voices)
     turn: Turn = log.turns[0]
     assert turn.barge_in_stop_s is not None, "the greeting stopped"
-    assert turn.barge_in_stop_s < 0.6, f"playback went on {turn.barge_in_stop_s:.2f} s"
+    # `allow` (the greeting's) stops for words, not the first sound: once a decode of what the
+    # caller said so far has one (~0.7-1.2 s on 2 cores; bench/barge_in.py).
+    assert turn.barge_in_stop_s < 2.0, f"playback went on {turn.barge_in_stop_s:.2f} s"
     assert not log.failures, log.failures  # the interruption was taken as the next turn
+    keys = log.turns[1]  # and the keyed-in number (RFC 4733) answered
+    assert keys.caller == "[keys 48213#]" and keys.latency_s is not None, keys
 
 
 async def test_runtime_killed_mid_call_resumes_without_losing_a_turn(

@@ -14,17 +14,29 @@ from pathlib import Path
 from typing import Any
 
 from voicetyped_dev.caller.run import Voices, run_call
-from voicetyped_dev.caller.script import load_script
+from voicetyped_dev.caller.script import CallLog, load_script
 from voicetyped_dev.stack import Stack, StackConfig
 
 REPO = Path(__file__).resolve().parents[1]
 NO_INPUT_TIMEOUT_S = 7.0  # examples/dialogs/order-status.yaml settings.no_input_timeout_ms
 
 
-def logged(stack: Stack, service: str, event: str) -> list[dict[str, Any]]:
+def logged(stack: Stack, service: str, event: str | None) -> list[dict[str, Any]]:
+    """The service's log records of ``event`` (None: all)."""
     lines = (stack.log_dir / f"{service}.log").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    return [r for r in records if r.get("event") == event]
+    return [r for r in records if event is None or r.get("event") == event]
+
+
+def timeline(stack: Stack, log: CallLog) -> str:
+    turns = [(t.caller, t.latency_s, t.bot.text if t.bot else None) for t in log.turns]
+    events = [
+        f"{r['timestamp'][11:23]} {service} {r['event']}"
+        for service in ("media", "speech", "runtime")
+        for r in logged(stack, service, None)
+        if r.get("level") != "debug"
+    ]
+    return "\n".join([f"turns: {turns}", *sorted(events)])
 
 
 async def test_an_unrecognised_turn_is_re_prompted_at_once(tmp_path: Path) -> None:
@@ -47,7 +59,8 @@ async def test_an_unrecognised_turn_is_re_prompted_at_once(tmp_path: Path) -> No
     finally:
         codes = await stack.stop()
     assert all(code in (0, None) for code in codes.values()), codes
-    assert not log.failures, log.failures  # the caller heard the re-prompt
+    # the caller heard the re-prompt (if not: what it heard when, and what the services did)
+    assert not log.failures, (log.failures, timeline(stack, log))
     turn = log.turns[1]
     assert turn.latency_s is not None
     assert turn.latency_s < NO_INPUT_TIMEOUT_S / 2, f"re-prompted after {turn.latency_s:.1f} s"

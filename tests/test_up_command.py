@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_speech.models.prepare import default_models_dir, prepare_models
 from voicetyped_testkit.processes import free_sip_port
+from voicetyped_testkit.up_process import VOICETYPED, VoicetypedUp
 
 REPO = Path(__file__).resolve().parents[1]
-VOICETYPED = [sys.executable, "-m", "voicetyped.cli"]
-
-
-def _lines(proc: subprocess.Popen[str], into: queue.Queue[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        into.put(line)
 
 
 def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
@@ -33,27 +22,8 @@ def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
     models = prepare_models(default_models_dir()).models_dir
     env = {**os.environ, "VOICETYPED_CACHE": str(tmp_path), "VOICETYPED_MODELS_DIR": str(models)}
     sip_port = free_sip_port()
-    up = subprocess.Popen(
-        [*VOICETYPED, "up", "--sip-port", str(sip_port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(up, lines), daemon=True).start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 180
-        while not any("voicetyped is up" in line for line in seen):
-            assert up.poll() is None, "".join(seen)
-            assert time.monotonic() < deadline, "".join(seen)
-            try:
-                seen.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                continue
-        assert any("already prepared" in line for line in seen), "".join(seen)
+    with VoicetypedUp(["--sip-port", str(sip_port)], REPO, env) as up:
+        assert "already prepared" in up.output, up.output
         call = subprocess.run(
             [
                 *VOICETYPED,
@@ -83,9 +53,5 @@ def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
         assert said and all(t["heard"] for t in said), said
         number = next(t for t in said if "four eight two one three" in t["caller"])
         assert spoken_digits(" ".join(number["heard"])) == "48213", number
-    finally:
-        up.send_signal(signal.SIGINT)  # Ctrl-C
-        code = up.wait(60)
-    rest = "".join(seen) + "".join(lines.get() for _ in range(lines.qsize()))
-    assert code == 0, rest[-5000:]
-    assert "Traceback" not in rest, rest[-5000:]
+    assert up.exit_code == 0, up.output[-5000:]  # Ctrl-C
+    assert "Traceback" not in up.output, up.output[-5000:]

@@ -21,6 +21,8 @@ from voicetyped_operator.documents import (
 )
 from voicetyped_specs.dialog.compiled import load_dialog
 from voicetyped_specs.integration import Integration
+from voicetyped_testkit.footprint import measure
+from voicetyped_testkit.hostile import GROWTH_BYTES, HOSTILE, SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 Example = Callable[[str], dict[str, Any]]
@@ -119,3 +121,53 @@ def test_invalid_integration_names_fields() -> None:
         render_integration("shop", {"baseURL": "https://x/api", "operations": {}, "retry": 5})
     text = caught.value.message()
     assert "spec.operations" in text and "spec.retry" in text
+
+
+# ---- hostile specs --------------------------------------------------------------------
+
+HOSTILE_SPECS = {
+    # What an unlimited YAML loader makes of a billion-laughs file: lists sharing lists.
+    "billion-laughs": "{'initial': 'a', 'states': {'a': {'terminal': True}}, "
+    f"'vars': yaml.safe_load({HOSTILE['billion-laughs']!r})}}",
+    "five-megabytes": "{'initial': 'a', 'description': 'x' * 5_000_000, "
+    "'states': {'a': {'terminal': True}}}",
+    # JSON's "\udce9" escape: a string that is no text (how Python keeps a stray byte 0xe9).
+    "not-utf8": "{'initial': 'a', 'description': 'caf\\udce9', "
+    "'states': {'a': {'terminal': True}}}",
+    "binary": "{'initial': 'a', 'description': bytes(range(256)), "
+    "'states': {'a': {'terminal': True}}}",
+}
+STALLED_WITH = {
+    "billion-laughs": "spec: too large: more than 1,048,576 bytes (the limit for a document)",
+    "five-megabytes": "spec: too large: more than 1,048,576 bytes (the limit for a document)",
+    "not-utf8": "spec.description: not UTF-8 text (surrogates not allowed at offset 3)",
+    "binary": "spec.description: binary data, not text",
+}
+
+
+def test_hostile_dialog_and_integration_specs_are_refused_with_one_line() -> None:
+    calls = {}
+    for kind, spec in HOSTILE_SPECS.items():
+        calls[f"Dialog {kind}"] = f"_refused(compile_dialog, {spec})"
+        calls[f"Integration {kind}"] = f"_refused(render_integration, {spec})"
+    found = measure(
+        """
+        import yaml
+        from voicetyped_operator.documents import (
+            InvalidDocumentError, compile_dialog, render_integration,
+        )
+
+        def _refused(check, spec):
+            try:
+                check("x", spec)
+            except InvalidDocumentError as exc:
+                return exc.message()  # the Ready condition's message
+            return "accepted"
+        """,
+        calls,
+    )
+    for label, footprint in found.items():
+        kind = label.split()[1]
+        assert footprint.outcome == repr(STALLED_WITH[kind]), label
+        assert footprint.seconds < SECONDS, (label, footprint)
+        assert footprint.grew_bytes < GROWTH_BYTES, (label, footprint)

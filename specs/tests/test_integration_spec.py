@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import cel
-import cel.stdlib
+import cel_expr_python.cel as cel
 import pytest
 from pydantic import BaseModel, ValidationError
 from voicetyped_specs.integration import (
@@ -136,10 +135,9 @@ def _cel_rules() -> list[str]:
 
 @pytest.mark.parametrize("auth", CASES)
 def test_the_crds_cel_rules_agree_with_the_model(auth: dict[str, Any]) -> None:
-    context = cel.Context()
-    cel.stdlib.add_stdlib_to_context(context)
-    context.add_variable("self", {"type": "none", **auth})
-    cel_ok = all(cel.evaluate(rule, context) for rule in _cel_rules())
+    env = cel.NewEnv(variables={"self": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)})
+    data = {"self": {"type": "none", **auth}}
+    cel_ok = all(env.compile(rule).eval(data=data).plain_value() is True for rule in _cel_rules())
     try:
         SecretAuth.model_validate(auth)
         model_ok = True

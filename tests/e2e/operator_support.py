@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from voicetyped_testkit.processes import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.kube import Kube, condition, wait_until
@@ -46,13 +46,6 @@ CHILD_KINDS = "deployments,services,configmaps,serviceaccounts,poddisruptionbudg
 
 
 wait_for = wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -162,7 +162,7 @@ def test_example_creates_every_child_and_becomes_ready(
     ], wide  # fmt: skip
     dialogs = kube.kubectl("get", "dialogs", "-n", namespace).stdout.splitlines()
     assert dialogs[0].split() == ["NAME", "READY", "STATES", "HASH", "AGE"], dialogs
-    assert dialogs[1].split()[:3] == ["order-status", "True", "10"], dialogs
+    assert dialogs[1].split()[:3] == ["order-status", "True", "11"], dialogs
     integrations = kube.kubectl("get", "integrations", "-n", namespace).stdout.splitlines()
     assert integrations[1].split()[:3] == ["shop", "True", "2"], integrations
     dialog = s.get(kube, s.DIALOG, "order-status", namespace)
@@ -252,6 +252,31 @@ def test_dialog_edits_reload_without_a_rollout_and_invalid_edits_keep_the_served
     fixed = s.wait_condition(kube, s.DIALOG, "order-status", namespace, "Ready")
     assert fixed["status"]["contentHash"] == new_hash
     assert s.condition(fixed, "Stalled")["status"] == "False"
+
+
+def test_a_call_hook_without_its_integration_is_reported_on_the_dialog(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    _apply_example(kube, namespace)
+    # order-status's lookup calls shop.get_order: resolved while the Integration exists.
+    waited = kube.kubectl(
+        "wait", "--for=condition=IntegrationsResolved", "dialog/order-status", "-n", namespace,
+        "--timeout=60s",
+    )  # fmt: skip
+    assert "condition met" in waited.stdout, waited.stdout
+    kube.kubectl("delete", "-n", namespace, "integration", "shop", "--wait=true")
+    dangling = s.wait_condition(
+        kube, s.DIALOG, "order-status", namespace, "IntegrationsResolved", "False",
+        reason="DanglingCallHook",
+    )  # fmt: skip
+    message = s.condition(dangling, "IntegrationsResolved")["message"]
+    assert "spec.states.lookup.on_enter[1].call_hook" in message and "shop" in message, message
+    # Still served: Integrations may come after the Dialogs that call them.
+    assert s.condition(dangling, "Ready")["status"] == "True"
+    warnings = [e for e in s.events(kube, namespace, "order-status") if e["type"] == "Warning"]
+    assert any(e["reason"] == "DanglingCallHook" for e in warnings), warnings
+    kube.apply(_example("integration"), namespace)
+    s.wait_condition(kube, s.DIALOG, "order-status", namespace, "IntegrationsResolved")
 
 
 def test_integration_edit_rolls_the_integration_gateway_only(

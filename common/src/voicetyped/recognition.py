@@ -26,6 +26,13 @@ from pydantic import (
 
 from voicetyped.v1 import speech_pb2
 
+YES_WORDS = frozenset({"yes", "yeah", "yep", "yup", "sure", "correct", "right", "ok", "okay"})
+"""English words that answer yes: a state whose transitions test for them expects yes or no
+(the runtime), a turn that starts with one is complete (the speech gateway's end of turn), and
+over a prompt that asked they are an answer rather than a backchannel (its barge-in filter)."""
+NO_WORDS = frozenset({"no", "nope", "nah"})
+"""English words that answer no (the same three uses)."""
+
 MAX_ITEM_CHARS = 80
 """One choice, phrase or hotword."""
 MAX_PROMPT_CHARS = 300
@@ -60,6 +67,41 @@ _EXPECT_TO_PROTO = {
 _EXPECT_FROM_PROTO = {v: k for k, v in _EXPECT_TO_PROTO.items()}
 
 
+class TurnEndMode(StrEnum):
+    DEFAULT = "default"
+    SEMANTIC = "semantic"
+    SILENCE = "silence"
+
+
+_MODE_TO_PROTO = {
+    TurnEndMode.DEFAULT: speech_pb2.Endpointing.MODE_UNSPECIFIED,
+    TurnEndMode.SEMANTIC: speech_pb2.Endpointing.MODE_SEMANTIC,
+    TurnEndMode.SILENCE: speech_pb2.Endpointing.MODE_SILENCE,
+}
+_MODE_FROM_PROTO = {v: k for k, v in _MODE_TO_PROTO.items()}
+MAX_TURN_END_MS = 30_000
+MIN_TURN_END_MS = 50
+
+
+class TurnEnd(BaseModel):
+    """When a pause ends the caller's turn (a dialog state's endpointing); 0 ms: the gateway's
+    default for that bound."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: TurnEndMode = TurnEndMode.DEFAULT
+    min_ms: int = Field(0, ge=0, le=MAX_TURN_END_MS)
+    max_ms: int = Field(0, ge=0, le=MAX_TURN_END_MS)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TurnEnd:
+        if 0 < self.min_ms < MIN_TURN_END_MS:
+            raise ValueError(f"min_ms must be 0 (default) or at least {MIN_TURN_END_MS}")
+        if self.min_ms and self.max_ms and self.max_ms < self.min_ms:
+            raise ValueError("max_ms must not be less than min_ms")
+        return self
+
+
 class InvalidContextError(ValueError):
     """A recognition context over a bound; the message names the field."""
 
@@ -77,6 +119,7 @@ class RecognitionContext(BaseModel):
     phrases: tuple[Item, ...] = Field((), max_length=MAX_PHRASES)
     hotwords: tuple[Item, ...] = Field((), max_length=MAX_HOTWORDS)
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS, pattern=_NO_CONTROL)
+    endpointing: TurnEnd = TurnEnd()
 
     @model_validator(mode="after")
     def _digit_bounds(self) -> RecognitionContext:
@@ -103,6 +146,7 @@ class RecognitionContext(BaseModel):
         phrases: list[str] | tuple[str, ...] = (),
         hotwords: list[str] | tuple[str, ...] = (),
         prompt: str = "",
+        endpointing: TurnEnd | None = None,
     ) -> RecognitionContext:
         """A context from what a dialog offers, clipped to the bounds instead of refused:
         whitespace and control characters collapsed, duplicates dropped (first kept), items
@@ -116,6 +160,7 @@ class RecognitionContext(BaseModel):
             phrases=_items(phrases, MAX_PHRASES),
             hotwords=_items(hotwords, MAX_HOTWORDS),
             prompt=_cut(clean(prompt), MAX_PROMPT_CHARS, keep="end"),
+            endpointing=endpointing or TurnEnd(),
         )
 
 
@@ -159,6 +204,11 @@ def context_to_proto(ctx: RecognitionContext) -> speech_pb2.RecognitionContext:
         phrases=list(ctx.phrases),
         hotwords=list(ctx.hotwords),
         prompt=ctx.prompt,
+        endpointing=speech_pb2.Endpointing(
+            mode=_MODE_TO_PROTO[ctx.endpointing.mode],
+            min_ms=ctx.endpointing.min_ms,
+            max_ms=ctx.endpointing.max_ms,
+        ),
     )
 
 
@@ -168,16 +218,29 @@ def context_from_proto(msg: speech_pb2.RecognitionContext) -> RecognitionContext
     expect = _EXPECT_FROM_PROTO.get(msg.expect)
     if expect is None:
         raise InvalidContextError(f"RecognitionContext.expect: unknown value {msg.expect}")
+    mode = _MODE_FROM_PROTO.get(msg.endpointing.mode)
+    if mode is None:
+        raise InvalidContextError(
+            f"RecognitionContext.endpointing.mode: unknown value {msg.endpointing.mode}"
+        )
     try:
-        return RecognitionContext(
-            state=msg.state,
-            expect=expect,
-            min_digits=msg.min_digits,
-            max_digits=msg.max_digits,
-            choices=tuple(msg.choices),
-            phrases=tuple(msg.phrases),
-            hotwords=tuple(msg.hotwords),
-            prompt=msg.prompt,
+        return RecognitionContext.model_validate(
+            {
+                "state": msg.state,
+                "expect": expect,
+                "min_digits": msg.min_digits,
+                "max_digits": msg.max_digits,
+                "choices": tuple(msg.choices),
+                "phrases": tuple(msg.phrases),
+                "hotwords": tuple(msg.hotwords),
+                "prompt": msg.prompt,
+                # a dict, so its errors carry the field path (endpointing.min_ms)
+                "endpointing": {
+                    "mode": mode,
+                    "min_ms": msg.endpointing.min_ms,
+                    "max_ms": msg.endpointing.max_ms,
+                },
+            }
         )
     except ValidationError as exc:
         err = exc.errors()[0]

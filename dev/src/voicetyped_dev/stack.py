@@ -30,7 +30,22 @@ from voicetyped.service.config import CONFIG_SUFFIXES
 from voicetyped_testkit.processes import free_port, free_sip_port
 
 EXAMPLE_BACKEND_ADDRESS = "127.0.0.1:8090"
+
+
+def examples_dir() -> Path:
+    """The checkout's ``examples/``: ``./examples`` when run from the checkout, else the one
+    beside this (editable) install, so ``voicetyped up`` and ``call`` work from a directory of
+    the user's own."""
+    here = Path("examples")
+    if here.is_dir():
+        return here
+    checkout = Path(__file__).resolve().parents[3] / "examples"
+    return checkout if checkout.is_dir() else here
+
+
 SERVICES = ("integration", "runtime", "speech", "media")
+BACKEND_OFFSET = 8
+"""With a base port: the example backend's port is base + 8 (after the services' eight)."""
 
 
 @dataclass
@@ -47,7 +62,11 @@ class StackConfig:
     dialog: str = ""
     """The dialog for incoming calls (empty: the runtime's default, when just one is loaded)."""
     fixed_ports: bool = True
-    """The services' default ports (8081-8084, 50061-50064); False: free ones (tests)."""
+    """The services' default ports (8081-8084, 50061-50064) or those from ``base_port``;
+    False: free ones (tests)."""
+    base_port: int | None = None
+    """With ``fixed_ports``: HTTP on base..base+3 (media, speech, runtime, integration), gRPC
+    on base+4..base+7, the example backend on base+8 (another stack beside the default one)."""
     prepare_models: bool = True
     """Run ``voicetyped models prepare`` (a no-op once done) before any service starts: the
     speech gateway refuses to start without its prepared model."""
@@ -98,6 +117,15 @@ class Ports:
     grpc: int
 
 
+def fixed_ports(base: int | None = None) -> dict[str, Ports]:
+    """Each service's HTTP and gRPC port: the defaults (8081-8084, 50061-50064), or HTTP on
+    ``base``..base+3 and gRPC on base+4..base+7 (see :attr:`StackConfig.base_port`)."""
+    names = ("media", "speech", "runtime", "integration")
+    if base is None:
+        return {name: Ports(8081 + i, 50061 + i) for i, name in enumerate(names)}
+    return {name: Ports(base + i, base + len(names) + i) for i, name in enumerate(names)}
+
+
 @dataclass
 class Service:
     name: str
@@ -133,18 +161,14 @@ class Stack:
         self.integrations_dir = c.run_dir / "integrations"
         self.trace_dir = c.run_dir / "traces"
         self.log_dir = c.run_dir / "logs"
-        defaults = {
-            "media": Ports(8081, 50061),
-            "speech": Ports(8082, 50062),
-            "runtime": Ports(8083, 50063),
-            "integration": Ports(8084, 50064),
-        }
         self.ports = {
             name: (p if c.fixed_ports else Ports(free_port(), free_port()))
-            for name, p in defaults.items()
+            for name, p in fixed_ports(c.base_port).items()
         }
         self.sip_port = c.sip_port if c.fixed_ports else free_sip_port()
         self.backend_port = c.backend_port if c.fixed_ports else free_port()
+        if c.fixed_ports and c.base_port is not None:
+            self.backend_port = c.base_port + BACKEND_OFFSET
 
     # -- configuration -----------------------------------------------------------------------
 

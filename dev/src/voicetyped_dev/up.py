@@ -2,10 +2,16 @@
 
     voicetyped up                          # examples/: order-status dialogs, shop backend
     voicetyped up -d my-dialog.yaml -i my-integration.yaml --no-backend --sip-port 5070
+    voicetyped up -d dialogs/ --dialog-name refill --base-port 9100 --sip-port 5070 --run-dir run2
 
 Dialogs and integrations are the YAML you would ``kubectl apply`` (plain documents or
 ``voicetyped.io`` Dialog/Integration resources). Call it with ``voicetyped call`` or any SIP
-phone at ``sip:bot@127.0.0.1:<sip port>``.
+phone at ``sip:bot@127.0.0.1:<sip port>``: ``voicetyped call`` finds the stack it dials (its
+traces, runtime and backend) by that port, or with ``--run-dir``.
+
+Before anything starts, the dialogs and integrations are validated, every ``call_hook`` must
+name a loaded Integration and operation, and ``--dialog-name`` a loaded dialog (with more
+than one dialog loaded it is required); otherwise ``up`` names the problems and exits 2.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +29,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from voicetyped_dev.stack import Stack, StackConfig, StackError
+from voicetyped_dev import preflight, running
+from voicetyped_dev.stack import BACKEND_OFFSET, Stack, StackConfig, StackError, examples_dir
 
 app = typer.Typer(help="Run the four services locally (Ctrl-C stops them).", add_completion=False)
 out = Console()
@@ -38,8 +46,6 @@ COLOURS = {
 
 def cache_dir() -> Path:
     """``$VOICETYPED_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/voicetyped`` (the Makefile's)."""
-    import os
-
     explicit = os.environ.get("VOICETYPED_CACHE")
     if explicit:
         return Path(explicit).expanduser()
@@ -82,12 +88,32 @@ def up(
         typer.Option("--integration", "-i", help="Integration YAML file or directory."),
     ] = None,
     backend: Annotated[
-        bool, typer.Option(help="Run the example backend (examples/backend) on :8090.")
+        bool,
+        typer.Option(
+            help="Run the example backend (examples/backend) on :8090 (base port + "
+            f"{BACKEND_OFFSET} with --base-port)."
+        ),
     ] = True,
     sip_port: Annotated[int, typer.Option(help="SIP port (UDP and TCP).")] = 5060,
+    base_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            max=65535 - BACKEND_OFFSET,
+            help="Ports from here instead of the defaults (HTTP 8081-8084, gRPC 50061-50064, "
+            "backend 8090): HTTP on BASE..BASE+3 (media, speech, runtime, integration), gRPC "
+            f"on BASE+4..BASE+7, the example backend on BASE+{BACKEND_OFFSET}. For a second "
+            "stack beside the first (give it its own --sip-port and --run-dir too).",
+        ),
+    ] = None,
     dialog_name: Annotated[
-        str, typer.Option("--dialog-name", help="Dialog for incoming calls (by name).")
-    ] = "order-status",
+        str | None,
+        typer.Option(
+            "--dialog-name",
+            help="Dialog for incoming calls (by name). Default: order-status with the "
+            "examples; with --dialog, the only dialog loaded (required when there are more).",
+        ),
+    ] = None,
     store: Annotated[
         str, typer.Option(help="Session store URL (default: SQLite in the run directory).")
     ] = "",
@@ -96,7 +122,7 @@ def up(
 ) -> None:
     """Start media, speech, runtime and integration (and the example backend), stream their
     logs, stop them all on Ctrl-C."""
-    examples = Path("examples")
+    examples = examples_dir()
     config = StackConfig(
         run_dir=run_dir or default_run_dir(),
         dialogs=dialogs or [examples / "dialogs"],
@@ -104,14 +130,24 @@ def up(
         backend_script=examples / "backend" / "example_backend.py" if backend else None,
         backend_key_file=examples / "backend" / "demo-api-key" if backend else None,
         sip_port=sip_port,
+        base_port=base_port,
         store_url=store,
-        dialog=dialog_name if not dialogs else "",
+        dialog=dialog_name if dialog_name is not None else ("" if dialogs else "order-status"),
         prepare_models=prepare,
+        # Files an Integration names (its API key) are relative to where the services run:
+        # the checkout for the example ones (./examples/backend/demo-api-key), else here.
+        cwd=Path.cwd() if integrations else examples.parent.resolve(),
     )
     for path in [*config.dialogs, *config.integrations]:
         if not path.exists():
             out.print(f"[red]✗[/red] {escape(str(path))} does not exist")
             raise typer.Exit(2)
+    problems = preflight.check(config.dialogs, config.integrations, config.dialog)
+    if problems:
+        out.print(f"[red]✗[/red] not starting: {len(problems)} problem(s)")
+        for problem in problems:
+            out.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     raise typer.Exit(asyncio.run(_run(config)))
 
 
@@ -128,15 +164,28 @@ async def _run(config: StackConfig) -> int:
         out.print(f"[red]✗[/red] {escape(str(exc))}")
         await stack.stop()
         return 1
+    record = running.RunningStack(
+        pid=os.getpid(),
+        sip_port=stack.sip_port,
+        run_dir=stack.run_dir.resolve(),
+        runtime_admin=f"http://127.0.0.1:{stack.ports['runtime'].http}",
+        backend=f"http://127.0.0.1:{stack.backend_port}" if stack.backend else "",
+        backend_key=config.backend_key_file.resolve() if config.backend_key_file else None,
+    )
+    running.register(record, cache_dir())
+    call = "voicetyped call" + (f" --target {record.target}" if stack.sip_port != 5060 else "")
     out.print(
         f"[green]✓[/green] voicetyped is up ({(datetime.now() - started).total_seconds():.1f} s): "
-        f"call [bold]sip:bot@127.0.0.1:{stack.sip_port}[/bold] (e.g. `voicetyped call`); "
-        f"logs and traces in {escape(str(stack.run_dir))}; Ctrl-C stops."
+        f"call [bold]{record.target}[/bold] (e.g. `{call}`); runtime admin "
+        f"{record.runtime_admin}; logs and traces in {escape(str(stack.run_dir))}; Ctrl-C stops."
     )
     watch = asyncio.ensure_future(_watch(stack))
-    await asyncio.wait(
-        {asyncio.ensure_future(stop.wait()), watch}, return_when=asyncio.FIRST_COMPLETED
-    )
+    try:
+        await asyncio.wait(
+            {asyncio.ensure_future(stop.wait()), watch}, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        running.unregister(record, cache_dir())
     watch.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch

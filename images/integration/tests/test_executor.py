@@ -265,3 +265,36 @@ async def test_logs_redact_configured_fields_and_auth(
     assert "test-api-key-0123456789" not in out
     action = next(json.loads(line) for line in out.splitlines() if '"event": "action"' in line)
     assert action["payload"] == {"email": "[REDACTED]", "card": "[REDACTED]", "sku": "x"}
+
+
+async def test_optional_extract_fields_take_their_default(backend: Backend, build: Build) -> None:
+    # A legitimate answer without the field ({"status": "rejected"}) is a result, not an error.
+    backend.orders["48299"] = {"id": "48299", "status": "rejected"}
+    operations = spec(backend.base_url).model_dump(by_alias=True)["operations"]
+    operations["get_order"]["extract"]["ready"] = "ready"
+    operations["get_order"]["extractDefaults"] = {"ready": False, "eta": None}
+    ex = build(spec(backend.base_url, operations=operations))
+    rejected, _ = await run(ex, order("48299"))
+    assert rejected.ok, rejected.message
+    assert rejected.response == {"status": "rejected", "eta": None, "ready": False}
+    backend.orders["48299"]["ready"] = True  # present: its value, not the default
+    backend.orders["48299"]["delivery"] = {"eta_days": None}  # a present null is a value
+    assert (await run(ex, order("48299")))[0].response == {
+        "status": "rejected", "eta": None, "ready": True,
+    }  # fmt: skip
+    shipped, _ = await run(ex, order("48213"))
+    assert shipped.response == {"status": "shipped", "eta": 2, "ready": False}
+    # A field without a default stays required.
+    del backend.orders["48299"]["status"]
+    missing, _ = await run(ex, order("48299"))
+    assert missing.error == "invalid_response"
+    assert "response has no 'status' (nothing at 'status')" in missing.message
+
+
+def test_extract_defaults_must_name_extracted_fields() -> None:
+    with pytest.raises(ValueError, match=r"extractDefaults names 'redy', not extracted"):
+        spec(
+            "http://backend",
+            operations={"get": {"path": "/x", "extract": {"ready": "ready"},
+                                "extractDefaults": {"redy": False}}},
+        )  # fmt: skip

@@ -331,6 +331,33 @@ async def test_transfer_refers_the_caller_and_leaves(start_gateway: Any) -> None
     assert 'voicetyped_media_transfers_total{outcome="ok"} 1.0' in gw.metrics()
 
 
+@pytest.mark.parametrize(("status", "phrase"), [(486, "Busy Here"), (501, "Not Implemented")])
+async def test_a_refused_transfer_is_reported_and_the_call_stays(
+    start_gateway: Any, status: int, phrase: str
+) -> None:
+    """pjsua refuses the REFER: the runtime gets the status to decide on, the gateway logs it,
+    and the caller is still connected (the dialog decides what happens next)."""
+    gw = await start_gateway()
+    peer = asyncio.ensure_future(pjsua(gw, seconds=12, transfer_status=status))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    uri = "sip:pharmacist@127.0.0.1:5999"
+    command = gw.runtime.transfer(call.session_id, uri)
+    (result,) = await call.wait_for("command_result", timeout_s=20)
+    r = result.command_result
+    assert (r.command_id, r.success, r.sip_status) == (command, False, status), r
+    assert r.detail == f"REFER answered {status} {phrase}"
+    (failed,) = gw.logged("transfer failed")
+    assert (failed["sip_status"], failed["target"]) == (status, uri)
+    assert failed["reason"] == r.detail and failed["session_id"] == call.session_id
+    assert 'voicetyped_media_transfers_total{outcome="failed"} 1.0' in gw.metrics()
+    assert "ended" not in call.kinds(), "the call must stay up after a refused transfer"
+    gw.runtime.hangup(call.session_id)
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_BOT_HANGUP
+    out = await peer
+    assert [e["target"].strip("<>") for e in out.events() if e["event"] == "transfer"] == [uri]
+
+
 async def test_inband_dtmf_is_detected(start_gateway: Any, tmp_path: Path) -> None:
     gw = await start_gateway(VOICETYPED_INBAND_DTMF="on")
     gap = np.zeros(4000, dtype=np.int16)

@@ -279,15 +279,21 @@ class Replica:
 
 
 def runtime_replica(
-    name: str, store_url: str, dialog: str, integration: IntegrationPeer, tmp_path: Path
+    name: str,
+    store_url: str,
+    dialog: str,
+    integration: IntegrationPeer,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
 ) -> Replica:
-    """``python -m voicetyped_runtime`` serving ``dialog`` (YAML), its store at ``store_url``,
-    on free loopback ports, a 3 s shutdown grace; logs to ``tmp_path/<name>.log``."""
+    """``python -m voicetyped_runtime`` serving ``dialog`` (YAML) from ``tmp_path/<name>-dialogs``,
+    its store at ``store_url``, on free loopback ports, a 3 s shutdown grace, ``env`` added;
+    logs to ``tmp_path/<name>.log``."""
     dialogs = tmp_path / f"{name}-dialogs"
     dialogs.mkdir()
     (dialogs / "dialog.yaml").write_text(dialog)
     grpc_port, http_port = free_port(), free_port()
-    env = {
+    environment = {
         **os.environ,
         "VOICETYPED_STORE_URL": store_url,
         "VOICETYPED_DIALOGS_DIR": str(dialogs),
@@ -298,6 +304,7 @@ def runtime_replica(
         "VOICETYPED_HTTP_HOST": "127.0.0.1",
         "VOICETYPED_HTTP_PORT": str(http_port),
         "VOICETYPED_SHUTDOWN_GRACE_S": "3",
+        **(env or {}),
     }
-    process = ServiceProcess("voicetyped_runtime", env, tmp_path / f"{name}.log")
+    process = ServiceProcess("voicetyped_runtime", environment, tmp_path / f"{name}.log")
     return Replica(process, grpc_port, http_port)

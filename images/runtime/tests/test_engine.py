@@ -232,7 +232,8 @@ def test_play_tts_render_error_is_an_error_event() -> None:
     assert kinds(call.first) == ["Warn", "Speak"]
     assert call.at == "sorry"
     assert isinstance(call.state.vars["why"], str)
-    assert call.state.vars["why"].startswith("'result.eta': TypeError")
+    # result is null before any backend answer
+    assert call.state.vars["why"] == "'result.eta': Applying SELECT to non-message type"
 
 
 # ---- transfer -------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_play_tts_render_error_is_an_error_event() -> None:
 TRANSFER = """
 name: t
 initial: ask
-vars: {queue: sales}
+vars: {queue: sales, why: ""}
 global_transitions:
   - event: error
     actions:
@@ -336,8 +337,11 @@ def test_named_timers_do_not_fire_while_leaving() -> None:
 def test_failed_transfer_is_an_error_event() -> None:
     call = Call.start(TRANSFER)
     call.press("2")
-    effects = call.send(e.CommandFailed("call-1:c1", "486 Busy Here"), after_ms=300)
-    assert effects == [e.Speak("call-1:p2", "Sorry, transfer/failed: 486 Busy Here", "", ALLOW)]
+    effects = call.send(e.CommandFailed("call-1:c1", "486 Busy Here", 486), after_ms=300)
+    assert effects == [
+        e.Warn("transfer failed", {"sip_status": 486, "reason": "486 Busy Here"}),
+        e.Speak("call-1:p2", "Sorry, transfer/failed: 486 Busy Here", "", ALLOW),
+    ]
     assert call.at == "sorry"
     assert call.state.transferring == ""
     assert call.state.history[-1].event == "error"
@@ -357,9 +361,72 @@ def test_failed_transfer_without_error_handler_hangs_up_with_cause_41() -> None:
     )
     assert call.first == [e.TransferCall("call-1:c1", "sip:agents@pbx.example.com")]
     effects = call.send(e.CommandFailed("call-1:c1", "503"))
-    assert effects == [e.HangupCall("call-1:c2", 41), e.SessionEnded("unhandled error")]
+    assert effects == [
+        e.Warn("transfer failed", {"sip_status": 0, "reason": "503"}),
+        e.HangupCall("call-1:c2", 41),
+        e.SessionEnded("unhandled error"),
+    ]
     assert call.state.ended
     assert call.state.session.actions[-1] == Hangup(reason_code=41)
+
+
+TRANSFER_FAILED = """
+name: t
+initial: agent
+vars: {tries: 0, why: ""}
+global_transitions:
+  - {event: error, target: sorry}
+states:
+  agent:
+    on_enter:
+      - set: {tries: 'vars.tries + 1'}
+      - transfer: {target: "sip:pharmacist@pbx.example.com"}
+    transitions:
+      - event: transfer_failed
+        condition: 'sip_status == 486 && vars.tries < 2'
+        actions:
+          - play_tts: {text: "The pharmacist is busy, trying again."}
+        target: agent
+      - event: transfer_failed
+        condition: 'sip_status >= 500'
+        actions:
+          - set: {why: 'error.message'}
+        target: voicemail
+  voicemail:
+    on_enter:
+      - play_tts: {text: "Please leave a message ({{ vars.why }})."}
+    terminal: true
+  sorry:
+    on_enter:
+      - play_tts: {text: "Sorry."}
+    terminal: true
+"""
+
+
+def test_a_refused_transfer_is_a_transfer_failed_event_with_its_sip_status() -> None:
+    call = Call.start(TRANSFER_FAILED)
+    assert call.first == [e.TransferCall("call-1:c1", "sip:pharmacist@pbx.example.com")]
+    call.send(e.CommandFailed("call-1:c1", "REFER answered 486 Busy Here", 486))
+    assert call.at == "agent" and call.state.vars["tries"] == 2  # re-entered: tried again
+    assert call.state.history[-1].event == "transfer_failed"
+    assert call.spoken() == ["The pharmacist is busy, trying again."]
+    assert call.finish_prompts() == [e.TransferCall("call-1:c3", "sip:pharmacist@pbx.example.com")]
+    call.send(e.CommandFailed("call-1:c3", "REFER answered 501 Not Implemented", 501))
+    assert call.at == "voicemail"
+    assert call.state.vars["why"] == "REFER answered 501 Not Implemented"
+
+
+def test_a_transfer_failure_no_transition_takes_is_an_error_event() -> None:
+    call = Call.start(TRANSFER_FAILED)
+    call.send(e.CommandFailed("call-1:c1", "REFER answered 486 Busy Here", 486))
+    call.finish_prompts()
+    # The second refusal with 486: the retry's condition no longer holds, nor the 5xx one.
+    effects = call.send(e.CommandFailed("call-1:c3", "REFER answered 486 Busy Here", 486))
+    assert effects[0] == e.Warn(
+        "transfer failed", {"sip_status": 486, "reason": "REFER answered 486 Busy Here"}
+    )
+    assert call.at == "sorry" and call.state.history[-1].event == "error"
+    assert call.state.transferring == ""
 
 
 def test_transfer_to_a_rendered_non_uri_fails_the_action() -> None:
@@ -367,7 +434,7 @@ def test_transfer_to_a_rendered_non_uri_fails_the_action() -> None:
         """
         name: t
         initial: ask
-        vars: {target: "agents"}
+        vars: {target: "agents", why: ""}
         global_transitions:
           - {event: error, actions: [{set: {why: 'error.message'}}], target: sorry}
         states:
@@ -720,7 +787,7 @@ def test_set_later_assignments_see_earlier_ones() -> None:
         """
         name: t
         initial: ask
-        vars: {n: 1, history: []}
+        vars: {n: 1, double: 0, history: []}
         states:
           ask:
             transitions:
@@ -746,7 +813,7 @@ def test_set_evaluation_error_is_an_error_event() -> None:
         """
         name: t
         initial: ask
-        vars: {n: 0}
+        vars: {n: 0, why: ""}
         global_transitions:
           - {event: error, actions: [{set: {why: 'error.message'}}], target: sorry}
         states:
@@ -754,7 +821,7 @@ def test_set_evaluation_error_is_an_error_event() -> None:
             transitions:
               - event: dtmf
                 actions:
-                  - set: {n: 'vars.n + transcript'}
+                  - set: {n: 'vars.n + int(transcript)'}
                   - play_tts: {text: "not reached"}
           sorry:
             on_enter:
@@ -765,7 +832,8 @@ def test_set_evaluation_error_is_an_error_event() -> None:
     assert kinds(effects) == ["Warn", "HangupCall", "SessionEnded"]
     why = call.state.vars["why"]
     assert isinstance(why, str)
-    assert why.startswith("set n: 'vars.n + transcript': TypeError")
+    # type-correct (validation would refuse 'vars.n + transcript'), but "" is not a number
+    assert why == "set n: 'vars.n + int(transcript)': cannot convert string to int"
     assert call.state.vars["n"] == 0
 
 
@@ -1666,6 +1734,7 @@ def test_on_enter_failure_in_an_error_handler_hangs_up() -> None:
         """
         name: t
         initial: ask
+        vars: {x: null}
         global_transitions:
           - {event: error, target: sorry}
         states:
@@ -1713,7 +1782,7 @@ def test_failing_condition_is_skipped_with_a_warning() -> None:
           ask:
             transitions:
               - {event: dtmf, condition: 'result.missing == 1', target: a}
-              - {event: dtmf, condition: 'digit', target: a}
+              - {event: dtmf, condition: 'result', target: a}
               - {event: dtmf, target: b}
           a: {terminal: true}
           b: {terminal: true}
@@ -1725,7 +1794,8 @@ def test_failing_condition_is_skipped_with_a_warning() -> None:
         ("condition failed; transition skipped", "states.ask.transitions[0]"),
         ("condition failed; transition skipped", "states.ask.transitions[1]"),
     ]
-    assert warnings[1].detail["error"] == "condition produced str '1', not a bool"
+    # result is dyn, so validation lets it be a condition; null is not a bool
+    assert warnings[1].detail["error"] == "condition produced NoneType None, not a bool"
     assert call.at == "b"
 
 
@@ -1743,6 +1813,7 @@ def test_error_while_handling_an_error_hangs_up() -> None:
         """
         name: t
         initial: ask
+        vars: {x: null}
         global_transitions:
           - event: error
             actions: [{set: {x: 'result.nope'}}]

@@ -245,3 +245,25 @@ async def test_the_actor_sends_a_context_on_each_state_entry_and_after_a_resume(
         with pytest.raises(asyncio.CancelledError):
             await task
         await store.close()
+
+
+def test_the_context_carries_the_states_endpointing() -> None:
+    dialog = load_dialog(
+        {
+            "name": "ep",
+            "settings": {"endpointing": {"mode": "silence", "min_ms": 400}},
+            "initial": "a",
+            "states": {
+                "a": {"transitions": [{"event": "speech", "target": "b"}]},
+                "b": {
+                    "endpointing": {"mode": "semantic", "min_ms": 250, "max_ms": 1500},
+                    "transitions": [{"event": "speech", "target": "a"}],
+                },
+            },
+        }
+    )
+    a, b = (recognition_context(dialog, s, {}).endpointing for s in ("a", "b"))
+    assert (a.mode.value, a.min_ms, a.max_ms) == ("silence", 400, 2000)
+    assert (b.mode.value, b.min_ms, b.max_ms) == ("semantic", 250, 1500)
+    back = context_from_proto(context_to_proto(recognition_context(dialog, "b", {})))
+    assert back.endpointing == b

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from voicetyped_runtime.store.base import SessionStore, StoreError
 from voicetyped_runtime.store.factory import open_store, store_from_url
 from voicetyped_runtime.store.redis import RedisStore
 from voicetyped_runtime.store.sqlite import SqliteStore
+from voicetyped_testkit.processes import free_port
 from voicetyped_testkit.redis_server import RedisServer, RedisServerError
 
 SHORT_S = 0.5  # a TTL that must still be valid right after it is set ...
@@ -46,13 +46,6 @@ async def store(new_store: NewStore) -> AsyncIterator[SessionStore]:
     await opened.open()
     yield opened
     await opened.close()
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_save_load_round_trip_and_overwrite(store: SessionStore) -> None:
@@ -237,7 +230,7 @@ async def test_redis_check_reports_an_outage_and_recovers() -> None:
 
 
 async def test_unreachable_redis_is_a_store_error_without_the_password() -> None:
-    url = f"redis://:hunter2@127.0.0.1:{unused_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     store = RedisStore(url)
     with pytest.raises(StoreError) as caught:
         await store.open()

@@ -22,7 +22,13 @@ import httpx
 import numpy as np
 import pytest
 from piper import SynthesisConfig
-from voicetyped.recognition import Expect, RecognitionContext, context_to_proto
+from voicetyped.recognition import (
+    Expect,
+    RecognitionContext,
+    TurnEnd,
+    TurnEndMode,
+    context_to_proto,
+)
 from voicetyped.v1 import common_pb2, speech_pb2, speech_pb2_grpc
 from voicetyped_speech.asr.factory import recognizer_factory
 from voicetyped_speech.asr.fasterwhisper import FasterWhisperRecognizer
@@ -667,3 +673,37 @@ async def test_recognition_context_reaches_the_call_and_a_hostile_one_is_refused
     assert error.message.error.message.startswith("RecognitionContext.phrases[0]:")
     assert await final_text()  # still recognised, unbiased
     await media.close()
+
+
+async def test_the_states_endpointing_decides_where_a_turn_ends(
+    channel: grpc.aio.Channel, voice: PiperVoice
+) -> None:
+    """A mid-phrase pause of 900 ms: the state's silence mode (300 ms) ends the turn in it,
+    semantic mode keeps one utterance across it (the words end on "is")."""
+    caller = np.concatenate(
+        [
+            silence(400),
+            phone_speech(voice, "My order number is", QUIET),
+            silence(900),
+            phone_speech(voice, "four eight two one three.", QUIET),
+            silence(2500),
+        ]
+    ).tobytes()
+
+    def endpointing(mode: str) -> speech_pb2.RecognitionContext:
+        ctx = RecognitionContext.fitted(
+            state=mode, endpointing=TurnEnd(mode=TurnEndMode(mode), min_ms=300, max_ms=2000)
+        )
+        return context_to_proto(ctx)
+
+    for mode, utterances in (("silence", 2), ("semantic", 1)):
+        media, runtime = await open_call(channel)
+        runtime.expect(endpointing(mode))
+        await media.stream(caller)
+        await runtime.updates.wait_for(partial(_has_finals, runtime, utterances), 30)
+        await media.close()
+        assert len(runtime.finals()) == utterances, (mode, runtime.finals())
+
+
+def _has_finals(runtime: RuntimeSide, n: int, _update: object) -> bool:
+    return len(runtime.finals()) >= n

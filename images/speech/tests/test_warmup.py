@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voicetyped_speech.warmup import dialog_prompts, read_prompts
+from voicetyped_testkit.footprint import measure
+from voicetyped_testkit.hostile import GROWTH_BYTES, HOSTILE, SECONDS
 
 if TYPE_CHECKING:
     from voicetyped_speech.models.prepare import PrepareResult
@@ -99,3 +101,27 @@ async def test_the_service_is_ready_once_models_and_prompts_are_warm(
         assert warm.synthesized == 0, "both prompts were in the cache when ready"
     finally:
         await service.stop()
+
+
+def test_hostile_dialog_files_are_skipped_quickly(tmp_path: Path) -> None:
+    # The gateway reads the dialogs directory for warm-up and languages: a billion-laughs
+    # file would otherwise be walked in full (10**9 strings).
+    for kind, data in HOSTILE.items():
+        (tmp_path / f"{kind}.yaml").write_bytes(data)
+    (tmp_path / "good.yaml").write_text(
+        "name: good\ninitial: a\nsettings: {language: de}\n"
+        "states: {a: {on_enter: [{play_tts: {text: Hallo}}], terminal: true}}\n"
+    )
+    found = measure(
+        "from pathlib import Path\n"
+        "from voicetyped_speech.warmup import dialog_languages, read_prompts",
+        {
+            "prompts": f"read_prompts(Path({str(tmp_path)!r}))",
+            "languages": f"dialog_languages(Path({str(tmp_path)!r}))",
+        },
+    )
+    assert found["prompts"].outcome == repr([("Hallo", "")])
+    assert found["languages"].outcome == repr([("good", "de")])
+    for footprint in found.values():
+        assert footprint.seconds < SECONDS, footprint
+        assert footprint.grew_bytes < GROWTH_BYTES, footprint

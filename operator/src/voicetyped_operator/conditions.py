@@ -55,22 +55,23 @@ def merge(
     wanted: tuple[State, State, State],
 ) -> list[Condition]:
     """The three conditions, keeping transition times of those whose status did not change."""
-    before = {c.type: c for c in previous}
-    out: list[Condition] = []
-    for kind, state in zip(("Ready", "Reconciling", "Stalled"), wanted, strict=True):
-        old = before.get(kind)
-        moved = old is None or old.status != state.status or not old.last_transition_time
-        out.append(
-            Condition(
-                type=kind,
-                status=state.status,
-                reason=state.reason,
-                message=cut(state.message),
-                observed_generation=generation,
-                last_transition_time=now() if moved or old is None else old.last_transition_time,
-            )
-        )
-    return out
+    kinds = ("Ready", "Reconciling", "Stalled")
+    return [condition(previous, generation, k, s) for k, s in zip(kinds, wanted, strict=True)]
+
+
+def condition(previous: Sequence[Condition], generation: int, kind: str, state: State) -> Condition:
+    """One condition of type ``kind``, keeping its transition time unless its status flips
+    (also for conditions beside the three, e.g. a Dialog's ``IntegrationsResolved``)."""
+    old = find(previous, kind)
+    moved = old is None or old.status != state.status or not old.last_transition_time
+    return Condition(
+        type=kind,
+        status=state.status,
+        reason=state.reason,
+        message=cut(state.message),
+        observed_generation=generation,
+        last_transition_time=now() if moved or old is None else old.last_transition_time,
+    )
 
 
 def cut(message: str, limit: int = MAX_MESSAGE) -> str:

@@ -17,6 +17,7 @@ import yaml
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 from pydantic import ValidationError
+from voicetyped.documents import DocumentError, check_parsed
 from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog
 from voicetyped_specs.integration import IntegrationSpec
 from voicetyped_specs.resources.base import SecretKeyRef
@@ -43,6 +44,14 @@ class InvalidDocumentError(ValueError):
         return text
 
 
+def check_spec(kind: str, name: str, spec: Mapping[str, Any]) -> None:
+    """The services' document limits (size, UTF-8) on a resource's spec, before validation."""
+    try:
+        check_parsed(dict(spec), "spec")
+    except DocumentError as exc:
+        raise InvalidDocumentError(kind, name, [str(exc)]) from None
+
+
 # ---- Dialog -------------------------------------------------------------------------------
 
 
@@ -55,6 +64,7 @@ def dialog_document(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def compile_dialog(name: str, spec: Mapping[str, Any]) -> CompiledDialog:
     """Validate with the runtime's validator; raises :class:`InvalidDocumentError`."""
+    check_spec("Dialog", name, spec)
     if spec.get("name") not in (None, name):
         raise InvalidDocumentError(
             "Dialog", name, [f"spec.name: must equal metadata.name {name!r}"]
@@ -119,6 +129,7 @@ class RenderedIntegration:
 
 
 def parse_integration(name: str, spec: Mapping[str, Any]) -> IntegrationSpec:
+    check_spec("Integration", name, spec)
     try:
         return IntegrationSpec.model_validate(dict(spec))
     except ValidationError as exc:

@@ -8,7 +8,9 @@
   server): Deployment status -> the owner's readiness; a child changed or deleted by
   someone else -> the owner is nudged and re-applies it.
 
-Indexes map Dialog/Integration names to the VoiceDeployments that use them.
+Indexes map Dialog/Integration names to the VoiceDeployments that use them, a namespace to its
+Integrations' operations and an Integration to the Dialogs that call it (a Dialog's
+``IntegrationsResolved`` condition, see :mod:`.call_hooks`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 import kopf
 from lightkube import AsyncClient, KubeConfig
 
-from voicetyped_operator import naming
+from voicetyped_operator import call_hooks, naming
 from voicetyped_operator.kube import Kube
 from voicetyped_operator.reconcile import documents as docs
 from voicetyped_operator.reconcile import voicedeployment as vds
@@ -141,6 +143,46 @@ def vd_by_integration(
     return {(namespace or "", str(i)): name for i in spec.get("integrations") or []}
 
 
+@kopf.index(*INTEGRATION)
+def integrations_by_namespace(
+    namespace: str | None, name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Namespace -> (name, operations) of each Integration: what call_hooks resolve against.
+    One being deleted (held by our finalizer while its deletion handler runs) is gone already:
+    the Dialogs that handler nudges must not find it here."""
+    if meta.get("deletionTimestamp"):
+        return {}
+    return {namespace or "": call_hooks.integration_entry(name, spec)}
+
+
+@kopf.index(*DIALOG)
+def dialogs_by_service(
+    namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+) -> dict[tuple[str, str], str]:
+    """(namespace, Integration) -> the Dialogs whose call_hooks name it."""
+    return {(namespace or "", s): name for s in call_hooks.dialog_services(name, spec)}
+
+
+def _integrations(kwargs: Mapping[str, Any], namespace: str) -> dict[str, frozenset[str]]:
+    found: kopf.Index[str, tuple[str, tuple[str, ...]]] = kwargs["integrations_by_namespace"]
+    return call_hooks.catalog(found.get(namespace, []))
+
+
+async def _integration_changed(
+    state: OperatorState,
+    kwargs: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any] | None,
+) -> None:
+    """Re-evaluate the Dialogs that call this Integration (``spec`` None: it was deleted)."""
+    service, operations = call_hooks.integration_entry(name, spec or {})
+    found: kopf.Index[tuple[str, str], str] = kwargs["dialogs_by_service"]
+    dialogs = list(found.get((namespace, service), []))
+    value = call_hooks.nudge_value(service, operations if spec is not None else None)
+    await docs.nudge_dialogs(state, namespace, dialogs, value)
+
+
 def _users(kwargs: Mapping[str, Any], index: str, namespace: str, name: str) -> list[str]:
     """The VoiceDeployments an index lists for a Dialog/Integration (kopf passes indexes as
     keyword arguments named like the index function)."""
@@ -238,7 +280,9 @@ def _serve_document(
     reconcile: Callable[..., Awaitable[None]],
 ) -> None:
     """Register the handlers of one document kind: create/update/resume -> validate and
-    render (``reconcile``); delete -> nudge the VoiceDeployments found in ``index``."""
+    render (``reconcile``); delete -> nudge the VoiceDeployments found in ``index``. A Dialog
+    is checked against its namespace's Integrations; an Integration created, changed or
+    deleted re-evaluates the Dialogs that call it."""
     handler_id = kind.lower()
 
     async def changed(
@@ -253,8 +297,14 @@ def _serve_document(
         **kwargs: Any,
     ) -> None:
         namespace = namespace or ""
+        state = of(memo)
+        extra: dict[str, Any] = {}
+        if kind == "Dialog":
+            extra["integrations"] = _integrations(kwargs, namespace)
+        else:
+            await _integration_changed(state, kwargs, namespace, name, spec)
         await reconcile(
-            of(memo),
+            state,
             name=name,
             namespace=namespace,
             uid=uid,
@@ -263,6 +313,7 @@ def _serve_document(
             status=status,
             used_by=_users(kwargs, index, namespace, name),
             retry=retry,
+            **extra,
         )
 
     async def deleted(name: str, namespace: str | None, memo: Any, **kwargs: Any) -> None:
@@ -273,6 +324,18 @@ def _serve_document(
     for register in (kopf.on.resume, kopf.on.create, kopf.on.update):
         register(*resource, id=handler_id)(changed)
     kopf.on.delete(*resource, id=f"{handler_id}_deleted", optional=True)(deleted)
+    if kind == "Integration":
+        kopf.on.event(*resource, id="integration_gone")(_integration_gone)
+
+
+async def _integration_gone(
+    event: Mapping[str, Any], name: str, namespace: str | None, memo: Any, **kwargs: Any
+) -> None:
+    """An Integration deleted: the Dialogs calling it re-evaluate. A watch event, not the
+    optional delete handler: without a finalizer of ours the object is gone before kopf could
+    run that one (and kopf has already dropped it from the indexes)."""
+    if event.get("type") == "DELETED":
+        await _integration_changed(of(memo), kwargs, namespace or "", name, None)
 
 
 _serve_document(DIALOG, "Dialog", "vd_by_dialog", docs.reconcile_dialog)

@@ -27,6 +27,7 @@ The gateway's document, for example::
         path: /orders/{order_id}
         expectedStatus: [200]
         extract: {status: status, eta_days: delivery.eta_days}
+        extractDefaults: {eta_days: null}   # optional: null when the answer has none
         notFoundStatus: [404]
         idempotent: true
 """
@@ -119,10 +120,27 @@ class Operation(_Spec):
         description="Result field -> dotted path in the response JSON (items[0].id); "
         "empty: the whole response.",
     )
+    extract_defaults: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        alias="extractDefaults",
+        description="Optional extract fields: result field -> the value it takes when its path "
+        "is not in the response (null allowed). Fields not listed here are required: a missing "
+        "one is an invalid_response error.",
+    )
     timeout_ms: int | None = Field(None, alias="timeoutMs", gt=0)
     idempotent: bool | None = Field(
         None, description="Safe to repeat; default: true for GET, PUT, DELETE."
     )
+
+    @model_validator(mode="after")
+    def _defaults_extracted(self) -> Operation:
+        unknown = sorted(set(self.extract_defaults) - set(self.extract))
+        if unknown:
+            raise ValueError(
+                f"extractDefaults names {', '.join(map(repr, unknown))}, not extracted "
+                f"(extract has: {', '.join(sorted(self.extract)) or 'nothing'})"
+            )
+        return self
 
     @property
     def is_idempotent(self) -> bool:

@@ -411,9 +411,11 @@ async def pjsua(
     actions: list[dict[str, Any]] | None = None,
     target: str | None = None,
     start: asyncio.Event | None = None,
+    transfer_status: int = 202,
 ) -> Finished:
     """pjsua calls the gateway. Its actions' clock starts at the INVITE, or, given ``start``,
-    when the test sets it (its timeline anchored to the test's own event)."""
+    when the test sets it (its timeline anchored to the test's own event). It answers a REFER
+    with ``transfer_status`` (202: accepted)."""
     cmd = [
         sys.executable,
         "-m",
@@ -426,6 +428,8 @@ async def pjsua(
         str(seconds),
         "--actions",
         json.dumps(actions or []),
+        "--transfer-status",
+        str(transfer_status),
     ]
     if play is not None:
         cmd += ["--play", str(play)]

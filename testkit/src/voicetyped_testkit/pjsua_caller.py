@@ -67,7 +67,7 @@ class Call(pj.Call):  # type: ignore[misc]
 
     def onCallTransferRequest(self, prm: Any) -> None:  # noqa: N802
         emit(event="transfer", target=prm.dstUri)
-        prm.statusCode = 202
+        prm.statusCode = self.args.transfer_status  # 202 accepts; 3xx-6xx refuses
 
     def onCallTransferStatus(self, prm: Any) -> None:  # noqa: N802
         emit(event="transfer_status", code=prm.statusCode, final=bool(prm.finalNotify))
@@ -83,6 +83,9 @@ def main() -> int:
     parser.add_argument("--actions", default="[]")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--start-on-stdin", action="store_true")
+    parser.add_argument(
+        "--transfer-status", type=int, default=202, help="answer a REFER with this status"
+    )
     parser.add_argument("--start-timeout", type=float, default=60.0)
     args = parser.parse_args()
     actions = sorted(json.loads(args.actions), key=lambda a: a["at"])

@@ -13,13 +13,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import port_for
+
+MEDIA_RTP_PORTS = range(20000, 21000)
+"""The media gateway's default RTP ports (``VOICETYPED_RTP_PORT_MIN``/``MAX``): never handed out."""
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 now, for a service about to be started on it.
+
+    Outside the kernel's ephemeral range (port-for): a port the kernel picks for ``bind(0)``
+    is one it also gives outgoing connections, and a gRPC channel or a download that took it
+    between our pick and the service's bind made the service fail with "Address already in
+    use". Never the same port twice in one process (two services given one port before either
+    binds would otherwise be possible), never one of the media gateway's RTP ports."""
+    port = port_for.select_random(exclude_ports=_handed_out.union(MEDIA_RTP_PORTS))
+    _handed_out.add(port)
+    return port
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 (``voicetyped up
+    --base-port``), handed out as :func:`free_port` hands out one."""
+    while True:
+        base = free_port()
+        block = range(base, base + count)
+        rest = block[1:]
+        if _handed_out.isdisjoint(rest) and all(
+            port_for.is_available(p) and p not in MEDIA_RTP_PORTS for p in rest
+        ):
+            _handed_out.update(block)
+            return base
 
 
 def free_sip_port() -> int:

@@ -18,18 +18,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from voicetyped_testkit.processes import free_port
+
 HOST = "127.0.0.1"
 
 
 class RedisServerError(RuntimeError):
     """redis-server is missing or did not come up."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _resp(*parts: str) -> bytes:
@@ -85,7 +80,7 @@ class RedisServer:
         attempts = 3 if self._port is None else 1
         for attempt in range(attempts):
             if self._port is None or attempt > 0:
-                self._port = _free_port()
+                self._port = free_port()
             if self._launch(binary):
                 return
         tail = self._log_tail()

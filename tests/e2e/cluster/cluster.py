@@ -37,6 +37,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -429,18 +430,33 @@ def _wait(
         raise ClusterError(failure)
 
 
+MEDIA_RTP_PORTS = range(20000, 21000)
+"""The media gateway's default RTP ports (``VOICETYPED_RTP_PORT_MIN``/``MAX``)."""
+
+
 def _free_ports(names: Sequence[str]) -> dict[str, int]:
-    sockets: list[socket.socket] = []
-    ports: dict[str, int] = {}
+    """Ports free on 127.0.0.1 below the kernel's ephemeral range: an outgoing connection can
+    take an ephemeral port between this pick and the component's bind. Not the media gateway's
+    RTP ports either. (The test kit picks with port-for; this script uses the standard library
+    only.)"""
     try:
-        for name in names:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-            ports[name] = int(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    pool = [p for p in range(10000, low) if p not in MEDIA_RTP_PORTS]
+    candidates = random.sample(pool, k=min(2000, len(pool)))
+    ports: dict[str, int] = {}
+    for port in candidates:
+        if len(ports) == len(names):
+            break
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports[names[len(ports)]] = port
+    if len(ports) < len(names):
+        raise ClusterError(f"no {len(names)} free ports on 127.0.0.1 between 10000 and {low}")
     return ports
 
 

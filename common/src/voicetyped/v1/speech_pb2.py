@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voicetyped.v1 import common_pb2 as voicetyped_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoicetyped/v1/speech.proto\x12\rvoicetyped.v1\x1a\x1avoicetyped/v1/common.proto\"r\n\x0b\x41udioUplink\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.voicetyped.v1.AudioStreamStartH\x00\x12*\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.voicetyped.v1.AudioChunkH\x00\x42\x05\n\x03msg\"\x9f\x01\n\x10\x41udioStreamStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x30\n\x0cinput_format\x18\x02 \x01(\x0b\x32\x1a.voicetyped.v1.AudioFormat\x12\x33\n\x0fplayback_format\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.AudioFormat\x12\x10\n\x08language\x18\x04 \x01(\t\"=\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x10\n\x08start_ms\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"\xad\x01\n\rAudioDownlink\x12\x30\n\x05ready\x18\x01 \x01(\x0b\x32\x1f.voicetyped.v1.AudioStreamReadyH\x00\x12\x30\n\x08playback\x18\x02 \x01(\x0b\x32\x1c.voicetyped.v1.PlaybackAudioH\x00\x12\x31\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x1e.voicetyped.v1.PlaybackControlH\x00\x42\x05\n\x03msg\"$\n\x10\x41udioStreamReady\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"P\n\rPlaybackAudio\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\x8f\x01\n\x0fPlaybackControl\x12\x35\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32%.voicetyped.v1.PlaybackControl.Action\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"1\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x01\"\xd8\x01\n\rSpeechCommand\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.voicetyped.v1.ConverseStartH\x00\x12,\n\x05speak\x18\x02 \x01(\x0b\x32\x1b.voicetyped.v1.SpeakRequestH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.voicetyped.v1.CancelSpeechH\x00\x12\x34\n\x07\x63ontext\x18\x04 \x01(\x0b\x32!.voicetyped.v1.RecognitionContextH\x00\x42\x05\n\x03msg\"G\n\rConverseStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08partials\x18\x02 \x01(\x08\x12\x10\n\x08language\x18\x03 \x01(\t\"\xc2\x01\n\x0cSpeakRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x35\n\x08\x62\x61rge_in\x18\x04 \x01(\x0e\x32#.voicetyped.v1.SpeakRequest.BargeIn\"J\n\x07\x42\x61rgeIn\x12\x18\n\x14\x42\x41RGE_IN_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42\x41RGE_IN_ALLOW\x10\x01\x12\x11\n\rBARGE_IN_DENY\x10\x02\"\xa4\x02\n\x12RecognitionContext\x12\r\n\x05state\x18\x01 \x01(\t\x12\x38\n\x06\x65xpect\x18\x02 \x01(\x0e\x32(.voicetyped.v1.RecognitionContext.Expect\x12\x12\n\nmin_digits\x18\x03 \x01(\r\x12\x12\n\nmax_digits\x18\x04 \x01(\r\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\x12\x0f\n\x07phrases\x18\x06 \x03(\t\x12\x10\n\x08hotwords\x18\x07 \x03(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\"Y\n\x06\x45xpect\x12\x16\n\x12\x45XPECT_UNSPECIFIED\x10\x00\x12\x11\n\rEXPECT_DIGITS\x10\x01\x12\x11\n\rEXPECT_YES_NO\x10\x02\x12\x11\n\rEXPECT_CHOICE\x10\x03\"\"\n\x0c\x43\x61ncelSpeech\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd2\x01\n\x0cSpeechUpdate\x12\x34\n\ntranscript\x18\x01 \x01(\x0b\x32\x1e.voicetyped.v1.TranscriptEventH\x00\x12&\n\x03vad\x18\x02 \x01(\x0b\x32\x17.voicetyped.v1.VadEventH\x00\x12\x30\n\x08playback\x18\x03 \x01(\x0b\x32\x1c.voicetyped.v1.PlaybackEventH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.voicetyped.v1.SpeechErrorH\x00\x42\x05\n\x03msg\"\xc6\x01\n\x0fTranscriptEvent\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.voicetyped.v1.TranscriptEvent.Kind\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12*\n\x06speech\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.SpeechEvent\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_PARTIAL\x10\x01\x12\x0e\n\nKIND_FINAL\x10\x02\"\xa5\x01\n\x08VadEvent\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.voicetyped.v1.VadEvent.Kind\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11KIND_SPEECH_START\x10\x01\x12\x13\n\x0fKIND_SPEECH_END\x10\x02\"\xcd\x01\n\rPlaybackEvent\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.voicetyped.v1.PlaybackEvent.Kind\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x11\n\tplayed_ms\x18\x04 \x01(\x04\"U\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x11\n\rKIND_FINISHED\x10\x02\x12\x12\n\x0eKIND_CANCELLED\x10\x03\"\xe9\x01\n\x0bSpeechError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.voicetyped.v1.SpeechError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x85\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ODE_OVERLOADED\x10\x01\x12\x19\n\x15\x43ODE_SYNTHESIS_FAILED\x10\x02\x12\x1d\n\x19\x43ODE_LANGUAGE_UNSUPPORTED\x10\x03\x12\x18\n\x14\x43ODE_INVALID_CONTEXT\x10\x04\x32\xa7\x01\n\rSpeechGateway\x12K\n\x0bStreamAudio\x12\x1a.voicetyped.v1.AudioUplink\x1a\x1c.voicetyped.v1.AudioDownlink(\x01\x30\x01\x12I\n\x08\x43onverse\x12\x1c.voicetyped.v1.SpeechCommand\x1a\x1b.voicetyped.v1.SpeechUpdate(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoicetyped/v1/speech.proto\x12\rvoicetyped.v1\x1a\x1avoicetyped/v1/common.proto\"r\n\x0b\x41udioUplink\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.voicetyped.v1.AudioStreamStartH\x00\x12*\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x19.voicetyped.v1.AudioChunkH\x00\x42\x05\n\x03msg\"\x9f\x01\n\x10\x41udioStreamStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x30\n\x0cinput_format\x18\x02 \x01(\x0b\x32\x1a.voicetyped.v1.AudioFormat\x12\x33\n\x0fplayback_format\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.AudioFormat\x12\x10\n\x08language\x18\x04 \x01(\t\"=\n\nAudioChunk\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x10\n\x08start_ms\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"\xad\x01\n\rAudioDownlink\x12\x30\n\x05ready\x18\x01 \x01(\x0b\x32\x1f.voicetyped.v1.AudioStreamReadyH\x00\x12\x30\n\x08playback\x18\x02 \x01(\x0b\x32\x1c.voicetyped.v1.PlaybackAudioH\x00\x12\x31\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x1e.voicetyped.v1.PlaybackControlH\x00\x42\x05\n\x03msg\"$\n\x10\x41udioStreamReady\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"P\n\rPlaybackAudio\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03pcm\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\x8f\x01\n\x0fPlaybackControl\x12\x35\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32%.voicetyped.v1.PlaybackControl.Action\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"1\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_STOP\x10\x01\"\xd8\x01\n\rSpeechCommand\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.voicetyped.v1.ConverseStartH\x00\x12,\n\x05speak\x18\x02 \x01(\x0b\x32\x1b.voicetyped.v1.SpeakRequestH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.voicetyped.v1.CancelSpeechH\x00\x12\x34\n\x07\x63ontext\x18\x04 \x01(\x0b\x32!.voicetyped.v1.RecognitionContextH\x00\x42\x05\n\x03msg\"G\n\rConverseStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08partials\x18\x02 \x01(\x08\x12\x10\n\x08language\x18\x03 \x01(\t\"\xda\x01\n\x0cSpeakRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x35\n\x08\x62\x61rge_in\x18\x04 \x01(\x0e\x32#.voicetyped.v1.SpeakRequest.BargeIn\"b\n\x07\x42\x61rgeIn\x12\x18\n\x14\x42\x41RGE_IN_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42\x41RGE_IN_ALLOW\x10\x01\x12\x11\n\rBARGE_IN_DENY\x10\x02\x12\x16\n\x12\x42\x41RGE_IN_IMMEDIATE\x10\x03\"\xd5\x02\n\x12RecognitionContext\x12\r\n\x05state\x18\x01 \x01(\t\x12\x38\n\x06\x65xpect\x18\x02 \x01(\x0e\x32(.voicetyped.v1.RecognitionContext.Expect\x12\x12\n\nmin_digits\x18\x03 \x01(\r\x12\x12\n\nmax_digits\x18\x04 \x01(\r\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\x12\x0f\n\x07phrases\x18\x06 \x03(\t\x12\x10\n\x08hotwords\x18\x07 \x03(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12/\n\x0b\x65ndpointing\x18\t \x01(\x0b\x32\x1a.voicetyped.v1.Endpointing\"Y\n\x06\x45xpect\x12\x16\n\x12\x45XPECT_UNSPECIFIED\x10\x00\x12\x11\n\rEXPECT_DIGITS\x10\x01\x12\x11\n\rEXPECT_YES_NO\x10\x02\x12\x11\n\rEXPECT_CHOICE\x10\x03\"\x9f\x01\n\x0b\x45ndpointing\x12-\n\x04mode\x18\x01 \x01(\x0e\x32\x1f.voicetyped.v1.Endpointing.Mode\x12\x0e\n\x06min_ms\x18\x02 \x01(\r\x12\x0e\n\x06max_ms\x18\x03 \x01(\r\"A\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x11\n\rMODE_SEMANTIC\x10\x01\x12\x10\n\x0cMODE_SILENCE\x10\x02\"\"\n\x0c\x43\x61ncelSpeech\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd2\x01\n\x0cSpeechUpdate\x12\x34\n\ntranscript\x18\x01 \x01(\x0b\x32\x1e.voicetyped.v1.TranscriptEventH\x00\x12&\n\x03vad\x18\x02 \x01(\x0b\x32\x17.voicetyped.v1.VadEventH\x00\x12\x30\n\x08playback\x18\x03 \x01(\x0b\x32\x1c.voicetyped.v1.PlaybackEventH\x00\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.voicetyped.v1.SpeechErrorH\x00\x42\x05\n\x03msg\"\xc6\x01\n\x0fTranscriptEvent\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.voicetyped.v1.TranscriptEvent.Kind\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12*\n\x06speech\x18\x03 \x01(\x0b\x32\x1a.voicetyped.v1.SpeechEvent\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_PARTIAL\x10\x01\x12\x0e\n\nKIND_FINAL\x10\x02\"\xa5\x01\n\x08VadEvent\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.voicetyped.v1.VadEvent.Kind\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\"H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11KIND_SPEECH_START\x10\x01\x12\x13\n\x0fKIND_SPEECH_END\x10\x02\"\xcd\x01\n\rPlaybackEvent\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.voicetyped.v1.PlaybackEvent.Kind\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x04\x12\x11\n\tplayed_ms\x18\x04 \x01(\x04\"U\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_STARTED\x10\x01\x12\x11\n\rKIND_FINISHED\x10\x02\x12\x12\n\x0eKIND_CANCELLED\x10\x03\"\xe9\x01\n\x0bSpeechError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.voicetyped.v1.SpeechError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x85\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ODE_OVERLOADED\x10\x01\x12\x19\n\x15\x43ODE_SYNTHESIS_FAILED\x10\x02\x12\x1d\n\x19\x43ODE_LANGUAGE_UNSUPPORTED\x10\x03\x12\x18\n\x14\x43ODE_INVALID_CONTEXT\x10\x04\x32\xa7\x01\n\rSpeechGateway\x12K\n\x0bStreamAudio\x12\x1a.voicetyped.v1.AudioUplink\x1a\x1c.voicetyped.v1.AudioDownlink(\x01\x30\x01\x12I\n\x08\x43onverse\x12\x1c.voicetyped.v1.SpeechCommand\x1a\x1b.voicetyped.v1.SpeechUpdate(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,33 +53,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSESTART']._serialized_start=1075
   _globals['_CONVERSESTART']._serialized_end=1146
   _globals['_SPEAKREQUEST']._serialized_start=1149
-  _globals['_SPEAKREQUEST']._serialized_end=1343
+  _globals['_SPEAKREQUEST']._serialized_end=1367
   _globals['_SPEAKREQUEST_BARGEIN']._serialized_start=1269
-  _globals['_SPEAKREQUEST_BARGEIN']._serialized_end=1343
-  _globals['_RECOGNITIONCONTEXT']._serialized_start=1346
-  _globals['_RECOGNITIONCONTEXT']._serialized_end=1638
-  _globals['_RECOGNITIONCONTEXT_EXPECT']._serialized_start=1549
-  _globals['_RECOGNITIONCONTEXT_EXPECT']._serialized_end=1638
-  _globals['_CANCELSPEECH']._serialized_start=1640
-  _globals['_CANCELSPEECH']._serialized_end=1674
-  _globals['_SPEECHUPDATE']._serialized_start=1677
-  _globals['_SPEECHUPDATE']._serialized_end=1887
-  _globals['_TRANSCRIPTEVENT']._serialized_start=1890
-  _globals['_TRANSCRIPTEVENT']._serialized_end=2088
-  _globals['_TRANSCRIPTEVENT_KIND']._serialized_start=2026
-  _globals['_TRANSCRIPTEVENT_KIND']._serialized_end=2088
-  _globals['_VADEVENT']._serialized_start=2091
-  _globals['_VADEVENT']._serialized_end=2256
-  _globals['_VADEVENT_KIND']._serialized_start=2184
-  _globals['_VADEVENT_KIND']._serialized_end=2256
-  _globals['_PLAYBACKEVENT']._serialized_start=2259
-  _globals['_PLAYBACKEVENT']._serialized_end=2464
-  _globals['_PLAYBACKEVENT_KIND']._serialized_start=2379
-  _globals['_PLAYBACKEVENT_KIND']._serialized_end=2464
-  _globals['_SPEECHERROR']._serialized_start=2467
-  _globals['_SPEECHERROR']._serialized_end=2700
-  _globals['_SPEECHERROR_CODE']._serialized_start=2567
-  _globals['_SPEECHERROR_CODE']._serialized_end=2700
-  _globals['_SPEECHGATEWAY']._serialized_start=2703
-  _globals['_SPEECHGATEWAY']._serialized_end=2870
+  _globals['_SPEAKREQUEST_BARGEIN']._serialized_end=1367
+  _globals['_RECOGNITIONCONTEXT']._serialized_start=1370
+  _globals['_RECOGNITIONCONTEXT']._serialized_end=1711
+  _globals['_RECOGNITIONCONTEXT_EXPECT']._serialized_start=1622
+  _globals['_RECOGNITIONCONTEXT_EXPECT']._serialized_end=1711
+  _globals['_ENDPOINTING']._serialized_start=1714
+  _globals['_ENDPOINTING']._serialized_end=1873
+  _globals['_ENDPOINTING_MODE']._serialized_start=1808
+  _globals['_ENDPOINTING_MODE']._serialized_end=1873
+  _globals['_CANCELSPEECH']._serialized_start=1875
+  _globals['_CANCELSPEECH']._serialized_end=1909
+  _globals['_SPEECHUPDATE']._serialized_start=1912
+  _globals['_SPEECHUPDATE']._serialized_end=2122
+  _globals['_TRANSCRIPTEVENT']._serialized_start=2125
+  _globals['_TRANSCRIPTEVENT']._serialized_end=2323
+  _globals['_TRANSCRIPTEVENT_KIND']._serialized_start=2261
+  _globals['_TRANSCRIPTEVENT_KIND']._serialized_end=2323
+  _globals['_VADEVENT']._serialized_start=2326
+  _globals['_VADEVENT']._serialized_end=2491
+  _globals['_VADEVENT_KIND']._serialized_start=2419
+  _globals['_VADEVENT_KIND']._serialized_end=2491
+  _globals['_PLAYBACKEVENT']._serialized_start=2494
+  _globals['_PLAYBACKEVENT']._serialized_end=2699
+  _globals['_PLAYBACKEVENT_KIND']._serialized_start=2614
+  _globals['_PLAYBACKEVENT_KIND']._serialized_end=2699
+  _globals['_SPEECHERROR']._serialized_start=2702
+  _globals['_SPEECHERROR']._serialized_end=2935
+  _globals['_SPEECHERROR_CODE']._serialized_start=2802
+  _globals['_SPEECHERROR_CODE']._serialized_end=2935
+  _globals['_SPEECHGATEWAY']._serialized_start=2938
+  _globals['_SPEECHGATEWAY']._serialized_end=3105
 # @@protoc_insertion_point(module_scope)

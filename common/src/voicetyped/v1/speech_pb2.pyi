@@ -321,6 +321,11 @@ class SpeakRequest(_message.Message):
         """Caller speech stops this playback (the default)."""
         BARGE_IN_DENY: SpeakRequest._BargeIn.ValueType  # 2
         """The prompt always plays to the end."""
+        BARGE_IN_IMMEDIATE: SpeakRequest._BargeIn.ValueType  # 3
+        """The first sound from the caller stops this playback, backchannels ("uh-huh",
+        "okay") and noise (a cough, a door) included. BARGE_IN_ALLOW waits until the
+        caller's speech is words, not a backchannel or noise.
+        """
 
     class BargeIn(_BargeIn, metaclass=_BargeInEnumTypeWrapper): ...
     BARGE_IN_UNSPECIFIED: SpeakRequest.BargeIn.ValueType  # 0
@@ -328,6 +333,11 @@ class SpeakRequest(_message.Message):
     """Caller speech stops this playback (the default)."""
     BARGE_IN_DENY: SpeakRequest.BargeIn.ValueType  # 2
     """The prompt always plays to the end."""
+    BARGE_IN_IMMEDIATE: SpeakRequest.BargeIn.ValueType  # 3
+    """The first sound from the caller stops this playback, backchannels ("uh-huh",
+    "okay") and noise (a cough, a door) included. BARGE_IN_ALLOW waits until the
+    caller's speech is words, not a backchannel or noise.
+    """
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
@@ -402,6 +412,7 @@ class RecognitionContext(_message.Message):
     PHRASES_FIELD_NUMBER: _builtins.int
     HOTWORDS_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
+    ENDPOINTING_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """The dialog state it was derived from (for logs)."""
     expect: Global___RecognitionContext.Expect.ValueType
@@ -422,6 +433,10 @@ class RecognitionContext(_message.Message):
     def hotwords(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Words the recogniser should know (names from backend results, menu words)."""
 
+    @_builtins.property
+    def endpointing(self) -> Global___Endpointing:
+        """When the caller's turn ends in this state; absent: the gateway's default."""
+
     def __init__(
         self,
         *,
@@ -433,14 +448,75 @@ class RecognitionContext(_message.Message):
         phrases: _abc.Iterable[_builtins.str] | None = ...,
         hotwords: _abc.Iterable[_builtins.str] | None = ...,
         prompt: _builtins.str = ...,
+        endpointing: Global___Endpointing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpointing", b"endpointing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expect", b"expect", "hotwords", b"hotwords", "max_digits", b"max_digits", "min_digits", b"min_digits", "phrases", b"phrases", "prompt", b"prompt", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "endpointing", b"endpointing", "expect", b"expect", "hotwords", b"hotwords", "max_digits", b"max_digits", "min_digits", b"min_digits", "phrases", b"phrases", "prompt", b"prompt", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecognitionContext: _TypeAlias = RecognitionContext  # noqa: Y015
+
+@_typing.final
+class Endpointing(_message.Message):
+    """When a caller's pause ends their turn (a dialog state's `endpointing`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Mode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Endpointing._Mode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MODE_UNSPECIFIED: Endpointing._Mode.ValueType  # 0
+        """The gateway's default mode."""
+        MODE_SEMANTIC: Endpointing._Mode.ValueType  # 1
+        """At a pause of min_ms or more, a turn model (Smart Turn) and the state's
+        expectation (digits still missing, a yes/no answer given, a transcript
+        ending mid-phrase) decide whether the turn is over; after max_ms of
+        silence it is over regardless.
+        """
+        MODE_SILENCE: Endpointing._Mode.ValueType  # 2
+        """The turn is over after min_ms of silence (max_ms is not used)."""
+
+    class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
+    MODE_UNSPECIFIED: Endpointing.Mode.ValueType  # 0
+    """The gateway's default mode."""
+    MODE_SEMANTIC: Endpointing.Mode.ValueType  # 1
+    """At a pause of min_ms or more, a turn model (Smart Turn) and the state's
+    expectation (digits still missing, a yes/no answer given, a transcript
+    ending mid-phrase) decide whether the turn is over; after max_ms of
+    silence it is over regardless.
+    """
+    MODE_SILENCE: Endpointing.Mode.ValueType  # 2
+    """The turn is over after min_ms of silence (max_ms is not used)."""
+
+    MODE_FIELD_NUMBER: _builtins.int
+    MIN_MS_FIELD_NUMBER: _builtins.int
+    MAX_MS_FIELD_NUMBER: _builtins.int
+    mode: Global___Endpointing.Mode.ValueType
+    min_ms: _builtins.int
+    """Silence (ms) before the turn may end; 0: the gateway's default."""
+    max_ms: _builtins.int
+    """MODE_SEMANTIC: silence (ms) after which the turn ends whatever the model
+    says; 0: the gateway's default.
+    """
+    def __init__(
+        self,
+        *,
+        mode: Global___Endpointing.Mode.ValueType = ...,
+        min_ms: _builtins.int = ...,
+        max_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_ms", b"max_ms", "min_ms", b"min_ms", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Endpointing: _TypeAlias = Endpointing  # noqa: Y015
 
 @_typing.final
 class CancelSpeech(_message.Message):

@@ -16,12 +16,50 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from voicetyped_dev import running
 from voicetyped_dev.caller.heard import Heard
+from voicetyped_dev.caller.pauses import PauseError
 from voicetyped_dev.caller.run import Voices, run_call
-from voicetyped_dev.caller.script import CallLog, Turn, load_script
+from voicetyped_dev.caller.script import CallLog, ScriptError, Turn, load_script
 from voicetyped_dev.caller.stages import await_stages
+from voicetyped_dev.stack import examples_dir
 
-app = typer.Typer(help="Place a scripted test call (real SIP/RTP, G.711).", add_completion=False)
+# Typer renders this with rich: "\\[" is a literal "[" and line breaks are kept. The same format
+# is documented in docs/testing.md ("Scripted calls"); a test keeps the two in step.
+SCRIPT_HELP = (
+    "Place a scripted test call (real SIP/RTP, G.711) and print who said what.\n\n"
+    "The script (--script) is a YAML list of steps, one per caller action; a step is a "
+    "mapping whose first key says what it does:\n\n"
+    "  - listen: {}                    hear the bot (the greeting; added when the script "
+    "does not start with it)\n"
+    "  - listen: {timeout_s: 20, quiet_ms: 900}\n"
+    '  - say: "I want to check my order"\n'
+    '  - say: "order number \\[pause 700ms] four eight \\[pause 1.2s] two one"\n'
+    '  - say: "agent please"\n'
+    "    barge_in_after_ms: 800        talk over the bot 0.8 s after its reply starts\n"
+    "  - wav: recordings/address.wav   a recording (any rate; leading silence is cut)\n"
+    "    pauses_ms: \\[\\[1200, 1900]]     where in the file the caller pauses mid-turn\n"
+    '  - press: "48213#"               keys (RFC 4733); gap_ms: 250 between them\n'
+    '  - expect: "has shipped"         the bot\'s last reply must contain this\n'
+    "  - wait: 1.5                     seconds\n"
+    "  - hangup: {}\n\n"
+    "After say, wav and press the caller listens (their own listen: {timeout_s, quiet_ms}): it "
+    "waits up to timeout_s (10) for the bot to start and then for quiet_ms (900) of quiet. The "
+    "turn latency is from the caller's last speech sample to the first loud frame of the reply."
+    "\n\n"
+    "\\[pause 700ms] or \\[pause 1.2s] between the words of a say (more than 0, at most 10 s): "
+    "the caller stops that long and goes on; the pieces are spoken in the same voice and joined "
+    "with silence. The bot starting to speak from the beginning of a pause until the caller's "
+    "last word is a false cutoff.\n\n"
+    "Exit status 1 when the call fails: refused or not answered, hung up by the gateway before "
+    "the bot said anything, ended before the script did, a failed expect or a false cutoff; 2 "
+    "for a bad script.\n\n"
+    "The stack called is found by the port of --target (a running `voicetyped up` records "
+    "itself) or --run-dir: its traces (the stage table), runtime admin API and example backend "
+    'are used unless given. More in docs/testing.md, "Scripted calls".'
+)
+
+app = typer.Typer(help=SCRIPT_HELP, add_completion=False)
 out = Console(soft_wrap=True)  # a turn is one line in a log; terminals wrap it
 
 
@@ -53,6 +91,16 @@ def summary(log: CallLog) -> dict[str, Any]:
                 else None,
                 "stages_ms": {k: round(v * 1000, 1) for k, v in (t.stages or {}).items()},
                 "heard": t.heard,
+                "pauses_ms": [p.ms for p in t.pauses],
+                "cutoffs": [
+                    {
+                        "pause": c.pause,
+                        "pause_ms": c.pause_ms,
+                        "into_ms": c.into_ms,
+                        "where": c.where,
+                    }
+                    for c in t.cutoffs
+                ],
             }
             for t in log.turns
         ],
@@ -121,6 +169,8 @@ def _print_turn(turn: Turn) -> None:
         out.print(f"[bold cyan]caller[/]  {escape(turn.caller)}")
         if turn.heard is not None:
             out.print(f"[magenta] heard[/]  {escape(_heard_text(turn))}")
+    for cutoff in turn.cutoffs:  # the bot spoke while the caller was pausing
+        out.print(f"[red]     ✗  {escape(cutoff.describe())}[/]")
     if turn.bot is None:
         out.print("[dim]   bot  (silence)[/]")
         return
@@ -137,40 +187,100 @@ def _print_turn(turn: Turn) -> None:
     out.print(f"[bold green]   bot[/]  {escape(turn.bot.text)}{timing}{stop}")
 
 
+DEFAULT_TARGET = "sip:bot@127.0.0.1:5060"
+DEFAULT_BACKEND = "http://127.0.0.1:8090"
+DEFAULT_RUNTIME_ADMIN = "http://127.0.0.1:8083"
+
+
+def sip_port_of(target: str) -> int | None:
+    """The port a ``sip:user@host:port`` target dials (5060 when it names none)."""
+    host_port = target.split("@", 1)[-1].split(";", 1)[0]
+    _, colon, port = host_port.partition(":")
+    if not colon:
+        return 5060
+    return int(port) if port.isdigit() else None
+
+
+def stack_called(target: str | None, run_dir: Path | None) -> running.RunningStack | None:
+    """The running ``voicetyped up`` stack this call is for: the one in ``run_dir``, else
+    the one listening on the target's SIP port (None: not one of ours, or not running)."""
+    from voicetyped_dev.up import cache_dir
+
+    if run_dir is not None:
+        return running.in_run_dir(run_dir)
+    port = sip_port_of(target or DEFAULT_TARGET)
+    return running.by_sip_port(port, cache_dir()) if port is not None else None
+
+
 @app.callback(invoke_without_command=True)
 def call(
     script: Annotated[
-        Path, typer.Option(help="YAML list of steps (see voicetyped_dev.caller.script).")
+        Path, typer.Option(help="YAML list of steps (the step format is above).")
     ] = Path("examples/calls/order-status.yaml"),
-    target: Annotated[str, typer.Option(help="SIP URI of the gateway.")] = "sip:bot@127.0.0.1:5060",
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help=f"SIP URI of the gateway. Default: the --run-dir stack's, else {DEFAULT_TARGET}."
+        ),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run directory of the `voicetyped up` stack to call (its --run-dir): "
+            "its SIP address, traces, runtime admin API and backend."
+        ),
+    ] = None,
     backend: Annotated[
-        str, typer.Option(help="Example backend URL (its /_requests lists the calls).")
-    ] = "http://127.0.0.1:8090",
-    backend_key: Annotated[Path | None, typer.Option(help="API key file for --backend.")] = Path(
-        "examples/backend/demo-api-key"
-    ),
+        str | None,
+        typer.Option(
+            help="Example backend URL (its /_requests lists the calls). Default: the "
+            f"stack's, else {DEFAULT_BACKEND}."
+        ),
+    ] = None,
+    backend_key: Annotated[Path | None, typer.Option(help="API key file for --backend.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     traces: Annotated[
-        Path | None, typer.Option(help="The services' span files (voicetyped up writes them).")
+        Path | None,
+        typer.Option(
+            help="The services' span files (for the stage table). Default: the stack's "
+            "<run dir>/traces."
+        ),
     ] = None,
     runtime_admin: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="The runtime's admin API, asked what the recogniser heard of each turn "
-            "('' skips it)."
+            f"('' skips it). Default: the stack's, else {DEFAULT_RUNTIME_ADMIN}."
         ),
-    ] = "http://127.0.0.1:8083",
+    ] = None,
     runtime_token: Annotated[
         Path | None, typer.Option(help="Bearer token file of the runtime's admin API.")
     ] = None,
 ) -> None:
     """Dial the gateway, run the script, print who said what, what the recogniser heard and
     the turn latencies."""
-    steps = load_script(script)
-    if traces is None:
-        from voicetyped_dev.up import default_run_dir
+    from voicetyped_dev.up import default_run_dir
 
-        traces = default_run_dir() / "traces"
+    try:
+        steps = load_script(script)
+    except ScriptError as exc:
+        out.print(f"[red]✗[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    stack = stack_called(target, run_dir)
+    if run_dir is not None and stack is None:
+        out.print(f"[red]✗[/red] no running `voicetyped up` in {escape(str(run_dir))}")
+        raise typer.Exit(2)
+    if stack is not None:
+        target = target or stack.target
+        backend = stack.backend if backend is None else backend
+        backend_key = backend_key or stack.backend_key
+        runtime_admin = stack.runtime_admin if runtime_admin is None else runtime_admin
+        traces = traces or stack.traces
+    target = target or DEFAULT_TARGET
+    backend = DEFAULT_BACKEND if backend is None else backend
+    backend_key = backend_key or examples_dir() / "backend" / "demo-api-key"
+    runtime_admin = DEFAULT_RUNTIME_ADMIN if runtime_admin is None else runtime_admin
+    traces = traces or default_run_dir() / "traces"
     if not as_json:
         out.print("[dim]loading voices…[/dim]")
     voices = Voices()
@@ -185,7 +295,11 @@ def call(
             _print_turn(data)
 
     heard = Heard(runtime_admin, runtime_token) if runtime_admin else None
-    log = asyncio.run(run_call(target, steps, voices, on_event, heard=heard))
+    try:
+        log = asyncio.run(run_call(target, steps, voices, on_event, heard=heard))
+    except PauseError as exc:  # a wav step's pauses_ms outside the file's speech
+        out.print(f"[red]✗[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
     if heard is not None and heard.reachable is not True and not as_json:
         why = heard.problem or "the runtime's admin API never had this call's session"
         out.print(f"[dim]what the recogniser heard is unknown: {escape(why)}[/dim]")

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiosipua import SipUAC, SipUAS, parse_sdp
+from aiosipua import SipRequest, SipUAC, SipUAS, parse_sdp
 from voicetyped_media.call.media_call import sip_session_id
 from voicetyped_media.codecs.codec import open_codec
 from voicetyped_media.rtp.ports import PortPool
@@ -41,11 +41,14 @@ class PhoneCall:
     phone: Phone
     stream: MediaStream
     port: int
+    call_id: str
     heard: list[Heard] = field(default_factory=list)
     outbox: deque[bytes] = field(default_factory=deque)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     remote_hangup: bool = False
+    hangup_reason: str = ""
+    """The far end's BYE ``Reason`` header (RFC 3326), when it hung up with one."""
     _sender: asyncio.Task[None] | None = None
     _ts_events: int = 0
     _pending_event: tuple[str, int] | None = None
@@ -144,6 +147,8 @@ class Phone:
         self.current: PhoneCall | None = None
         self.remote: tuple[str, int] = ("127.0.0.1", 5060)
         self.uas.on_bye = self._bye
+        self._byes: dict[str, str] = {}
+        """Call-ID -> Reason of BYEs received (one may come before :meth:`dial` returns)."""
 
     async def start(self) -> None:
         await self.uas.start()
@@ -151,10 +156,16 @@ class Phone:
         assert udp is not None
         self.transport.local_addr = (self.host, int(udp.get_extra_info("sockname")[1]))
 
-    def _bye(self, call: object, request: object) -> None:
-        if self.current is not None:
-            self.current.remote_hangup = True
-            self.current.ended.set()
+    def _bye(self, call: object, request: SipRequest) -> None:
+        self._byes[request.call_id or ""] = request.get_header("Reason") or ""
+        current = self.current
+        if current is not None and current.call_id == request.call_id:
+            self._ended_by_far_end(current)
+
+    def _ended_by_far_end(self, call: PhoneCall) -> None:
+        call.remote_hangup = True
+        call.hangup_reason = self._byes.get(call.call_id, "")
+        call.ended.set()
 
     async def dial(self, uri: str, timeout_s: float = 15.0) -> PhoneCall:
         host_port = uri.split("@", 1)[-1].split(";", 1)[0]
@@ -189,10 +200,12 @@ class Phone:
             batch_ms=20,
         )
         await stream.start(rtp, rtcp)
-        call = PhoneCall(self, stream, port)
+        call = PhoneCall(self, stream, port, self.call.call_id)
         holder.append(call)
         call._sender = asyncio.get_running_loop().create_task(call._send_loop())
         self.current = call
+        if call.call_id in self._byes:  # hung up (refused) while the media was set up
+            self._ended_by_far_end(call)
         return call
 
     @property

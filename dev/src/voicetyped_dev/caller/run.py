@@ -1,8 +1,10 @@
 """Run a scripted call against a gateway and report what happened, turn by turn.
 
 Caller speech is synthesized with Piper (or taken from WAV files) and sent as 8 kHz u-law; the
+pieces between a ``say`` step's pause markers are synthesized one by one (:mod:`.pauses`). The
 bot's replies are recorded from RTP and transcribed locally with whisper.cpp (both from the
-speech package, which a development install has).
+speech package, which a development install has). False cutoffs (the bot speaking while the
+caller pauses mid-turn, :mod:`.cutoff`) are kept on the turn and are failures of the call.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from voicetyped_dev.caller.cutoff import find_cutoffs, starts, timeline
 from voicetyped_dev.caller.heard import Heard
+from voicetyped_dev.caller.pauses import Said, Spoken, join, wav_pauses
 from voicetyped_dev.caller.phone import Phone, PhoneCall
 from voicetyped_dev.caller.script import (
     BotUtterance,
@@ -106,13 +110,21 @@ class Voices:
             return self._asr.transcribe(padded).text
 
 
-def trim(pcm: np.ndarray) -> np.ndarray:
+def speech_bounds(pcm: np.ndarray) -> tuple[int, int]:
+    """``[first, last + 1)`` of the loud samples (the whole of it when none is loud)."""
     level = np.abs(pcm.astype(np.int32))
-    loud = np.flatnonzero(level > max(200, level.max() // 50))
-    return pcm[loud[0] : loud[-1] + 1] if len(loud) else pcm
+    loud = np.flatnonzero(level > max(200, level.max(initial=0) // 50))
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, len(pcm))
 
 
-def read_wav_8k(path: Path) -> bytes:
+def trim(pcm: np.ndarray) -> np.ndarray:
+    start, end = speech_bounds(pcm)
+    return pcm[start:end]
+
+
+def read_wav_8k(path: Path) -> tuple[bytes, int]:
+    """The file as 8 kHz s16le without its leading and trailing silence, and how many (8 kHz)
+    samples of leading silence were cut."""
     with wave.open(str(path), "rb") as w:
         rate, data = w.getframerate(), w.readframes(w.getnframes())
         channels = w.getnchannels()
@@ -123,7 +135,20 @@ def read_wav_8k(path: Path) -> bytes:
         from voicetyped_testkit.speech import resample, to_pcm
 
         pcm = to_pcm(resample(pcm.astype(np.float32) / 32768, rate, 8000))
-    return trim(pcm).tobytes()
+    start, end = speech_bounds(pcm)
+    return pcm[start:end].tobytes(), start
+
+
+def speak_said(voices: Voices, said: Said) -> Spoken:
+    """A ``say`` step's audio: each piece between its pause markers spoken (same voice) and
+    trimmed, joined with the pauses' silence."""
+    return join(said, [voices.speak_8k(piece) for piece in said.pieces])
+
+
+def wav_spoken(step: Wav) -> Spoken:
+    pcm, lead = read_wav_8k(step.wav)
+    pauses = wav_pauses(step.pauses_ms, lead, len(pcm) // 2, step.wav.name)
+    return Spoken(pcm, pauses)
 
 
 def _normal(text: str) -> str:
@@ -151,15 +176,26 @@ async def run_call(
     asr = voices if transcribe else None
     # A person knows what to say before the bot has finished: synthesizing it on the spot
     # made the caller so slow on a loaded machine that the dialog's no-input timer said goodbye.
+    # Recordings too, so that a pause outside a file's speech is an error before the call.
+    recorded: dict[int, Spoken] = {}
     for step in steps:
         if isinstance(step, Say):
-            await asyncio.to_thread(voices.speak_8k, step.say)
+            await asyncio.to_thread(speak_said, voices, step.said)
+        elif isinstance(step, Wav):
+            recorded[id(step)] = await asyncio.to_thread(wav_spoken, step)
     own_phone = phone is None
     phone = phone or Phone()
     if own_phone:
         await phone.start()
     log = CallLog()
-    call = await phone.dial(target)
+    try:
+        call = await phone.dial(target)
+    except (RuntimeError, TimeoutError) as exc:  # rejected (4xx-6xx) or never answered
+        log.failures.append(f"the call to {target} was not answered: {exc}")
+        if own_phone:
+            await phone.close()
+        event("ended", log)
+        return log
     log.call_id = phone.call.call_id
     if heard is not None:
         heard.start(phone.session_id)
@@ -182,23 +218,28 @@ async def run_call(
                 since = time.perf_counter()
             elif isinstance(step, Say | Wav):
                 if isinstance(step, Say):  # synthesized before dialling: from the cache
-                    pcm = voices.speak_8k(step.say)
+                    spoken = speak_said(voices, step.said)
                     words = step.say
                 else:
-                    pcm = await asyncio.to_thread(read_wav_8k, step.wav)
+                    spoken = recorded[id(step)]
                     words = step.wav.name
-                await _finish_turn(await _speak(call, step, pcm, words), asr, log, event, heard)
+                turn = await _speak(call, step, spoken, words)
+                log.failures += [c.describe() for c in turn.cutoffs]
+                await _finish_turn(turn, asr, log, event, heard)
                 since = time.perf_counter()
             elif isinstance(step, Press):
+                pressed = time.perf_counter()
                 for n, key in enumerate(step.press):
+                    pressed = time.perf_counter()
                     call.press(key)
                     await asyncio.sleep(
                         0.2 + step.gap_ms / 1000 if n < len(step.press) - 1 else 0.2
                     )
-                stopped = time.perf_counter()
-                utterance = await listen(call, stopped, step.listen)
+                # From the last key going down: the gateway may act on a key before its end
+                # packets have gone out, and a reply that began then is still the reply.
+                utterance = await listen(call, pressed, step.listen)
                 keys = f"[keys {step.press}]"
-                turn = Turn(keys, stopped, _latency(utterance, stopped), utterance)
+                turn = Turn(keys, pressed, _latency(utterance, pressed), utterance)
                 await _finish_turn(turn, asr, log, event, heard)
                 since = time.perf_counter()
             elif isinstance(step, Wait):
@@ -214,6 +255,9 @@ async def run_call(
                 break
         await asyncio.sleep(0.3)
         log.ended_by_bot = call.remote_hangup
+        if call.remote_hangup and not any(t.bot is not None for t in log.turns):
+            why = f" ({call.hangup_reason})" if call.hangup_reason else ""
+            log.failures.insert(0, f"the gateway hung up before the bot said anything{why}")
     finally:
         if not call.ended.is_set():
             await call.hang_up()
@@ -251,7 +295,7 @@ def _latency(utterance: BotUtterance | None, since: float) -> float | None:
     return utterance.started - since if utterance is not None else None
 
 
-async def _speak(call: PhoneCall, step: Say | Wav, pcm: bytes, words: str) -> Turn:
+async def _speak(call: PhoneCall, step: Say | Wav, spoken: Spoken, words: str) -> Turn:
     barge_in = step.barge_in_after_ms if isinstance(step, Say) else None
     if barge_in is not None:
         # Talk over the bot: wait for its voice, then start after the given delay.
@@ -262,13 +306,17 @@ async def _speak(call: PhoneCall, step: Say | Wav, pcm: bytes, words: str) -> Tu
             await asyncio.sleep(0.02)
         await asyncio.sleep(barge_in / 1000)
     began = time.perf_counter()
-    call.say(pcm)
+    call.say(spoken.pcm)
     stopped = await call.until_said()
     stop_s = None
     if barge_in is not None:
         stop_s = _quiet_after(call, began)
     utterance = await listen(call, stopped, step.listen)
-    return Turn(words, stopped, _latency(utterance, stopped), utterance, stop_s)
+    pauses, last_speech = timeline(spoken.pauses, len(spoken.pcm) // 2, stopped)
+    turn = Turn(words, stopped, _latency(utterance, stopped), utterance, stop_s, pauses=pauses)
+    turn.cutoffs = find_cutoffs(call.heard, pauses, last_speech)
+    turn.bot_starts = starts(call.heard, began, time.perf_counter())
+    return turn
 
 
 async def transcribe_turns(log: CallLog, voices: Voices) -> None:

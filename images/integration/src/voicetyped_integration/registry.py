@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 import yaml
 from pydantic import ValidationError
-from voicetyped.documents import DocumentKindError, unwrap
+from voicetyped.documents import (
+    DocumentError,
+    DocumentKindError,
+    parse_document,
+    read_limited,
+    unwrap,
+)
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 from voicetyped_specs.integration import Integration
@@ -63,9 +69,12 @@ class IntegrationHandle:
         }
 
 
-def parse_integration(text: str, source: str) -> Integration:
+def parse_integration(text: str | bytes, source: str) -> Integration:
+    """An Integration document read within the limits of voicetyped.documents."""
     try:
-        data = yaml.safe_load(text)
+        data = parse_document(text, source)
+    except DocumentError as exc:
+        raise IntegrationError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise IntegrationError(f"{source}: YAML error: {exc}") from None
     try:
@@ -131,8 +140,8 @@ class IntegrationRegistry:
                 continue
             self._files[path] = mtime
             try:
-                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-                spec = parse_integration(text, str(path))
+                data = await asyncio.to_thread(read_limited, path)
+                spec = parse_integration(data, str(path))
                 self.add(spec, str(path))
             except (IntegrationError, OSError, ValueError) as exc:
                 self.file_errors[str(path)] = str(exc)

@@ -180,6 +180,10 @@ def parse_path(path: str) -> tuple[str | int, ...]:
     )
 
 
+class _Missing(InvalidResponse):
+    """Nothing at the path (the one failure an optional field's default covers)."""
+
+
 def _lookup(document: JsonValue, path: str) -> JsonValue:
     try:
         steps = parse_path(path)
@@ -191,12 +195,12 @@ def _lookup(document: JsonValue, path: str) -> JsonValue:
         if isinstance(step, int):
             walked += f"[{step}]"
             if not isinstance(value, list) or step >= len(value):
-                raise InvalidResponse(f"response has no {path!r} (nothing at {walked!r})")
+                raise _Missing(f"response has no {path!r} (nothing at {walked!r})")
             value = value[step]
         else:
             walked = f"{walked}.{step}" if walked else step
             if not isinstance(value, dict) or step not in value:
-                raise InvalidResponse(f"response has no {path!r} (nothing at {walked!r})")
+                raise _Missing(f"response has no {path!r} (nothing at {walked!r})")
             value = value[step]
     return value
 
@@ -212,7 +216,8 @@ def extract(operation: Operation, response: httpx.Response) -> JsonValue:
     :class:`InvalidResponse`. Otherwise the JSON answer (InvalidResponse when
     it is not JSON), whole when ``operation.extract`` is empty, else
     ``{name: value at path}``; a path that is not in the answer is an
-    InvalidResponse naming it (a present ``null`` is a value).
+    InvalidResponse naming it (a present ``null`` is a value), unless the field is optional
+    (``extractDefaults``): then it takes its default.
     """
     content = response.content
     if response.status_code == 204 or not content.strip():
@@ -231,4 +236,16 @@ def extract(operation: Operation, response: httpx.Response) -> JsonValue:
         ) from None
     if not operation.extract:
         return document
-    return {name: _lookup(document, path) for name, path in operation.extract.items()}
+    return {
+        name: _field(operation, document, name, path) for name, path in operation.extract.items()
+    }
+
+
+def _field(operation: Operation, document: JsonValue, name: str, path: str) -> JsonValue:
+    """The value at ``path``; for an optional field (``extractDefaults``) missing, its default."""
+    try:
+        return _lookup(document, path)
+    except _Missing:
+        if name in operation.extract_defaults:
+            return operation.extract_defaults[name]
+        raise

@@ -4,8 +4,9 @@
 - ``GET  /v1/sessions/{id}``       one call: state, variables, history, events, actions
 - ``GET  /v1/dialogs``             loaded dialogs (current versions) and rejected files
 - ``GET  /v1/dialogs/{name}``      one dialog: status and document
-- ``PUT  /v1/dialogs/{name}``      load or replace a dialog (YAML or JSON body); live calls
-                                   keep the version they started with
+- ``PUT  /v1/dialogs/{name}``      load or replace a dialog (YAML or JSON body, UTF-8, at most
+                                   MAX_DOCUMENT_BYTES: 413 beyond); live calls keep the
+                                   version they started with
 
 Session data holds transcripts: set ``admin_token_file`` so the API needs
 ``Authorization: Bearer <token>``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from voicetyped.documents import MAX_DOCUMENT_BYTES, too_large
 from voicetyped.service.http import bearer_guard
 from voicetyped_specs.dialog.compiled import DialogError, parse_yaml
 
@@ -67,9 +69,14 @@ def admin_routes(
 
     async def put_dialog(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        text = await request.text()
+        source = f"PUT /v1/dialogs/{name}"
+        if (request.content_length or 0) > MAX_DOCUMENT_BYTES:
+            return web.json_response(
+                {"error": "invalid dialog", "issues": [too_large(source)]}, status=413
+            )
         try:
-            document = parse_yaml(text, f"PUT /v1/dialogs/{name}")
+            # A chunked body without a length is cut by aiohttp's client_max_size (1 MiB).
+            document = parse_yaml(await request.read(), source)
             if document.get("name") != name:
                 return web.json_response(
                     {"error": f"document name {document.get('name')!r} does not match {name!r}"},

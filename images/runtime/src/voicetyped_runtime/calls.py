@@ -157,9 +157,16 @@ class CallManager:
     def _pick_dialog(self, name: str) -> DialogVersion:
         version = self.registry.current(name) if name else self.registry.default()
         if version is None:
-            wanted = f"dialog {name!r}" if name else "a default dialog (exactly one loaded)"
-            loaded = ", ".join(self.registry.names()) or "none"
-            raise AttachError(grpc.StatusCode.NOT_FOUND, f"no {wanted}; loaded: {loaded}")
+            names = self.registry.names()
+            if name:
+                problem = f"no dialog {name!r}"
+            elif names:
+                problem = f"the call names no dialog and {len(names)} are loaded (name one)"
+            else:
+                problem = "no dialog is loaded"
+            raise AttachError(
+                grpc.StatusCode.NOT_FOUND, f"{problem}; loaded: {', '.join(names) or 'none'}"
+            )
         return version
 
     def _new_state(self, msg: runtime_pb2.CallEvent, version: DialogVersion) -> CallState:
@@ -193,9 +200,8 @@ class CallManager:
             )
             call.actor.post(e.CallerHangup(reason))
         elif kind == "command_result" and not msg.command_result.success:
-            call.actor.post(
-                e.CommandFailed(msg.command_result.command_id, msg.command_result.detail)
-            )
+            result = msg.command_result
+            call.actor.post(e.CommandFailed(result.command_id, result.detail, result.sip_status))
         elif kind in ("held", "resumed"):
             log.info(f"call {kind}", session_id=session_id)
         elif kind == "speech_moved":

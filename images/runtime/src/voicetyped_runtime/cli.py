@@ -12,8 +12,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from voicetyped.documents import DocumentError, read_document
 from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog_file
 from voicetyped_specs.dialog.graph import to_dot, to_mermaid
+from voicetyped_specs.dialog.hooks import check_call_hooks
+from voicetyped_specs.integration_files import IntegrationFileError, load_catalog
 
 app = typer.Typer(help="Validate, draw and simulate dialogs.", no_args_is_help=True)
 # Wide when not a terminal, so long validation messages stay on one line in logs and CI.
@@ -28,6 +31,8 @@ def _load(path: Path) -> CompiledDialog:
         err.print(f"[red]✗[/red] {path}: {len(exc.issues)} problem(s)")
         for issue in exc.issues:
             err.print(f"  {issue}", markup=False, highlight=False)
+        if exc.note:
+            err.print(f"  ({exc.note})", markup=False, highlight=False)
         raise typer.Exit(1) from None
     except OSError as exc:
         err.print(f"[red]✗[/red] {path}: {exc}")
@@ -37,14 +42,41 @@ def _load(path: Path) -> CompiledDialog:
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Dialog YAML files.")],
+    integrations: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--integration",
+            "-i",
+            help="Integration YAML file or directory (repeatable): validated too, and every "
+            "call_hook's service and method must name one of them and its operation.",
+        ),
+    ] = None,
 ) -> None:
     """Check dialogs; print every problem with the state and field it is in."""
     failed = 0
+    catalog = None
+    if integrations:
+        try:
+            catalog = load_catalog(integrations)
+        except IntegrationFileError as exc:
+            err.print(f"[red]✗[/red] {len(exc.issues)} problem(s) in Integration documents")
+            for problem in exc.issues:
+                err.print(f"  {problem}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        names = ", ".join(f"{n} ({len(ops)} operations)" for n, ops in sorted(catalog.items()))
+        out.print(f"[green]✓[/green] integrations: {escape(names or 'none')}")
     for path in files:
         try:
             dialog = _load(path)
         except typer.Exit:
             failed += 1
+            continue
+        dangling = check_call_hooks(dialog.spec, catalog) if catalog is not None else []
+        if dangling:
+            failed += 1
+            err.print(f"[red]✗[/red] {path}: {len(dangling)} problem(s)")
+            for issue in dangling:
+                err.print(f"  {issue}", markup=False, highlight=False)
             continue
         out.print(
             f"[green]✓[/green] {path}: dialog {dialog.name!r}, {len(dialog.states)} states, "
@@ -80,12 +112,13 @@ def simulate(
 
     dialog = _load(file)
     try:
-        raw = yaml.safe_load(script.read_text(encoding="utf-8"))
+        raw = read_document(script)
         if not isinstance(raw, list):
             raise ValueError("a script is a YAML list of steps")
         steps = [ScriptStep.model_validate(step) for step in raw]
     except (OSError, ValueError, ValidationError, yaml.YAMLError) as exc:
-        err.print(f"[red]✗[/red] {escape(f'{script}: {exc}')}", highlight=False)
+        message = str(exc) if isinstance(exc, DocumentError) else f"{script}: {exc}"
+        err.print(f"[red]✗[/red] {escape(message)}", highlight=False)
         raise typer.Exit(1) from None
     version = prepare(dialog, str(file))
     if version.intent_note:

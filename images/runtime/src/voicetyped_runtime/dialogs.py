@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicetyped.documents import read_limited
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 from voicetyped_specs.dialog.compiled import (
@@ -93,7 +94,7 @@ class DialogRegistry:
             log.info("dialog loaded", dialog=version.name, hash=version.content_hash, source=source)
         return version
 
-    async def load_text(self, text: str, source: str) -> DialogVersion:
+    async def load_text(self, text: str | bytes, source: str) -> DialogVersion:
         return await self.load_document(parse_yaml(text, source), source)
 
     async def adopt(self, document: dict[str, Any], source: str) -> DialogVersion:
@@ -113,8 +114,8 @@ class DialogRegistry:
             if seen and seen[0] == mtime:
                 continue
             try:
-                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-                version = await self.load_text(text, str(path))
+                data = await asyncio.to_thread(read_limited, path)
+                version = await self.load_text(data, str(path))
             except (DialogError, OSError) as exc:
                 self.file_errors[str(path)] = str(exc)
                 self._files[path] = (mtime, "")

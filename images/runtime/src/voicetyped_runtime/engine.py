@@ -151,9 +151,7 @@ class Engine(DialogFsm):
             case LlmAnswer():
                 self._llm_answer(s, event, now_ms, out)
             case CommandFailed():
-                s.transferring = ""
-                error = error_data("transfer", "failed", event.detail)
-                self._dispatch(s, Event(EventType.ERROR, {"error": error}), now_ms, out)
+                self._transfer_failed(s, event, now_ms, out)
             case CallerHangup():
                 self._caller_hangup(s, event, now_ms, out)
         s.updated_ms = now_ms
@@ -291,6 +289,20 @@ class Engine(DialogFsm):
         elif not self._timeout(s, "no_input", now, now, out):
             self._arm_no_input(s, now)
 
+    def _transfer_failed(
+        self, s: CallState, ev: CommandFailed, now: int, out: list[Effect]
+    ) -> None:
+        """The far end refused the transfer: a ``transfer_failed`` event with the SIP status;
+        a dialog that does not handle it gets the ``error`` event it always got."""
+        s.transferring = ""
+        out.append(Warn("transfer failed", {"sip_status": ev.sip_status, "reason": ev.detail}))
+        data = {
+            "sip_status": ev.sip_status,
+            "error": error_data("transfer", "failed", ev.detail),
+        }
+        if not self._dispatch(s, Event(EventType.TRANSFER_FAILED, data), now, out):
+            self._dispatch(s, Event(EventType.ERROR, data), now, out)
+
     def _playback_done(self, s: CallState, ev: PlaybackDone, now: int, out: list[Effect]) -> None:
         before = len(s.playing)
         s.playing = [p for p in s.playing if p.request_id != ev.request_id]
@@ -311,7 +323,7 @@ class Engine(DialogFsm):
         s.timers.pop("no_input", None)
         # A key press interrupts prompts that allow barge-in (callers who know the menu
         # type ahead); prompts that deny it keep playing.
-        if s.playing and all(p.barge_in == BargeIn.ALLOW for p in s.playing):
+        if s.playing and all(p.barge_in != BargeIn.DENY for p in s.playing):
             out.append(CancelSpeech(tuple(p.request_id for p in s.playing)))
             s.playing.clear()
         s.session.events.append(DTMFEvent(digit=ev.digit, duration_ms=ev.duration_ms))

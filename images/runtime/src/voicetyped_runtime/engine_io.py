@@ -79,6 +79,8 @@ class CommandFailed:
 
     command_id: str
     detail: str = ""
+    sip_status: int = 0
+    """The final SIP status (the REFER's answer or its NOTIFY's sipfrag); 0: unknown."""
 
 
 @dataclass(frozen=True)

@@ -189,11 +189,16 @@ class DialogFsm:
                 return
             match action:
                 case c.SetVars():
-                    for name, expr in action.assignments:
+                    for a in action.assignments:
                         try:
-                            s.vars[name] = plain(expr.evaluate(act))
+                            s.vars[a.var] = a.type.admit(plain(a.value.evaluate(act)))
                         except CelEvalError as exc:
-                            raise ActionError(f"set {name}: {exc}") from None
+                            raise ActionError(f"set {a.var}: {exc}") from None
+                        except TypeError as exc:  # a dyn value (result, slots) of another type
+                            raise ActionError(
+                                f"set {a.var}: {a.value.source!r} gave {exc} (the type of "
+                                f"vars.{a.var})"
+                            ) from None
                         act["vars"] = dict(s.vars)
                 case c.CallHook():
                     payload = render(action.payload.render, act)
@@ -349,6 +354,7 @@ class DialogFsm:
             "ok": s.last.ok,
             "result": s.last.result,
             "error": {},
+            "sip_status": 0,
             "label": "",
             "slots": {},
             "vars": dict(s.vars),

@@ -21,6 +21,7 @@ log = get_logger("voicetyped.runtime.links")
 _BARGE_IN = {
     BargeIn.ALLOW: speech_pb2.SpeakRequest.BARGE_IN_ALLOW,
     BargeIn.DENY: speech_pb2.SpeakRequest.BARGE_IN_DENY,
+    BargeIn.IMMEDIATE: speech_pb2.SpeakRequest.BARGE_IN_IMMEDIATE,
 }
 
 

@@ -29,12 +29,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import JsonValue
-from voicetyped.recognition import Expect, RecognitionContext
+from voicetyped.recognition import (
+    NO_WORDS,
+    YES_WORDS,
+    Expect,
+    RecognitionContext,
+    TurnEnd,
+    TurnEndMode,
+)
 from voicetyped_specs.dialog import compiled as c
 from voicetyped_specs.dialog.model import EventType
 
-YES_WORDS = frozenset({"yes", "yeah", "yep", "yup", "sure", "correct", "right", "ok", "okay"})
-NO_WORDS = frozenset({"no", "nope", "nah", "not", "wrong", "incorrect"})
+_ANSWER_WORDS = YES_WORDS | NO_WORDS | {"not", "wrong", "incorrect"}
+"""Words a condition that reads a yes or no answer tests for."""
 _YES_NO_INTENTS = re.compile(
     r"^(yes|no|confirm|confirmed|deny|denied|affirm|affirmative|negative|agree|disagree|"
     r"accept|decline|reject|correct|incorrect)$"
@@ -89,6 +96,7 @@ def recognition_context(
     text values of ``variables`` (those the state reads first) and ``heard``, the prompts the
     caller was just played (the last of them kept within the contract's bound)."""
     exp = expectations(dialog)[state]
+    ep = dialog.states[state].endpointing
     return RecognitionContext.fitted(
         state=state,
         expect=exp.expect,
@@ -98,6 +106,7 @@ def recognition_context(
         phrases=exp.phrases,
         hotwords=[*_var_words(variables, exp.vars_used), *exp.hotwords],
         prompt=" ".join(t.strip() for t in heard if t.strip()),
+        endpointing=TurnEnd(mode=TurnEndMode(ep.mode.value), min_ms=ep.min_ms, max_ms=ep.max_ms),
     )
 
 
@@ -161,8 +170,8 @@ def _expect(
 
     yes_no_intents = [i for i in intents if _YES_NO_INTENTS.match(i.lower())]
     asks_yes_no = english and any(_YES_NO_QUESTION.match(_last_sentence(p)) for p in prompts)
-    other_words = [w for w in words if w.strip().lower() not in YES_WORDS | NO_WORDS]
-    if lowered & (YES_WORDS | NO_WORDS) or yes_no_intents or (asks_yes_no and not labels):
+    other_words = [w for w in words if w.strip().lower() not in _ANSWER_WORDS]
+    if lowered & _ANSWER_WORDS or yes_no_intents or (asks_yes_no and not labels):
         return StateExpectation(
             Expect.YES_NO, 0, 0, tuple(other_words), tuple(phrases), tuple(labels), vars_used
         )

@@ -7,6 +7,8 @@ A script is a YAML list of steps::
     - wait: 8000                                    # let time pass (timers fire), in ms
     - backend: {ok: true, response: {status: shipped}}   # answer the oldest call_hook
     - llm: {label: confirm}                         # answer the oldest llm request
+    - transfer: {status: 486, reason: "Busy Here"}  # the transfer under way is refused
+                                                    # (a 2xx status: it succeeds, the call left)
     - interrupt: "agent please"                     # speak while a prompt is still playing
     - hangup: true                                  # the caller hangs up
     - expect: {state: lookup}                       # assert (also vars: {...}, ended: true)
@@ -49,6 +51,11 @@ class LlmReply(_Step):
     error: str | None = Field(None, description="timeout | invalid_output | ...: the LLM failed")
 
 
+class TransferReply(_Step):
+    status: int = Field(202, ge=200, le=699, description="The final SIP status of the transfer.")
+    reason: str = ""
+
+
 class Expect(_Step):
     state: str | None = None
     vars: dict[str, JsonValue] = Field(default_factory=dict)
@@ -56,7 +63,17 @@ class Expect(_Step):
     said: str | None = Field(None, description="Substring of the last prompt spoken.")
 
 
-STEP_KINDS = ("say", "press", "wait", "backend", "llm", "interrupt", "hangup", "expect")
+STEP_KINDS = (
+    "say",
+    "press",
+    "wait",
+    "backend",
+    "llm",
+    "transfer",
+    "interrupt",
+    "hangup",
+    "expect",
+)
 
 
 class ScriptStep(_Step):
@@ -65,6 +82,7 @@ class ScriptStep(_Step):
     wait: int | None = Field(None, ge=0)
     backend: BackendReply | None = None
     llm: LlmReply | None = None
+    transfer: TransferReply | None = None
     interrupt: str | None = None
     hangup: bool | None = None
     expect: Expect | None = None
@@ -179,6 +197,18 @@ class Simulator:
         else:
             self._apply(e.LlmAnswer(key, True, reply.label, dict(reply.slots)))
 
+    def transfer(self, reply: TransferReply) -> None:
+        """The far end's answer to the transfer under way (prompts before it play first)."""
+        self.finish_prompts()
+        command = self.state.transferring
+        if not command:
+            raise ExpectationError(f"no transfer under way in state {self.state.session.state!r}")
+        if 200 <= reply.status < 300:
+            self._apply(e.CallerHangup("transferred"))
+        else:
+            detail = f"{reply.status} {reply.reason}".strip()
+            self._apply(e.CommandFailed(command, detail, reply.status))
+
     def hangup(self) -> None:
         self._apply(e.CallerHangup())
 
@@ -224,6 +254,8 @@ class Simulator:
                 self.backend(step.backend)
             elif step.llm is not None:
                 self.llm(step.llm)
+            elif step.transfer is not None:
+                self.transfer(step.transfer)
             elif step.hangup:
                 self.hangup()
             elif step.expect is not None:

@@ -25,7 +25,10 @@ from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.config import SpeechSettings
 from voicetyped_speech.grpc_service import SpeechGatewayServicer, register
 from voicetyped_speech.metrics import SpeechMetrics
+from voicetyped_speech.streaming import TurnEndSettings
 from voicetyped_speech.tts import Synthesizer, TTSHooks, VoiceRegistry
+from voicetyped_speech.turn.model import SmartTurn
+from voicetyped_speech.turn.runner import TurnModelRunner
 from voicetyped_speech.warmup import watch_and_warm
 
 SERVICE_NAME = "speech"
@@ -48,6 +51,16 @@ class SpeechService:
         self.prompts_warmed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._vad = settings.vad.settings()
+        t = settings.turn
+        self._turn_end = TurnEndSettings.resolve(
+            settings.vad.hangover_ms,
+            mode=t.mode,
+            min_ms=t.min_ms,
+            max_ms=t.max_ms,
+            threshold=t.threshold,
+            sentence_threshold=t.sentence_threshold,
+        )
+        self.turn_model: TurnModelRunner | None = None
         self._streaming = settings.streaming.settings()
         self._backend = settings.asr.backend
 
@@ -72,6 +85,11 @@ class SpeechService:
             ),
         )
         self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
+        if s.turn.model:  # raises at once for a missing or altered model file
+            smart_turn = await asyncio.to_thread(SmartTurn, threads=s.turn.threads)
+            self.turn_model = TurnModelRunner(
+                smart_turn, on_inference=self.metrics.turn_model_seconds.observe
+            )
         voices = VoiceRegistry(s.tts.voices, allow_paths=False)
         await voices.aget(s.tts.default_voice)
         hooks = TTSHooks(
@@ -145,6 +163,8 @@ class SpeechService:
             trace_context=trace_context,
             languages=self.languages,
             language=start.language,
+            turn_model=self.turn_model,
+            turn_end=self._turn_end,
         )
         return call
 
@@ -174,6 +194,8 @@ class SpeechService:
             await self.synth.aclose()
         if self.pool is not None:
             await asyncio.to_thread(self.pool.close)
+        if self.turn_model is not None:
+            self.turn_model.close()
 
 
 def build_app(settings: SpeechSettings, registry: CollectorRegistry = REGISTRY) -> ServiceApp:

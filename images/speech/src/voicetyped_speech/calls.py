@@ -14,14 +14,33 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from voicetyped.recognition import InvalidContextError, context_from_proto
+from voicetyped.recognition import (
+    Expect,
+    InvalidContextError,
+    RecognitionContext,
+    TurnEndMode,
+    context_from_proto,
+)
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 from voicetyped.v1 import common_pb2, speech_pb2
 
 from voicetyped_speech.asr.languages import LanguageError, ModelLanguages
-from voicetyped_speech.asr.pool import RecognitionPool
+from voicetyped_speech.asr.pool import Job, RecognitionPool
+from voicetyped_speech.barge_in import (
+    Action,
+    AudioTail,
+    BargeInGate,
+    BargeInMode,
+    BargeInSettings,
+    Forward,
+    Ignore,
+    Probe,
+    StopPrompt,
+    VoiceMeter,
+)
 from voicetyped_speech.metrics import SpeechMetrics
 from voicetyped_speech.playback import (
     Downlink,
@@ -37,10 +56,13 @@ from voicetyped_speech.streaming import (
     StreamingRecognizer,
     StreamingSettings,
     TranscriptUpdate,
+    TurnDecision,
+    TurnEndSettings,
     UtteranceEnded,
     UtteranceStarted,
 )
 from voicetyped_speech.tts import Synthesizer
+from voicetyped_speech.turn.runner import TurnModelRunner
 from voicetyped_speech.vad import VadSettings
 
 log = get_logger("voicetyped.speech.calls")
@@ -53,6 +75,12 @@ _PLAYBACK_KIND = {
     "started": _PLAYBACK.KIND_STARTED,
     "finished": _PLAYBACK.KIND_FINISHED,
     "cancelled": _PLAYBACK.KIND_CANCELLED,
+}
+
+
+_TURN_MODES: dict[TurnEndMode, Literal["semantic", "silence"]] = {
+    TurnEndMode.SEMANTIC: "semantic",
+    TurnEndMode.SILENCE: "silence",
 }
 
 
@@ -130,8 +158,20 @@ class SpeechCall:
         trace_context: tracing.Context | None = None,
         languages: ModelLanguages | None = None,
         language: str = "",
+        turn_model: TurnModelRunner | None = None,
+        turn_end: TurnEndSettings | None = None,
+        barge_in: BargeInSettings | None = None,
     ) -> None:
         self.session_id = session_id
+        # Speech over `allow` prompts is held until it proves to be words (barge_in.py); the
+        # held audio is probed for words (decodes of its own, never sent to the runtime).
+        self._gate = BargeInGate(barge_in, frame_ms=vad.frame_ms)
+        self._meter = VoiceMeter(vad.aggressiveness, vad.frame_ms)
+        self._tail = AudioTail()
+        self._pool = pool
+        self._pre_roll_ms = vad.pre_roll_ms
+        self._probe: tuple[str, Job, asyncio.Task[None]] | None = None
+        self._runtime_partials = False  # whether the runtime asked for partial transcripts
         self._languages = languages
         self.trace = trace_context
         self._ended_at: dict[str, int] = {}  # utterance id -> wall ns its end was declared
@@ -149,7 +189,11 @@ class SpeechCall:
             vad=vad,
             settings=streaming,
             on_final=self._on_final,
+            turn_model=turn_model,
+            turn_end=turn_end,
+            on_turn=self._on_turn,
         )
+        self._turn_default = self.recognizer.turn_end  # for states that do not say
         self.player = Player(
             session_id,
             synth,
@@ -202,7 +246,14 @@ class SpeechCall:
             self._first_audio = False
             self._call_time_offset = start_ms
             self._epoch = time.perf_counter() - len(pcm) / 32.0 / 1000
-        self.recognizer.push(pcm[: len(pcm) & ~1], start_ms)
+        pcm = pcm[: len(pcm) & ~1]
+        self.recognizer.push(pcm, start_ms)
+        if self._gate.tracking or self.player.barge_in_mode() == BargeInMode.ALLOW:
+            self._tail.push(pcm, start_ms)
+            self._apply(self._gate.on_audio(self._meter.push(pcm, start_ms)))
+        else:
+            self._meter.reset()
+            self._tail.reset()
 
     # -- the runtime's update stream ---------------------------------------------------------
 
@@ -217,7 +268,7 @@ class SpeechCall:
         if self.ended.is_set():
             sub.queue.put_nowait(None)
         self._subscriber = sub
-        self.recognizer.partials = partials
+        self.recognizer.partials = self._runtime_partials = partials
         self.set_language(language, "ConverseStart.language")
         return sub
 
@@ -241,12 +292,25 @@ class SpeechCall:
         self.recognizer.options = replace(
             self.recognizer.options, context=None if context.empty else context
         )
+        self.recognizer.set_turn_end(self._turn_end(context))
         log.debug("recognition context", state=context.state, expect=context.expect.value)
+
+    def _turn_end(self, context: RecognitionContext) -> TurnEndSettings:
+        """The state's endpointing, the gateway's default where it leaves something open."""
+        ep, default = context.endpointing, self._turn_default
+        return TurnEndSettings.resolve(
+            default.min_ms,
+            mode=_TURN_MODES.get(ep.mode, default.mode),
+            min_ms=ep.min_ms,
+            max_ms=ep.max_ms or default.max_ms,
+            threshold=default.threshold,
+            sentence_threshold=default.sentence_threshold,
+        )
 
     def unsubscribe(self, sub: _Subscriber) -> None:
         if self._subscriber is sub:
             self._subscriber = None
-            self.recognizer.partials = False
+            self.recognizer.partials = self._runtime_partials = False
 
     async def updates(self, sub: _Subscriber) -> AsyncIterator[speech_pb2.SpeechUpdate]:
         while (update := await sub.queue.get()) is not None:
@@ -263,11 +327,10 @@ class SpeechCall:
     # -- events ------------------------------------------------------------------------------
 
     def _on_recognition(self, event: RecognitionEvent) -> None:
+        mode = None
         if isinstance(event, UtteranceStarted):
             self.metrics.utterances.inc()
-            stopped = self.player.barge_in()
-            if stopped:
-                log.info("barge-in", utterance_id=event.utterance_id, stopped=stopped)
+            mode = self.player.barge_in_mode()
         elif isinstance(event, UtteranceEnded):
             now = tracing.wall_ns()
             self._ended_at[event.utterance_id] = now
@@ -283,7 +346,83 @@ class SpeechCall:
         elif isinstance(event, RecognitionOverloaded):
             self.metrics.overloaded.inc()
             log.warning("recognition overloaded", utterance_id=event.utterance_id)
-        self._send(recognition_update(event))
+        english, yes_no = self._reading()
+        self._apply(self._gate.on_event(event, mode, english=english, yes_no=yes_no))
+
+    def _reading(self) -> tuple[bool, bool]:
+        """How the gate reads transcripts now: (English, a yes/no answer expected)."""
+        options = self.recognizer.options
+        context = options.context
+        english = (options.language or "en").split("-")[0].lower() == "en"
+        return english, context is not None and context.expect == Expect.YES_NO
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out the barge-in gate's decisions, in order."""
+        for action in actions:
+            if isinstance(action, Forward):
+                self._send(recognition_update(action.event))
+            elif isinstance(action, Probe):
+                self._start_probe(action)
+            elif isinstance(action, StopPrompt):
+                stopped = self.player.barge_in()
+                self.metrics.barge_ins.labels(action.reason).inc()
+                if stopped:
+                    log.info(
+                        "barge-in",
+                        utterance_id=action.utterance_id,
+                        stopped=stopped,
+                        reason=action.reason,
+                        voiced_ms=action.voiced_ms,
+                    )
+            elif isinstance(action, Ignore):
+                self.metrics.barge_in_ignored.labels(action.reason).inc()
+                with session_context(self.session_id):
+                    log.info(
+                        "barge-in ignored",
+                        utterance_id=action.utterance_id,
+                        reason=action.reason,
+                        voiced_ms=action.voiced_ms,
+                        speech_ms=max(0, action.end_ms - action.start_ms),
+                    )
+        if self._probe is not None and not self._gate.undecided(self._probe[0]):
+            self._stop_probe()  # decided meanwhile: its answer is not needed
+
+    def _start_probe(self, probe: Probe) -> None:
+        audio = self._tail.slice(probe.from_ms - self._pre_roll_ms, probe.to_ms)
+        try:
+            # Its own session key: the pool keeps one waiting partial per session, and the
+            # runtime's partials must not replace the probe (nor it them).
+            job = self._pool.submit(
+                f"{self.session_id}/barge-in", audio, "partial", self.recognizer.options
+            )
+        except RuntimeError:  # the pool is closed (shutting down)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._await_probe(probe.utterance_id, job), name=f"barge-in-probe-{self.session_id}"
+        )
+        self._stop_probe()
+        self._probe = (probe.utterance_id, job, task)
+
+    async def _await_probe(self, utterance_id: str, job: Job) -> None:
+        try:
+            result = await job.result()
+        except Exception as exc:  # a failed probe is no answer; the final still decides
+            log.warning("barge-in probe failed", utterance_id=utterance_id, error=str(exc))
+            result = None
+        if self._probe is not None and self._probe[1] is job:
+            self._probe = None
+        if self.ended.is_set():
+            return
+        english, yes_no = self._reading()
+        text = result.text if result is not None else None
+        self._apply(self._gate.on_probe(utterance_id, text, english=english, yes_no=yes_no))
+
+    def _stop_probe(self) -> None:
+        if self._probe is not None:
+            _, job, task = self._probe
+            self._probe = None
+            job.cancel()
+            task.cancel()
 
     def _on_final(self, timing: FinalTiming) -> None:
         self.metrics.time_to_final.labels(str(timing.speculative).lower()).observe(
@@ -318,6 +457,17 @@ class SpeechCall:
                 cut=timing.cut or None,
             )
 
+    def _on_turn(self, turn: TurnDecision) -> None:
+        d = turn.decision
+        self.metrics.turn_decisions.labels("end" if d.end else "wait", d.basis).inc()
+        log.debug(
+            "end of turn" if d.end else "turn continues",
+            utterance_id=turn.utterance_id,
+            reason=d.reason,
+            probability=None if d.probability is None else round(d.probability, 3),
+            pause_ms=turn.pause_ms,
+        )
+
     def _tts_started(self, request_id: str, asked_ns: int) -> None:
         tracing.record(tracer, "speech.tts", self.trace, asked_ns, request_id=request_id)
 
@@ -327,6 +477,13 @@ class SpeechCall:
         elif isinstance(event, SynthesisFailed):
             self.metrics.tts_requests.labels("failed").inc()
         self._send(player_update(event))
+        if (
+            isinstance(event, PlaybackUpdate)
+            and event.kind != "started"
+            and self._gate.tracking
+            and self.player.barge_in_mode() != BargeInMode.ALLOW
+        ):
+            self._apply(self._gate.on_prompt_ended())
 
     async def _run_player(self) -> None:
         with session_context(self.session_id):
@@ -348,6 +505,7 @@ class SpeechCall:
         if self.ended.is_set():
             return
         self.ended.set()
+        self._stop_probe()
         self.metrics.streams.dec()
         await self.recognizer.aclose()
         await self.player.aclose()

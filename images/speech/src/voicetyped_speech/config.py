@@ -115,6 +115,34 @@ class StreamingConfig(_Group):
         return StreamingSettings(**self.model_dump())
 
 
+class TurnConfig(_Group):
+    """End of turn: the defaults for calls whose dialog state does not say (a dialog state's
+    ``endpointing`` overrides them), and the Smart Turn model."""
+
+    mode: Literal["semantic", "silence"] = Field(
+        "silence",
+        description="semantic: Smart Turn and the state's expectation decide at each pause; "
+        "silence: min_ms of silence ends the turn.",
+    )
+    min_ms: int | None = Field(
+        None, ge=20, le=30_000, description="Silence before a turn may end (vad.hangover_ms)."
+    )
+    max_ms: int = Field(2000, ge=20, le=30_000, description="semantic: silence that ends a turn.")
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="Smart Turn probability at or above which a pause ends it."
+    )
+    sentence_threshold: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The same when Whisper punctuated the words as a finished sentence.",
+    )
+    model: bool = Field(
+        True, description="Load Smart Turn (without it semantic mode falls back to silence)."
+    )
+    threads: int = Field(1, ge=1, le=8, description="Smart Turn inference threads.")
+
+
 class TtsConfig(_Group):
     default_voice: str = DEFAULT_VOICE
     voices: dict[str, Path] = Field(
@@ -153,6 +181,7 @@ class SpeechSettings(ServiceSettings):
     vad: VadConfig = Field(default_factory=VadConfig)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
     converse_wait_s: float = Field(
         5.0, gt=0, description="How long a Converse stream waits for its call's audio stream."
     )

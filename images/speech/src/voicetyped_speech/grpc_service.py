@@ -14,6 +14,7 @@ from voicetyped.service.logs import get_logger, session_context
 from voicetyped.service.streams import open_stream
 from voicetyped.v1 import speech_pb2, speech_pb2_grpc
 
+from voicetyped_speech.barge_in import BargeInMode
 from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.playback import AudioOut
 from voicetyped_speech.tts import SUPPORTED_RATES
@@ -22,6 +23,14 @@ log = get_logger("voicetyped.speech.grpc")
 
 SERVICE_NAME = "voicetyped.v1.SpeechGateway"
 INPUT_RATE = 16000
+
+_BARGE_IN = {
+    speech_pb2.SpeakRequest.BARGE_IN_UNSPECIFIED: BargeInMode.ALLOW,
+    speech_pb2.SpeakRequest.BARGE_IN_ALLOW: BargeInMode.ALLOW,
+    speech_pb2.SpeakRequest.BARGE_IN_DENY: BargeInMode.DENY,
+    speech_pb2.SpeakRequest.BARGE_IN_IMMEDIATE: BargeInMode.IMMEDIATE,
+}
+"""SpeakRequest.barge_in -> the player's mode (unknown values: the default, allow)."""
 
 CallFactory = Callable[[speech_pb2.AudioStreamStart, tracing.Context], SpeechCall]
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -142,8 +151,8 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
                     kind = cmd.WhichOneof("msg")
                     if kind == "speak":
                         s = cmd.speak
-                        deny = s.barge_in == speech_pb2.SpeakRequest.BARGE_IN_DENY
-                        call.player.speak(s.request_id, s.text, s.voice, barge_in=not deny)
+                        mode = _BARGE_IN.get(s.barge_in, BargeInMode.ALLOW)
+                        call.player.speak(s.request_id, s.text, s.voice, barge_in=mode)
                     elif kind == "cancel":
                         call.player.cancel(cmd.cancel.request_id)
                     elif kind == "context":

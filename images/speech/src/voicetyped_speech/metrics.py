@@ -57,8 +57,38 @@ class SpeechMetrics:
             "Utterances refused because recognition could not keep up",
             registry=registry,
         )
+        self.turn_decisions = Counter(
+            "voicetyped_speech_turn_decisions_total",
+            "Semantic end-of-turn decisions at a caller's pause: end the turn or wait; basis: "
+            "what decided (text: the transcript and the state's expectation; model: Smart Turn; "
+            "none: no verdict)",
+            ["decision", "basis"],
+            registry=registry,
+        )
+        self.turn_model_seconds = Histogram(
+            "voicetyped_speech_turn_model_seconds",
+            "Smart Turn inference time, queueing included",
+            buckets=_LATENCY,
+            registry=registry,
+        )
         self.utterances = Counter(
             "voicetyped_speech_utterances_total", "Utterances segmented", registry=registry
+        )
+        self.barge_ins = Counter(
+            "voicetyped_speech_barge_ins_total",
+            "The caller stopped the prompts: reason immediate (speech started over an immediate "
+            "prompt), words (a transcript of speech over an allow prompt had words that are not "
+            "a backchannel or noise) or voiced (it went on longer than backchannels do)",
+            ["reason"],
+            registry=registry,
+        )
+        self.barge_in_ignored = Counter(
+            "voicetyped_speech_barge_in_ignored_total",
+            "Utterances over an allow prompt that did not stop it and were dropped: reason "
+            "backchannel (uh-huh, okay, ...), noise (no words: a cough, a door) or unrecognised "
+            "(empty because recognition was overloaded)",
+            ["reason"],
+            registry=registry,
         )
         self.tts_ttfa = Histogram(
             "voicetyped_speech_tts_time_to_first_audio_seconds",

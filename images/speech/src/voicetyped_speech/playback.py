@@ -15,9 +15,11 @@ from the prompt cache) while the previous one plays. A request that cannot be sy
 reported (:class:`SynthesisFailed`) and counts as cancelled, so the runtime is never left waiting
 for a prompt that will not play.
 
-Barge-in by the caller (:meth:`Player.barge_in`, called when speech starts) stops the current
-and queued requests if all of them allow it, which is the runtime engine's own rule, so both
-sides agree without a round trip.
+Barge-in by the caller (:meth:`Player.barge_in`, called when speech starts over an
+``immediate`` prompt, or when :mod:`.barge_in` confirms speech over an ``allow`` one) stops the
+current and queued requests if none of them denies it, which is the runtime engine's own rule,
+so both sides agree without a round trip. :meth:`Player.barge_in_mode` says how what plays now
+may be interrupted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Literal
 
 from voicetyped.service.logs import get_logger
 
+from voicetyped_speech.barge_in import BargeInMode
 from voicetyped_speech.tts import Synthesizer, TTSError
 
 log = get_logger("voicetyped.speech.playback")
@@ -141,7 +144,7 @@ _END = object()
 @dataclass(eq=False)
 class _Request:
     request_id: str
-    barge_in: bool
+    barge_in: BargeInMode
     stream: AsyncGenerator[bytes, None]
     frames: asyncio.Queue[bytes | object] = field(default_factory=lambda: asyncio.Queue(25))
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -150,6 +153,7 @@ class _Request:
     sent_ms: int = 0
     started: bool = False
     asked_ns: int = 0
+    done: bool = False  # played to the end (set before its "finished" goes out)
 
 
 class Player:
@@ -186,10 +190,13 @@ class Player:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def speak(self, request_id: str, text: str, voice: str, barge_in: bool) -> None:
-        """Queue a prompt. Problems (unknown voice, duplicate id) are reported as events."""
+    def speak(self, request_id: str, text: str, voice: str, barge_in: BargeInMode | bool) -> None:
+        """Queue a prompt (``barge_in``: True is ``allow``, False ``deny``). Problems (unknown
+        voice, duplicate id) are reported as events."""
         if self._closed:
             return
+        if isinstance(barge_in, bool):
+            barge_in = BargeInMode.ALLOW if barge_in else BargeInMode.DENY
         try:
             stream = self._synth.synthesize(
                 text, voice or self._voice_default, self._rate, request_id
@@ -219,11 +226,26 @@ class Player:
         return stopped
 
     def barge_in(self) -> list[str]:
-        """The caller started speaking: stop everything if everything allows barge-in."""
-        pending = [*([self._current] if self._current else []), *self._queue]
-        if not pending or not all(r.barge_in for r in pending):
+        """The caller barged in: stop everything if nothing denies barge-in."""
+        pending = self._pending()
+        if not pending or any(r.barge_in == BargeInMode.DENY for r in pending):
             return []
         return self.cancel("")
+
+    def barge_in_mode(self) -> BargeInMode | None:
+        """How the prompts playing or queued now may be interrupted (None: there are none):
+        ``deny`` if one of them denies it, else the mode of the one playing (the first)."""
+        pending = self._pending()
+        if not pending:
+            return None
+        if any(r.barge_in == BargeInMode.DENY for r in pending):
+            return BargeInMode.DENY
+        return pending[0].barge_in
+
+    def _pending(self) -> list[_Request]:
+        current = self._current
+        playing = current is not None and not (current.done or current.cancelled.is_set())
+        return [*([current] if playing and current is not None else []), *self._queue]
 
     @property
     def active(self) -> bool:
@@ -277,6 +299,7 @@ class Player:
             return
         if not req.started:  # empty text: nothing to hear, but the runtime waits for the end
             self._announce_start(req)
+        req.done = True
         self._emit(PlaybackUpdate("finished", req.request_id, self._call_time_ms(), req.sent_ms))
 
     async def _next_frame(self, req: _Request) -> bytes | object:

@@ -25,6 +25,15 @@ final is empty, as it is when the pool was overloaded or Whisper heard no speech
 :class:`FinalTiming` of each final says why it is empty (the call logs it; the runtime
 re-prompts the caller).
 
+End of turn (:class:`TurnEndSettings`, set per dialog state by the runtime's recognition
+context): in ``silence`` mode an utterance ends after ``min_ms`` of silence. In ``semantic``
+mode the segmenter keeps the utterance open through pauses up to ``max_ms``; at each pause of
+``min_ms`` (:class:`~.vad.PauseDetected`) Smart Turn runs on the turn's audio (its own thread,
+:mod:`.turn.runner`) while the speculative final decodes, and :func:`.turn.decision.decide`
+weighs the two against what the state expects. If the turn is over the utterance is closed
+there (its final is the speculation, already decoded); if not, speech continues the same
+utterance (one decode of the whole turn, not of its pieces) and ``max_ms`` of silence ends it.
+
 All methods run on the event loop; decoding happens in the :class:`~.asr.pool.RecognitionPool`.
 """
 
@@ -35,10 +44,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from voicetyped_speech.asr.base import DecodeOptions
 from voicetyped_speech.asr.pool import Job, Overloaded, RecognitionPool
-from voicetyped_speech.vad import Segmenter, SpeechEnded, SpeechStarted, VadSettings
+from voicetyped_speech.turn import hints
+from voicetyped_speech.turn.decision import Decision, decide
+from voicetyped_speech.turn.runner import TurnModelRunner
+from voicetyped_speech.vad import PauseDetected, Segmenter, SpeechEnded, SpeechStarted, VadSettings
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,53 @@ class StreamingSettings:
             raise ValueError("partial_interval_ms must be >= 100 and partial_min_ms >= 0")
         if self.speculate_after_ms < 0:
             raise ValueError("speculate_after_ms must not be negative")
+
+
+@dataclass(frozen=True)
+class TurnEndSettings:
+    """When a pause ends the caller's turn (a dialog state's endpointing, resolved)."""
+
+    mode: Literal["semantic", "silence"] = "silence"
+    min_ms: int = 300
+    max_ms: int = 2000
+    threshold: float = 0.5
+    """semantic: the turn model's probability at or above which a pause ends the turn."""
+    sentence_threshold: float = 0.05
+    """semantic: the same when Whisper punctuated the words as a finished sentence."""
+
+    @classmethod
+    def resolve(
+        cls,
+        hangover_ms: int,
+        mode: Literal["semantic", "silence"] = "silence",
+        min_ms: int | None = None,
+        max_ms: int = 2000,
+        threshold: float = 0.5,
+        sentence_threshold: float = 0.05,
+    ) -> TurnEndSettings:
+        """The settings with ``min_ms`` unset taken as the VAD's ``hangover_ms`` (the silence
+        that ends an utterance) and ``max_ms`` raised to at least ``min_ms``: the gateway's
+        default for streams whose recognition context does not say."""
+        min_ms = min_ms or hangover_ms
+        return cls(mode, min_ms, max(max_ms, min_ms), threshold, sentence_threshold)
+
+    def __post_init__(self) -> None:
+        if self.min_ms < 20 or self.max_ms < self.min_ms:
+            raise ValueError("min_ms must be at least 20 and max_ms at least min_ms")
+        if not (0 <= self.threshold <= 1 and 0 <= self.sentence_threshold <= 1):
+            raise ValueError("threshold and sentence_threshold must be within 0..1")
+
+
+@dataclass(frozen=True)
+class TurnDecision:
+    """A semantic end-of-turn decision at a pause, for metrics and logs."""
+
+    utterance_id: str
+    decision: Decision
+    pause_ms: int
+    """Silence at the moment of the decision (the pause it was taken for)."""
+    text: str | None
+    """The speculative transcript it read (None: none was ready)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +189,9 @@ class StreamingRecognizer:
         vad: VadSettings | None = None,
         settings: StreamingSettings | None = None,
         on_final: Callable[[FinalTiming], None] | None = None,
+        turn_model: TurnModelRunner | None = None,
+        turn_end: TurnEndSettings | None = None,
+        on_turn: Callable[[TurnDecision], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.partials = False
@@ -151,6 +214,26 @@ class StreamingRecognizer:
         self._last_partial_confidence = 0.0
         self._finals: list[asyncio.Task[None]] = []
         self._closed = False
+        self._turn_model = turn_model
+        self._on_turn = on_turn
+        self._turn_check: asyncio.Task[None] | None = None
+        self.turn_end = turn_end or TurnEndSettings.resolve(self._segmenter.settings.hangover_ms)
+        self.set_turn_end(self.turn_end)
+
+    @property
+    def semantic(self) -> bool:
+        """Whether pauses are judged by the turn model (semantic mode and a model loaded)."""
+        t = self.turn_end
+        return t.mode == "semantic" and self._turn_model is not None and t.min_ms < t.max_ms
+
+    def set_turn_end(self, turn_end: TurnEndSettings) -> None:
+        """Apply ``turn_end`` from the next audio on. Semantic mode without a turn model (the
+        gateway runs without one) ends turns after ``min_ms`` of silence."""
+        self.turn_end = turn_end
+        if self.semantic:
+            self._segmenter.configure(turn_end.max_ms, pause_ms=turn_end.min_ms)
+        else:
+            self._segmenter.configure(turn_end.min_ms)
 
     @property
     def in_utterance(self) -> bool:
@@ -179,6 +262,7 @@ class StreamingRecognizer:
     async def aclose(self) -> None:
         """Stop at once: drop pending work, emit nothing more."""
         self._closed = True
+        self._stop_turn_check()
         self._drop_speculation()
         self._stop_partial()
         tasks = list(self._finals)
@@ -191,7 +275,15 @@ class StreamingRecognizer:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _on_segment(self, event: SpeechStarted | SpeechEnded) -> None:
+    def _on_segment(self, event: SpeechStarted | SpeechEnded | PauseDetected) -> None:
+        if isinstance(event, PauseDetected):
+            if self.semantic:
+                self._stop_turn_check()
+                self._turn_check = asyncio.get_running_loop().create_task(
+                    self._check_turn(event), name=f"turn-check-{self.session_id}"
+                )
+            return
+        self._stop_turn_check()
         if isinstance(event, SpeechStarted):
             self._utterance = event.utterance_id
             self._started_ms = event.at_ms
@@ -268,6 +360,44 @@ class StreamingRecognizer:
                     cut,
                 )
             )
+
+    def _stop_turn_check(self) -> None:
+        task, self._turn_check = self._turn_check, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _check_turn(self, pause: PauseDetected) -> None:
+        """At a pause of ``min_ms``: end the turn now, or leave it to ``max_ms``."""
+        seg = self._segmenter
+        voiced = seg.last_voiced_ms
+        current = seg.current()
+        if current is None or current[0] != pause.utterance_id:
+            return
+        assert self._turn_model is not None
+        self._maybe_speculate()  # normally running already (it starts ~100 ms into a pause)
+        spec = self._spec
+        probability = await self._turn_model.probability(current[1])
+        text: str | None = None
+        if spec is not None and spec.last_voiced_ms == voiced:
+            result = await asyncio.shield(spec.job.result())
+            text = result.text if result is not None else None
+        if self._closed or seg.last_voiced_ms != voiced or not seg.in_utterance:
+            return  # the caller spoke again (or the utterance closed) meanwhile
+        context = self.options.context
+        english = (self.options.language or "en").startswith("en")
+        t = self.turn_end
+        hint = hints.read(text or "", context, english)
+        decision = decide(probability, hint, t.threshold, t.sentence_threshold)
+        position = seg.position_ms or pause.at_ms
+        if self._on_turn is not None:
+            self._on_turn(
+                TurnDecision(pause.utterance_id, decision, position - pause.speech_end_ms, text)
+            )
+        if decision.end:
+            ended = seg.end_turn()
+            if ended is not None:
+                self._turn_check = None  # done: _on_segment must not cancel this task
+                self._on_segment(ended)
 
     def _stop_partial(self, keep: Job | None = None) -> None:
         if self._partial is not None:

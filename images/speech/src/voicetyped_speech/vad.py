@@ -76,7 +76,7 @@ _OVERHANG: dict[tuple[bool, int], tuple[int, int]] = {
 _EDGE_BLOCK_SAMPLES = 5 * _SAMPLES_PER_MS
 _FLOOR_FRAMES = 8  # frames before a start's refinement candidates that give the noise floor
 
-EndReason = Literal["silence", "max_length", "flush"]
+EndReason = Literal["silence", "max_length", "flush", "turn"]
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,21 @@ class SpeechEnded:
         return self.audio_start_ms + len(self.audio) // _SAMPLES_PER_MS
 
 
-SegmentEvent = SpeechStarted | SpeechEnded
+@dataclass(frozen=True)
+class PauseDetected:
+    """The caller has been silent for the segmenter's ``pause_ms`` inside an utterance (once
+    per pause; only when :meth:`Segmenter.configure` set ``pause_ms``). The utterance stays
+    open: :meth:`Segmenter.end_turn` closes it now, speech continues it, and ``hangover_ms``
+    of silence closes it as usual."""
+
+    utterance_id: str
+    speech_end_ms: int
+    """Estimated end of the speech before the pause."""
+    at_ms: int
+    """Call time the pause was detected (``speech_end_ms + pause_ms``)."""
+
+
+SegmentEvent = SpeechStarted | SpeechEnded | PauseDetected
 
 
 def pcm16_to_float32(pcm: bytes) -> NDArray[np.float32]:
@@ -225,9 +239,8 @@ class Segmenter:
         self._edge_frames = math.ceil(s.edge_search_ms / fms) if s.edge_margin_db is not None else 0
         self._required = math.ceil(s.start_required_ms / fms) + overhang1
         self._window = max(math.ceil(s.start_window_ms / fms), self._required)
-        self._hangover_frames = math.ceil(s.hangover_ms / fms)
-        # Unvoiced frames before the end can be estimated (webrtcvad's hangover is over).
-        self._close_after = max(1, self._hangover_frames - overhang2)
+        self._pause_frames: int | None = None
+        self._set_silences(s.hangover_ms, None)
         self._max_frames = math.ceil(s.max_utterance_ms / fms)
         self._pre_roll_bytes = s.pre_roll_ms * _SAMPLES_PER_MS * _BYTES_PER_SAMPLE
         pre_roll_frames = math.ceil(s.pre_roll_ms / fms)
@@ -235,12 +248,7 @@ class Segmenter:
         # pre-roll or the start refinement's candidates and its noise-floor reference frames.
         lookback = max(pre_roll_frames, self._edge_frames + _FLOOR_FRAMES)
         self._recent: deque[bytes] = deque(maxlen=self._window + lookback + 1)
-        # Zero frames after which the state no longer changes: webrtcvad's hangover has run out,
-        # an utterance is closed (hangover_ms after an end at most edge_search_ms later), and
-        # the vote window and the recent frames hold nothing but those zeros.
-        self._settle_frames = (
-            overhang2 + max(self._edge_frames + self._hangover_frames, self._recent.maxlen or 0) + 1
-        )
+        self._settle()
 
         self._origin_ms: int | None = None
         self._received = 0  # bytes of timeline (pushed or gap) since the origin
@@ -253,6 +261,7 @@ class Segmenter:
         self._last_voiced = -1
         self._silent = 0  # unvoiced frames since the last voiced one, in an utterance
         self._end_estimate: int | None = None  # the frame where speech ended, once known
+        self._paused = False  # PauseDetected sent for the current pause
         self._utt: _Utterance | None = None
         self._prev_audio_end = 0  # byte offset where the previous utterance's audio ended
         self._count = 0
@@ -260,6 +269,23 @@ class Segmenter:
         """Frames classified by webrtcvad so far (skipped gap frames are not counted)."""
 
     # -- public API ------------------------------------------------------------------------
+
+    def configure(self, hangover_ms: int, pause_ms: int | None = None) -> None:
+        """Change, from the next frame on, the silence that closes an utterance and the one that
+        reports a :class:`PauseDetected` (None: none; it must be shorter than ``hangover_ms``)."""
+        if hangover_ms < self.settings.frame_ms:
+            raise ValueError(f"hangover_ms must be at least {self.settings.frame_ms}")
+        if pause_ms is not None and not 0 < pause_ms < hangover_ms:
+            raise ValueError("pause_ms must be positive and shorter than hangover_ms")
+        self._set_silences(hangover_ms, pause_ms)
+        self._settle()
+
+    def end_turn(self) -> SpeechEnded | None:
+        """Close the open utterance now, at the end of its speech, if the caller is in a pause
+        whose end of speech is known (after a :class:`PauseDetected`); else None."""
+        if self._utt is None or self._end_estimate is None or self._run_start is not None:
+            return None
+        return self._close("turn")
 
     def push(self, pcm: bytes, start_ms: int) -> list[SegmentEvent]:
         """Feed ``pcm`` that starts at call time ``start_ms``; returns the events it caused."""
@@ -316,6 +342,27 @@ class Segmenter:
         return self._ms(self._last_voiced + 1)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _set_silences(self, hangover_ms: int, pause_ms: int | None) -> None:
+        fms = self.settings.frame_ms
+        self._hangover_frames = math.ceil(hangover_ms / fms)
+        # Unvoiced frames before the end can be estimated (webrtcvad's hangover is over).
+        self._close_after = max(1, self._hangover_frames - self._overhang2)
+        self._pause_frames = None if pause_ms is None else math.ceil(pause_ms / fms)
+        self._estimate_after = self._close_after
+        if self._pause_frames is not None:
+            early = self._pause_frames - self._overhang2
+            self._estimate_after = max(1, min(self._close_after, early))
+
+    def _settle(self) -> None:
+        # Zero frames after which the state no longer changes: webrtcvad's hangover has run out,
+        # an utterance is closed (hangover_ms after an end at most edge_search_ms later), and
+        # the vote window and the recent frames hold nothing but those zeros.
+        self._settle_frames = (
+            self._overhang2
+            + max(self._edge_frames + self._hangover_frames, self._recent.maxlen or 0)
+            + 1
+        )
 
     def _ms(self, frame: int) -> int:
         assert self._origin_ms is not None
@@ -385,15 +432,20 @@ class Segmenter:
         if voiced:
             self._silent = 0
             self._end_estimate = None
+            self._paused = False
         else:
             self._silent += 1
-            if self._silent >= self._close_after:
+            if self._silent >= self._estimate_after:
                 # The run (and webrtcvad's hangover) is over: estimate where the speech ended
                 # and close once hangover_ms have passed since.
                 if self._end_estimate is None:
                     self._end_estimate = self._speech_end(k + 1)
                 if k + 1 - self._end_estimate >= self._hangover_frames:
                     return self._close("silence")
+                pause = self._pause_frames
+                if pause is not None and not self._paused and k + 1 - self._end_estimate >= pause:
+                    self._paused = True
+                    return PauseDetected(utt.id, self._ms(self._end_estimate), self._ms(k + 1))
         if k + 1 - utt.start_frame >= self._max_frames:
             return self._close("max_length")
         return None
@@ -463,7 +515,7 @@ class Segmenter:
         utt = self._utt
         assert utt is not None
         end_frame = self._next_frame  # exclusive: the audio ends after the last classified frame
-        if reason == "silence" and self._end_estimate is not None:
+        if reason in ("silence", "turn") and self._end_estimate is not None:
             speech_end = self._end_estimate
         elif self._run_start is not None:
             speech_end = end_frame  # cut while speech is reported: it ends at the cut
@@ -476,6 +528,7 @@ class Segmenter:
         self._votes = 0
         self._run_start = None
         self._end_estimate = None
+        self._paused = False
         assert self._origin_ms is not None
         return SpeechEnded(
             utterance_id=utt.id,

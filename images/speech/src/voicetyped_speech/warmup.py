@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from voicetyped.documents import DocumentKindError, unwrap
+from voicetyped.documents import (
+    DocumentError,
+    DocumentKindError,
+    parse_documents,
+    read_limited,
+    unwrap,
+)
 from voicetyped.service.config import config_files
 from voicetyped.service.logs import get_logger
 
@@ -66,9 +72,9 @@ def read_prompts(directory: Path) -> list[tuple[str, str]]:
     prompts: list[tuple[str, str]] = []
     for path, _ in config_files(directory):
         try:
-            for document in yaml.safe_load_all(path.read_text("utf-8")):
+            for document in parse_documents(read_limited(path), str(path)):
                 prompts.extend(dialog_prompts(document))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (OSError, DocumentError, yaml.YAMLError) as exc:
             log.warning("dialog document unreadable for warm-up", path=str(path), error=str(exc))
     return list(dict.fromkeys(prompts))
 
@@ -99,8 +105,8 @@ def dialog_languages(directory: Path) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for path, _ in config_files(directory):
         try:
-            documents = list(yaml.safe_load_all(path.read_text("utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            documents = parse_documents(read_limited(path), str(path))
+        except (OSError, DocumentError, yaml.YAMLError):
             continue
         for document in documents:
             try:

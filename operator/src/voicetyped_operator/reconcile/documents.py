@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 import kopf
 from pydantic import ValidationError
 
-from voicetyped_operator import conditions, events, naming
+from voicetyped_operator import call_hooks, conditions, events, naming
 from voicetyped_operator.documents import (
     InvalidDocumentError,
     compile_dialog,
@@ -70,7 +70,10 @@ async def reconcile_dialog(
     status: Mapping[str, Any] | None,
     used_by: Sequence[str],
     retry: int,
+    integrations: Mapping[str, frozenset[str]] | None = None,
 ) -> None:
+    """``integrations`` (name -> operations) are those of the namespace: the dialog's
+    call_hooks are checked against them (the ``IntegrationsResolved`` condition)."""
     previous = _parse(DialogStatus, status)
     ref = events.reference("Dialog", name, namespace, uid)
     users = sorted(used_by)
@@ -85,12 +88,17 @@ async def reconcile_dialog(
         f"{len(compiled.states)} states, initial {compiled.initial!r}, served from ConfigMap "
         f"{naming.dialog_config_map(name)}"
     )
+    kept = conditions.merge(previous.conditions, generation, conditions.ready(message))
+    if integrations is not None:
+        wanted = call_hooks.resolution(compiled, integrations)
+        kept.append(
+            conditions.condition(previous.conditions, generation, call_hooks.CONDITION, wanted)
+        )
+        _report_dangling(ref, previous, wanted)
     updated = previous.model_copy(
         update={
             "observed_generation": generation,
-            "conditions": conditions.merge(
-                previous.conditions, generation, conditions.ready(message)
-            ),
+            "conditions": kept,
             "states": len(compiled.states),
             "initial": compiled.initial,
             "content_hash": compiled.content_hash,
@@ -99,6 +107,28 @@ async def reconcile_dialog(
         }
     )
     await _finish(state, "Dialog", ref, previous, updated, compiled.content_hash, users)
+
+
+def _report_dangling(ref: dict[str, Any], previous: DialogStatus, wanted: conditions.State) -> None:
+    """A Warning Event when call_hooks start dangling (or dangle differently)."""
+    old = conditions.find(previous.conditions, call_hooks.CONDITION)
+    if wanted.status == "False" and (
+        old is None or old.status != "False" or old.message != conditions.cut(wanted.message)
+    ):
+        events.post(ref, "Warning", wanted.reason, wanted.message)
+
+
+async def nudge_dialogs(
+    state: OperatorState, namespace: str, dialogs: Iterable[str], value: str
+) -> None:
+    """Annotate each Dialog whose call_hooks name a changed Integration: its handler runs
+    again and re-evaluates ``IntegrationsResolved`` (an unchanged value is a no-op)."""
+    annotation = {naming.DEPENDENCY_TRIGGER: value}
+    for dialog in sorted(set(dialogs)):
+        try:
+            await state.kube.annotate("Dialog", namespace, dialog, annotation)
+        except (Transient, Rejected) as exc:
+            log.warning("could not nudge Dialog %s/%s: %s", namespace, dialog, exc)
 
 
 async def reconcile_integration(

@@ -9,7 +9,6 @@ The operator uses this same function to validate Dialog resources.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -19,13 +18,26 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from voicetyped.documents import DocumentKindError, unwrap
+from voicetyped.documents import (
+    DocumentError,
+    DocumentKindError,
+    parse_document,
+    read_limited,
+    unwrap,
+)
 
 from voicetyped_specs.dialog import model as m
-from voicetyped_specs.dialog.cel import CelCompileError, Expression
+from voicetyped_specs.dialog.cel import CelCompileError, CelEnv, Expression, VarType, type_name
+from voicetyped_specs.dialog.salvage import document_path, salvage
 from voicetyped_specs.dialog.template import JsonTemplate, Template
+from voicetyped_specs.fields import closest, did_you_mean, fields_at, meaning
 
-BUILTIN_TIMERS = frozenset({"no_input", "max_duration", "collect_digits"})
+BUILTIN_TIMERS = {
+    "no_input": "settings.no_input_timeout_ms (or a state's no_input_timeout_ms)",
+    "max_duration": "settings.max_call_duration_ms",
+    "collect_digits": "collect_digits.timeout_ms and inter_digit_timeout_ms",
+}
+"""The timers the runtime starts itself, and where their length is set."""
 CALL_TARGET = re.compile(r"^(sips?|tel):\S+$")
 """A transfer target: a SIP, SIPS or tel URI."""
 
@@ -39,14 +51,26 @@ class Issue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class DialogError(ValueError):
-    """The dialog is invalid; ``issues`` lists every problem found."""
+WHOLE_DIALOG_CHECKS = (
+    "reachability, variables, timers and intents are checked once the shape problems are fixed"
+)
 
-    def __init__(self, issues: list[Issue], name: str = "") -> None:
+
+class DialogError(ValueError):
+    """The dialog is invalid; ``issues`` lists every problem found.
+
+    ``complete`` is False when shape problems kept the whole-dialog checks (reachability,
+    variables, timers, intents) from running: ``note`` says so.
+    """
+
+    def __init__(self, issues: list[Issue], name: str = "", complete: bool = True) -> None:
         self.issues = issues
         self.name = name
+        self.complete = complete
+        self.note = "" if complete else WHOLE_DIALOG_CHECKS
         head = f"dialog {name!r} is invalid" if name else "dialog is invalid"
-        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in issues))
+        lines = [f"  - {i}" for i in issues] + ([f"  ({self.note})"] if self.note else [])
+        super().__init__(head + ":\n" + "\n".join(lines))
 
 
 # ---- compiled forms ---------------------------------------------------------
@@ -78,8 +102,17 @@ class CallHook:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    var: str
+    value: Expression
+    type: VarType
+    """The variable's declared type: :meth:`VarType.admit` its values (``result`` and ``slots``
+    are dyn, known only at run time)."""
+
+
+@dataclass(frozen=True)
 class SetVars:
-    assignments: tuple[tuple[str, Expression], ...]
+    assignments: tuple[Assignment, ...]
 
 
 @dataclass(frozen=True)
@@ -160,9 +193,12 @@ class CompiledDialog:
 # ---- loading ----------------------------------------------------------------
 
 
-def parse_yaml(text: str, source: str = "<dialog>") -> dict[str, Any]:
+def parse_yaml(text: str | bytes, source: str = "<dialog>") -> dict[str, Any]:
+    """The dialog in YAML ``text``, read within the document limits of voicetyped.documents."""
     try:
-        data = yaml.safe_load(text)
+        data = parse_document(text, source)
+    except DocumentError as exc:
+        raise DialogError([Issue("", str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -178,7 +214,7 @@ def parse_yaml(text: str, source: str = "<dialog>") -> dict[str, Any]:
 
 
 def load_dialog_file(path: Path) -> CompiledDialog:
-    return load_dialog(parse_yaml(path.read_text(encoding="utf-8"), str(path)))
+    return load_dialog(parse_yaml(read_limited(path), str(path)))
 
 
 def load_dialog(document: dict[str, Any]) -> CompiledDialog:
@@ -187,76 +223,123 @@ def load_dialog(document: dict[str, Any]) -> CompiledDialog:
     try:
         spec = m.Dialog.model_validate(document)
     except ValidationError as exc:
-        raise DialogError(_shape_issues(exc), name) from None
+        raise DialogError(
+            _shape_issues(exc) + _salvaged_issues(document, exc), name, False
+        ) from None
     return _Compiler(spec, document).compile()
+
+
+def _salvaged_issues(document: dict[str, Any], exc: ValidationError) -> list[Issue]:
+    """The expression, template and target problems of what the shape errors left intact."""
+    rest = salvage(document, exc)
+    if rest is None:
+        return []
+    spec, cut = rest
+    states = document.get("states")
+    compiler = _Compiler(spec, document, set(states) if isinstance(states, dict) else None)
+    cut_paths = [_loc(c) for c in cut]
+    return [
+        i
+        for i in compiler.local_issues()
+        if not any(i.path == c or i.path.startswith((f"{c}.", f"{c}[")) for c in cut_paths)
+    ]
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for part in document_path(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ACTION_TAGS:
-            continue  # pydantic's union branch names, not document keys
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
-ACTION_TAGS = frozenset(
-    {
-        "PlayTts",
-        "Transfer",
-        "Hangup",
-        "CallHook",
-        "SetVars",
-        "CollectDigits",
-        "StartTimer",
-        "CancelTimer",
-        "Llm",
-    }
-)
+ACTION_LIST = ", ".join(m.ACTION_KEYS)
 
 
 def _shape_issues(exc: ValidationError) -> list[Issue]:
+    """One issue per pydantic error; unknown fields and values with the closest known names.
+
+    A misspelt required field is also reported missing; when the misspelling's closest name
+    is that missing field, or it is the only unknown and that the only missing field of its
+    mapping (``seconds`` for ``ms``), only the misspelling is reported: it is one mistake.
+    """
+    errors = exc.errors()
+    by_parent: dict[str, dict[str, list[str]]] = {}
+    for e in errors:
+        if e["type"] in ("missing", "extra_forbidden"):
+            kinds = by_parent.setdefault(_loc(e["loc"][:-1]), {})
+            kinds.setdefault(e["type"], []).append(str(e["loc"][-1]))
+    meant: set[str] = set()
     issues = []
-    for err in exc.errors():
+    for err in errors:
         path = _loc(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        # Errors raised while parsing one action carry their own sub-path.
-        nested = re.match(r"^((?:on_enter|actions)\[\d+\][^:]*): (.*)$", msg, re.DOTALL)
-        if nested:
-            path = f"{path}.{nested.group(1)}" if path else nested.group(1)
-            msg = nested.group(2)
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            parent, name = err["loc"][:-1], str(err["loc"][-1])
+            known = fields_at(m.Dialog, parent)
+            close = closest(name, known)
+            here = by_parent[_loc(parent)]
+            gone = here.get("missing", [])
+            wanted = [k for k in close if k in gone]
+            if not close and len(gone) == 1 and len(here["extra_forbidden"]) == 1:
+                wanted = gone
+            meant.update(_loc((*parent, k)) for k in wanted)
+            msg = "unknown field" + (
+                meaning(wanted) if wanted else did_you_mean(name, known, listing=True)
+            )
         elif err["type"] == "missing":
             msg = "required field missing"
+        elif err["type"] in ("enum", "literal_error") and isinstance(err["input"], str):
+            msg += did_you_mean(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+        elif err["type"] == m.NOT_AN_ACTION:
+            value = err["input"]
+            if isinstance(value, dict) and len(value) == 1:
+                key = str(next(iter(value)))
+                msg = f"unknown action {key!r}{did_you_mean(key, m.ACTION_KEYS)}; expected one of "
+                msg += ACTION_LIST
+            else:
+                msg = f"an action is a mapping with exactly one key, one of {ACTION_LIST}"
         issues.append(Issue(path, msg))
-    return issues
+    return [i for i in issues if not (i.message == "required field missing" and i.path in meant)]
 
 
 class _Compiler:
-    def __init__(self, spec: m.Dialog, document: dict[str, Any]) -> None:
+    def __init__(
+        self, spec: m.Dialog, document: dict[str, Any], state_names: set[str] | None = None
+    ) -> None:
         self.spec = spec
         self.document = document
+        self.state_names = set(spec.states) if state_names is None else state_names
         self.issues: list[Issue] = []
-        self.vars_read: list[tuple[str, str]] = []  # (path, var)
-        self.vars_set: set[str] = set(spec.vars)
+        self.env = CelEnv(spec.vars, spec.settings.language)
+        self.undeclared_reads: list[tuple[str, str]] = []  # (path, var)
+        self.undeclared_sets: dict[str, list[str]] = {}  # var -> the paths setting it
         self.timers_started: set[str] = set(BUILTIN_TIMERS)
         self.timers_used: list[tuple[str, str]] = []
         self.intents_used: list[tuple[str, str]] = []
         self.uses_llm: list[str] = []
 
-    def compile(self) -> CompiledDialog:
-        spec = self.spec
+    def _pieces(self) -> tuple[dict[str, CompiledState], tuple[CompiledTransition, ...]]:
         states = {
-            name: self._state(name, state, f"states.{name}") for name, state in spec.states.items()
+            name: self._state(name, state, f"states.{name}")
+            for name, state in self.spec.states.items()
         }
         globals_ = tuple(
             self._transition(t, f"global_transitions[{i}]")
-            for i, t in enumerate(spec.global_transitions)
+            for i, t in enumerate(self.spec.global_transitions)
         )
+        return states, globals_
+
+    def local_issues(self) -> list[Issue]:
+        """The problems of each expression, template, action and target on its own."""
+        self._pieces()
+        return self.issues
+
+    def compile(self) -> CompiledDialog:
+        spec = self.spec
+        states, globals_ = self._pieces()
         self._check_graph(states, globals_)
         self._check_references()
         if self.issues:
@@ -272,19 +355,33 @@ class _Compiler:
 
     # -- pieces --
 
-    def _expr(self, source: str, path: str) -> Expression | None:
+    def _expr(self, source: str, path: str, condition: bool = False) -> Expression | None:
         try:
-            expr = Expression(source, self.spec.settings.language)
+            expr = Expression(source, self.env)
         except CelCompileError as exc:
-            self.issues.append(Issue(path, str(exc)))
+            self._cel_issues(exc, path)
             return None
+        if condition and expr.type.name() not in ("BOOL", "DYN"):
+            self.issues.append(
+                Issue(path, f"a condition is a bool; {source!r} is {type_name(expr.type)}")
+            )
         self._note_refs(expr, path)
         return expr
 
+    def _cel_issues(self, exc: CelCompileError, path: str) -> None:
+        for problem in exc.problems:
+            if problem.var is not None:  # reported with where it is set: _check_references
+                self.undeclared_reads.append((path, problem.var))
+            else:
+                self.issues.append(Issue(path, str(problem)))
+
     def _template(self, source: str, path: str, spoken: bool = False) -> Template:
         try:
-            tpl = Template(source, self.spec.settings.language)
-        except (CelCompileError, ValueError) as exc:
+            tpl = Template(source, env=self.env)
+        except CelCompileError as exc:
+            self._cel_issues(exc, path)
+            return Template("")
+        except ValueError as exc:
             self.issues.append(Issue(path, str(exc)))
             return Template("")
         if tpl.hints and not spoken:
@@ -296,11 +393,36 @@ class _Compiler:
         return tpl
 
     def _note_refs(self, expr: Expression, path: str) -> None:
-        self.vars_read.extend((path, v) for v in expr.var_refs)
         for intent in re.findall(r"\bintent\s*==\s*[\"']([^\"']+)[\"']", expr.source):
             self.intents_used.append((path, intent))
         for intent in re.findall(r"[\"']([^\"']+)[\"']\s*==\s*intent\b", expr.source):
             self.intents_used.append((path, intent))
+
+    def _assignment(self, var: str, source: str, path: str) -> Assignment | None:
+        expr = self._expr(source, path)
+        declared = self.env.var_types or {}
+        if var not in declared:
+            self.undeclared_sets.setdefault(var, []).append(path)
+            return None
+        if expr is None:
+            return None
+        if not self.env.fits(var, expr):
+            got = type_name(expr.type)
+            hint = ""
+            if {str(declared[var]), got} == {"int", "double"}:
+                hint = (
+                    "; CEL does not convert between int and double: declare a double with a "
+                    "decimal point (0.0), or convert with int(...) or double(...)"
+                )
+            self.issues.append(
+                Issue(
+                    path,
+                    f"{source!r} is {got}, but vars.{var} is {declared[var]} (declared "
+                    f"{json.dumps(self.spec.vars[var])} under vars:){hint}",
+                )
+            )
+            return None
+        return Assignment(var, expr, declared[var])
 
     def _state(self, name: str, state: m.State, path: str) -> CompiledState:
         settings = self.spec.settings
@@ -321,18 +443,20 @@ class _Compiler:
         )
 
     def _transition(self, t: m.Transition, path: str) -> CompiledTransition:
-        condition = self._expr(t.condition, f"{path}.condition") if t.condition else None
+        condition = (
+            self._expr(t.condition, f"{path}.condition", condition=True) if t.condition else None
+        )
         if t.outcome != m.Outcome.SUCCESS and t.event != m.EventType.BACKEND_RESULT:
             self.issues.append(Issue(f"{path}.outcome", "only backend_result transitions have one"))
         if t.timer is not None:
             if t.event != m.EventType.TIMEOUT:
                 self.issues.append(Issue(f"{path}.timer", "only timeout transitions have one"))
             self.timers_used.append((f"{path}.timer", t.timer))
-        if t.target is not None and t.target not in self.spec.states:
+        if t.target is not None and t.target not in self.state_names:
             self.issues.append(
                 Issue(
                     f"{path}.target",
-                    f"unknown state {t.target!r}{_suggest(t.target, self.spec.states)}",
+                    f"unknown state {t.target!r}{_suggest(t.target, self.state_names)}",
                 )
             )
         return CompiledTransition(
@@ -374,20 +498,22 @@ class _Compiler:
                     s.service, s.method, payload, s.timeout_ms or settings.backend_timeout_ms
                 )
             case m.SetVars(set=assignments):
-                compiled = []
-                for var, source in assignments.items():
-                    expr = self._expr(source, f"{path}.set.{var}")
-                    self.vars_set.add(var)
-                    if expr is not None:
-                        compiled.append((var, expr))
-                return SetVars(tuple(compiled))
+                compiled = (
+                    self._assignment(var, source, f"{path}.set.{var}")
+                    for var, source in assignments.items()
+                )
+                return SetVars(tuple(a for a in compiled if a is not None))
             case m.CollectDigits(collect_digits=s):
                 return CollectDigits(s)
             case m.StartTimer(start_timer=s):
                 self.timers_started.add(s.name)
                 if s.name in BUILTIN_TIMERS:
                     self.issues.append(
-                        Issue(f"{path}.start_timer.name", f"{s.name!r} is a built-in timer")
+                        Issue(
+                            f"{path}.start_timer.name",
+                            f"{s.name!r} is a built-in timer: the runtime starts it; set its "
+                            f"length with {BUILTIN_TIMERS[s.name]}",
+                        )
                     )
                 return StartTimer(s.name, s.ms)
             case m.CancelTimer(cancel_timer=s):
@@ -406,8 +532,11 @@ class _Compiler:
 
     def _json_template(self, value: Any, path: str) -> JsonTemplate:
         try:
-            tpl = JsonTemplate(value, self.spec.settings.language)
-        except (CelCompileError, ValueError) as exc:
+            tpl = JsonTemplate(value, env=self.env)
+        except CelCompileError as exc:
+            self._cel_issues(exc, path)
+            return JsonTemplate({})
+        except ValueError as exc:
             self.issues.append(Issue(path, str(exc)))
             return JsonTemplate({})
         if hints := [h for t in tpl.templates for h in t.hints]:
@@ -448,29 +577,37 @@ class _Compiler:
                     Issue(f"states.{name}", f"unreachable from the initial state {spec.initial!r}")
                 )
         for name, state in states.items():
-            if state.terminal:
-                continue
-            leaves = any(t.target and t.target != name for t in (*state.transitions, *globals_))
-            ends = any(isinstance(a, Hangup | Transfer) for a in state.on_enter)
-            if not leaves and not ends:
-                self.issues.append(
-                    Issue(
-                        f"states.{name}",
-                        "no way out: no transition leads to another state and it is not "
-                        "terminal (add a transition or `terminal: true`)",
-                    )
-                )
+            if not state.terminal and not _way_out(name, state, globals_):
+                self.issues.append(Issue(f"states.{name}", NO_WAY_OUT))
 
     def _check_references(self) -> None:
         spec = self.spec
-        for path, var in self.vars_read:
-            if var not in self.vars_set:
-                self.issues.append(
-                    Issue(
-                        path,
-                        f"undefined variable vars.{var} (declare it under `vars:` or `set` it)",
-                    )
+        for path, var in self.undeclared_reads:
+            if var in self.undeclared_sets:
+                where = self.undeclared_sets[var][0]
+                message = (
+                    f"vars.{var} is read but never declared under vars: (it is set at {where}); "
+                    "declare it with an initial value"
                 )
+            else:
+                close = closest(var, spec.vars)
+                hint = f" (did you mean vars.{close[0]}?)" if close else ""
+                message = (
+                    f"vars.{var} is not declared under vars:{hint}; declare it with an initial "
+                    "value"
+                )
+            self.issues.append(Issue(path, message))
+        read = {var for _, var in self.undeclared_reads}
+        for var, paths in self.undeclared_sets.items():
+            if var not in read:  # a read names the set's path already
+                for path in paths:
+                    self.issues.append(
+                        Issue(
+                            path,
+                            f"vars.{var} is set but not declared under vars:; declare it with an "
+                            "initial value (it gives the variable its type)",
+                        )
+                    )
         for path, timer in self.timers_used:
             if timer not in self.timers_started:
                 self.issues.append(Issue(path, f"timer {timer!r} is never started"))
@@ -483,6 +620,23 @@ class _Compiler:
                 self.issues.append(Issue(path, "llm action needs `settings.llm` (base_url, model)"))
 
 
+NO_WAY_OUT = (
+    "no way out: neither its transitions nor a global transition lead to another state, hang "
+    "up or transfer, and it is not terminal (add one, or `terminal: true`)"
+)
+
+
+def _way_out(name: str, state: CompiledState, globals_: tuple[CompiledTransition, ...]) -> bool:
+    """Whether a call in state ``name`` can leave it: a self-loop (a re-prompt) is fine when
+    one of its own or the global transitions goes elsewhere or ends the call."""
+    if any(isinstance(a, Hangup | Transfer) for a in state.on_enter):
+        return True
+    return any(
+        (t.target is not None and t.target != name)
+        or any(isinstance(a, Hangup | Transfer) for a in t.actions)
+        for t in (*state.transitions, *globals_)
+    )
+
+
 def _suggest(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(name, known)

@@ -28,7 +28,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 STATE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
@@ -52,6 +62,7 @@ class EventType(StrEnum):
     HANGUP = "hangup"  # the caller hung up (only call_hook and set run afterwards)
     ERROR = "error"  # a backend or LLM failure no transition handled, or a runtime error
     LLM_RESULT = "llm_result"  # an llm action answered with a valid label/slots
+    TRANSFER_FAILED = "transfer_failed"  # a transfer was refused (sip_status); unhandled: error
 
 
 class Outcome(StrEnum):
@@ -62,7 +73,18 @@ class Outcome(StrEnum):
 
 class BargeIn(StrEnum):
     ALLOW = "allow"
+    """The caller's words stop the prompt; backchannels ("uh-huh", "okay") and noise do not."""
     DENY = "deny"
+    """The prompt always plays to the end."""
+    IMMEDIATE = "immediate"
+    """The first sound from the caller stops the prompt (backchannels and noise too)."""
+
+
+class EndpointingMode(StrEnum):
+    SEMANTIC = "semantic"
+    """A turn model and the state's expectation decide at each pause (min_ms..max_ms)."""
+    SILENCE = "silence"
+    """The turn ends after min_ms of silence."""
 
 
 # ---- actions ---------------------------------------------------------------
@@ -72,7 +94,9 @@ class PlayTtsSpec(_Doc):
     text: str = Field(description="Text to speak; `{{ expr }}` inserts a CEL expression's value.")
     voice: str | None = Field(None, description="Voice name; default: the dialog's voice.")
     barge_in: BargeIn = Field(
-        BargeIn.ALLOW, description="allow: caller speech stops the prompt; deny: it always plays."
+        BargeIn.ALLOW,
+        description="allow: the caller's words stop the prompt, backchannels and noise do not; "
+        "immediate: the first sound stops it; deny: it always plays.",
     )
 
 
@@ -160,6 +184,11 @@ class Transfer(_Doc):
 class Hangup(_Doc):
     hangup: HangupSpec = Field(default_factory=HangupSpec)
 
+    @field_validator("hangup", mode="before")
+    @classmethod
+    def _bare(cls, value: Any) -> Any:
+        return {} if value is None else value  # `- hangup:` with nothing after it
+
 
 class CallHook(_Doc):
     call_hook: CallHookSpec
@@ -187,17 +216,6 @@ class Llm(_Doc):
     llm: LlmSpec
 
 
-Action = (
-    PlayTts
-    | Transfer
-    | Hangup
-    | CallHook
-    | SetVars
-    | CollectDigits
-    | StartTimer
-    | (CancelTimer | Llm)
-)
-
 ACTION_KEYS: dict[str, type[BaseModel]] = {
     "play_tts": PlayTts,
     "transfer": Transfer,
@@ -209,57 +227,43 @@ ACTION_KEYS: dict[str, type[BaseModel]] = {
     "cancel_timer": CancelTimer,
     "llm": Llm,
 }
+NOT_AN_ACTION = "not_an_action"
+"""The error type of a list item that is no single-key action (its input says which)."""
 
 
-def _parse_action(value: Any) -> Any:
-    """Pick the action model by its single key, so errors name the right fields."""
+def _action_tag(value: Any) -> str | None:
+    """The action model's name from the item's single key; None: not an action.
+
+    A tagged union validates every item of every list and reports each error once, under the
+    action's own fields (``on_enter[1].start_timer.ms``); a plain union would try all nine
+    models and a before-validator would stop at the first bad action of a state.
+    """
     if isinstance(value, BaseModel):
-        return value
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError(
-            f"an action is a mapping with exactly one key, one of {', '.join(ACTION_KEYS)}"
-        )
-    key = next(iter(value))
-    model = ACTION_KEYS.get(key)
-    if model is None:
-        raise ValueError(f"unknown action {key!r}; expected one of {', '.join(ACTION_KEYS)}")
-    if key == "hangup" and value[key] is None:
-        value = {"hangup": {}}
-    return model.model_validate(value)
+        return type(value).__name__
+    if isinstance(value, dict) and len(value) == 1:
+        model = ACTION_KEYS.get(next(iter(value)))
+        return model.__name__ if model else None
+    return None
 
 
-class _ActionList(_Doc):
-    """Mixin: validate action lists one by one with the single-key rule."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _actions(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for field in ("actions", "on_enter"):
-                if isinstance(data.get(field), list):
-                    data = {
-                        **data,
-                        field: [_parse_indexed(field, i, a) for i, a in enumerate(data[field])],
-                    }
-        return data
-
-
-def _parse_indexed(field: str, index: int, value: Any) -> Any:
-    """Parse one action; errors carry the action's own path (on_enter[2].play_tts.text)."""
-    try:
-        return _parse_action(value)
-    except ValidationError as exc:
-        errors = exc.errors()
-        # A misspelt field also leaves the right one missing: name the misspelling.
-        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        msg = msg.removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field missing"
-        raise ValueError(f"{field}[{index}]{loc}: {msg}") from None
-    except ValueError as exc:
-        raise ValueError(f"{field}[{index}]: {exc}") from None
+Action = Annotated[
+    Annotated[PlayTts, Tag("PlayTts")]
+    | Annotated[Transfer, Tag("Transfer")]
+    | Annotated[Hangup, Tag("Hangup")]
+    | Annotated[CallHook, Tag("CallHook")]
+    | Annotated[SetVars, Tag("SetVars")]
+    | Annotated[CollectDigits, Tag("CollectDigits")]
+    | Annotated[StartTimer, Tag("StartTimer")]
+    | Annotated[CancelTimer, Tag("CancelTimer")]
+    | Annotated[Llm, Tag("Llm")],
+    Discriminator(
+        _action_tag,
+        custom_error_type=NOT_AN_ACTION,
+        custom_error_message="an action is a mapping with exactly one key, one of "
+        + ", ".join(ACTION_KEYS),
+    ),
+]
+"""One action: a mapping whose single key names it (``play_tts: {text: ...}``)."""
 
 
 # ---- states ----------------------------------------------------------------
@@ -268,6 +272,23 @@ def _parse_indexed(field: str, index: int, value: Any) -> Any:
 class Endpointing(_Doc):
     """When a caller's utterance counts as a finished turn."""
 
+    mode: EndpointingMode = Field(
+        EndpointingMode.SEMANTIC,
+        description="semantic: at a pause of min_ms a turn model (Smart Turn) and what the state "
+        "expects (digits still missing, a yes/no answer, words ending mid-phrase) decide whether "
+        "the caller has finished, and max_ms of silence ends the turn regardless; silence: "
+        "min_ms of silence ends the turn.",
+    )
+    min_ms: int = Field(
+        200, ge=100, le=5000, description="Silence before the turn may end (silence: ends)."
+    )
+    max_ms: int = Field(
+        2000,
+        ge=100,
+        le=10000,
+        description="semantic: silence after which the turn ends whatever the model says; "
+        "at least min_ms.",
+    )
     silence_ms: int = Field(
         0,
         ge=0,
@@ -277,8 +298,16 @@ class Endpointing(_Doc):
     )
     min_words: int = Field(1, ge=1, le=50, description="Shorter finals are ignored as noise.")
 
+    @field_validator("max_ms")
+    @classmethod
+    def _max_after_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_ms")
+        if isinstance(low, int) and value < low:
+            raise ValueError(f"must be at least min_ms ({low})")
+        return value
 
-class Transition(_ActionList):
+
+class Transition(_Doc):
     event: EventType
     condition: str | None = Field(None, description="CEL expression; absent means always.")
     outcome: Outcome = Field(
@@ -292,7 +321,7 @@ class Transition(_ActionList):
     )
 
 
-class State(_ActionList):
+class State(_Doc):
     on_enter: list[Action] = Field(default_factory=list)
     transitions: list[Transition] = Field(default_factory=list)
     terminal: bool = Field(

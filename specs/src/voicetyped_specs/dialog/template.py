@@ -14,7 +14,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from voicetyped_specs.dialog.cel import Expression
+from voicetyped_specs.dialog.cel import (
+    CelCompileError,
+    CelEnv,
+    CelProblem,
+    Expression,
+    default_env,
+)
 from voicetyped_specs.dialog.say_as import SayAs, parse_hint, say, split_hint
 
 _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -23,11 +29,15 @@ _PART = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 class Template:
     __slots__ = ("_hints", "_parts", "_whole", "language", "source")
 
-    def __init__(self, source: str, language: str = "en") -> None:
+    def __init__(self, source: str, language: str = "en", env: CelEnv | None = None) -> None:
+        """``env``: what its expressions are checked against (a dialog's; by default the
+        activation with unchecked ``vars``); its language is the template's."""
+        env = env or default_env(language)
         self.source = source
-        self.language = language
+        self.language = language = env.language
         self._parts: list[str | Expression] = []
         self._hints: dict[int, SayAs] = {}  # part index -> its say_as hint (``{{ x | digits }}``)
+        problems: list[CelProblem] = []
         pos = 0
         for match in _PART.finditer(source):
             if match.start() > pos:
@@ -37,12 +47,18 @@ class Template:
                 raise ValueError(f"empty {{{{ }}}} in template {source!r}")
             if kind is not None:
                 self._hints[len(self._parts)] = parse_hint(kind, arg, language)
-            self._parts.append(Expression(expr, language))
+            try:
+                self._parts.append(Expression(expr, env))
+            except CelCompileError as exc:  # every part's problems, not only the first's
+                problems += exc.problems
+                self._parts.append("")
             pos = match.end()
         if pos < len(source):
             self._parts.append(source[pos:])
         if "{{" in _PART.sub("", source):
             raise ValueError(f"unclosed {{{{ in template {source!r}")
+        if problems:
+            raise CelCompileError(problems)
         self._whole = len(self._parts) == 1 and isinstance(self._parts[0], Expression)
 
     @property
@@ -109,8 +125,11 @@ def _text(value: Any) -> str:
 class JsonTemplate:
     """A JSON value whose strings are templates (call_hook payloads)."""
 
-    def __init__(self, value: Any, language: str = "en") -> None:
-        self._value = _compile(value, language)
+    def __init__(self, value: Any, language: str = "en", env: CelEnv | None = None) -> None:
+        problems: list[CelProblem] = []
+        self._value = _compile(value, env or default_env(language), problems)
+        if problems:
+            raise CelCompileError(problems)
 
     @property
     def expressions(self) -> list[Expression]:
@@ -126,13 +145,19 @@ class JsonTemplate:
         return _render(self._value, activation)
 
 
-def _compile(value: Any, language: str) -> Any:
+def _compile(value: Any, env: CelEnv, problems: list[CelProblem]) -> Any:
     if isinstance(value, str):
-        return Template(value, language) if "{{" in value else value
+        if "{{" not in value:
+            return value
+        try:
+            return Template(value, env=env)
+        except CelCompileError as exc:
+            problems += exc.problems
+            return value
     if isinstance(value, dict):
-        return {k: _compile(v, language) for k, v in value.items()}
+        return {k: _compile(v, env, problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile(v, language) for v in value]
+        return [_compile(v, env, problems) for v in value]
     return value
 
 

@@ -266,7 +266,10 @@ class MediaCall:
 
     def on_runtime_refused(self, reason: str) -> None:
         log.warning("runtime refused the call; hanging up", reason=reason)
-        self._spawn(self._leave(ENDED.REASON_FAILED, 500))
+        # The caller learns why from the BYE (RFC 3326): Q.850 21 is "call rejected".
+        text = " ".join(f"runtime refused the call: {reason}".split())[:200]
+        text = text.replace("\\", "/").replace('"', "'")
+        self._spawn(self._leave(ENDED.REASON_FAILED, 500, f'Q.850;cause=21;text="{text}"'))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -313,8 +316,8 @@ class MediaCall:
         )
         self.sip.dialog.terminate()
 
-    async def _leave(self, reason: Reason, code: int) -> None:
-        await self.hang_up()
+    async def _leave(self, reason: Reason, code: int, bye_reason: str = "") -> None:
+        await self.hang_up(bye_reason)
         await self.end(reason, code)
 
     async def end(self, reason: Reason, code: int = 0) -> None:

@@ -32,10 +32,13 @@ class BlindTransfer:
         self._report = report
         self._leave = leave
         self._command = ""  # the transfer command under way
+        self._target = ""
 
     async def start(self, command: runtime_pb2.CallCommand) -> None:
         target = command.transfer.target_uri
         self._command = command.command_id
+        self._target = target
+        log.info("transferring", target=target)
         response = await self._send_in_dialog(
             self._sip,
             "REFER",
@@ -44,7 +47,11 @@ class BlindTransfer:
         )
         status = getattr(response, "status_code", 0)
         if not 200 <= status < 300:
-            self._done(status or 408, f"REFER answered {status or 'never'}")
+            phrase = getattr(response, "reason_phrase", "") or ""
+            self._done(
+                status or 408,
+                f"REFER answered {status} {phrase}".rstrip() if status else "REFER unanswered",
+            )
 
     def progress(self, status: int, reason: str) -> None:
         """A NOTIFY with the transfer's progress (message/sipfrag)."""
@@ -57,6 +64,10 @@ class BlindTransfer:
         if not command:
             return
         ok = 200 <= status < 300
+        if ok:
+            log.info("transferred", target=self._target, sip_status=status)
+        else:  # the call stays with us: the runtime's dialog decides what the caller hears
+            log.warning("transfer failed", target=self._target, sip_status=status, reason=reason)
         self._counted(ok)
         self._report(
             runtime_pb2.CommandResult(
