@@ -16,6 +16,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -287,3 +288,34 @@ def test_the_build_ca_bundle_is_in_no_layer(built: Built, name: str) -> None:
                        str(len(data)), hashlib.sha256(data).hexdigest())  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["clean"]
+
+
+def test_a_rebuild_leaves_no_replaced_image_behind(built: Built, tmp_path: Path) -> None:
+    """The image a rebuild replaces (untagged, our content label) is removed, so a cache kept
+    between runs does not grow by a full image set per source change; another untagged image
+    on the same daemon stays."""
+
+    def build(tag: str, label: str, value: str) -> str:
+        # A one-file image from nothing (any base of ours already carries the content label).
+        (tmp_path / "value").write_text(value)
+        with tarfile.open(tmp_path / "rootfs.tar", "w") as rootfs:
+            rootfs.add(tmp_path / "value", arcname="value")
+        ran = built.docker(
+            "import", "--change", f"LABEL {label}={value}", str(tmp_path / "rootfs.tar"), tag
+        )
+        assert ran.returncode == 0, ran.stderr
+        return ran.stdout.strip()
+
+    ours, theirs = f"voicetyped.test/replaced:{uuid.uuid4().hex[:8]}", "voicetyped.test/theirs:1"
+    replaced = build(ours, images.CONTENT_LABEL, "first")
+    current = build(ours, images.CONTENT_LABEL, "second")
+    unrelated = build(theirs, "org.example.other", "first")
+    build(theirs, "org.example.other", "second")
+    try:
+        images.prune_replaced(built.engine)
+        left = built.docker("images", "--all", "--quiet", "--no-trunc").stdout.split()
+        assert replaced not in left
+        assert current in left
+        assert unrelated in left
+    finally:
+        built.docker("rmi", "--force", ours, theirs, unrelated)

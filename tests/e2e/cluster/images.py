@@ -435,6 +435,13 @@ def build(eng: engine.Engine, image: Image, ref: str, base: str, base_image_id: 
     return Built(image.name, ref, image_id, int(size), built, time.monotonic() - started)
 
 
+def prune_replaced(eng: engine.Engine) -> None:
+    """Remove the images a rebuild replaced (untagged, carrying our content label) so a
+    long-lived cache does not grow by a full image set per source change; other images on
+    a shared daemon are never touched."""
+    engine.docker(eng, "image", "prune", "--force", "--filter", f"label={CONTENT_LABEL}")
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     """One `make images` at a time (a shell and the test suite may both ask)."""
@@ -459,6 +466,8 @@ def make_images(
         chosen_id = base_id(eng, chosen)
         log(f"base {chosen} ({chosen_id[7:19]})")
         results = [build(eng, image, image.ref(tag), chosen, chosen_id) for image in images()]
+        if any(r.built for r in results):
+            prune_replaced(eng)
         if to_containerd and eng.own:
             started = time.monotonic()
             imported = engine.import_to_containerd([r.image for r in results])
