@@ -12,6 +12,7 @@ from aiosipua import SipRequest
 from voicetyped_media.config import SipRateLimit
 from voicetyped_media.sip.defence import BanReason, CallCeiling, SourceDefence, Verdict
 from voicetyped_media.sip.inbound import Challenge, DigestAuth, InboundPolicy
+from voicetyped_testkit.media import sip_invite
 
 ATTACKER = "203.0.113.7"
 
@@ -169,19 +170,15 @@ def test_call_ceiling_counts_per_key_and_forgets_at_zero() -> None:
 
 def _invite(authorization: str = "") -> SipRequest:
     auth = f"Authorization: {authorization}\r\n" if authorization else ""
-    return SipRequest.parse(
-        (
-            "INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKx\r\n"
-            "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:bot@127.0.0.1>\r\nCall-ID: c1\r\n"
-            f"CSeq: 1 INVITE\r\n{auth}Content-Length: 0\r\n\r\n"
-        ).encode()
-    )
+    request = SipRequest.parse(sip_invite(5060, "c1", extra=auth))
+    assert isinstance(request, SipRequest)
+    return request
 
 
 def _authorization(auth: DigestAuth, user: str, password: str) -> str:
     nonce = re.search(r'nonce="([^"]+)"', auth.challenge()[0])
     assert nonce is not None
-    uri, realm = "sip:bot@127.0.0.1", auth.realm
+    uri, realm = "sip:bot@127.0.0.1:5060", auth.realm
 
     def h(text: str) -> str:
         return hashlib.md5(text.encode()).hexdigest()
