@@ -1,5 +1,5 @@
-"""The scanner and flood defence's rules (voicetyped_media.sip.defence) on a fake clock, and the
-digest check's answers for unknown users and wrong passwords."""
+"""The scanner and flood defence's rules (voicetyped_media.sip.defence) on a fake clock, the
+gate's call ceilings, and the digest check's answers for unknown users and wrong passwords."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 from aiosipua import SipRequest
-from voicetyped_media.config import SipRateLimit
+from prometheus_client import CollectorRegistry
+from voicetyped_media.config import MediaSettings, SipRateLimit
+from voicetyped_media.metrics import MediaMetrics
 from voicetyped_media.sip.defence import BanReason, CallCeiling, SourceDefence, Verdict
+from voicetyped_media.sip.gate import SipGate
 from voicetyped_media.sip.inbound import Challenge, DigestAuth, InboundPolicy
 from voicetyped_testkit.media import sip_invite
 
@@ -215,3 +218,31 @@ def test_unknown_user_and_wrong_password_get_the_same_challenge() -> None:
         source,
     )
     assert isinstance(odd, Challenge) and odd.failed, "any text compares without raising"
+
+
+# -- the gate: ceilings per source and per route, counted ------------------------------------
+
+
+def test_the_gate_holds_calls_to_the_source_and_route_ceilings() -> None:
+    settings = MediaSettings(max_calls_per_source=2, max_calls_per_route=3)
+    registry = CollectorRegistry()
+    gate = SipGate(settings, MediaMetrics(registry), Clock())
+    gate.call_started("a1", ATTACKER, "sales")
+    gate.call_started("a2", ATTACKER, "sales")
+    refused = gate.call_refused(ATTACKER, "support", 5)
+    assert refused is not None and refused.status == 503
+    assert refused.detail == "too many calls at once from this source"
+    assert refused.headers == {"Retry-After": "5"}
+    assert gate.call_refused("198.51.100.1", "support", 5) is None
+    gate.call_started("b1", "127.0.0.1", "sales")  # exempt: counts for the route only
+    assert gate.per_source.count("127.0.0.1") == 0
+    route = gate.call_refused("127.0.0.1", "sales", 5)
+    assert route is not None and route.detail == "too many calls at once from this route"
+    gate.call_ended("a1")
+    gate.call_ended("a1")  # twice: no effect
+    assert gate.call_refused(ATTACKER, "support", 5) is None
+    assert gate.call_refused("127.0.0.1", "sales", 5) is None
+    value = registry.get_sample_value(
+        "voicetyped_media_sip_requests_refused_total", {"reason": "call_ceiling"}
+    )
+    assert value == 2
