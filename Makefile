@@ -124,6 +124,7 @@ bench: install system-deps
 	$(PY) bench/biasing.py --out bench/results/biasing.json --models tiny.en,base
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/sip_flood.py --out bench/results/sip_flood.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json
 	$(PY) bench/barge_in.py --out bench/results/barge_in.json
 	$(PY) bench/turn_taking.py --out bench/results/turn_taking.json  # and turn_taking.png

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import signal
-import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,13 @@ from voicetyped_testkit.media import (
     SIPP_OFFER,
     SIPP_PCAP,
     best_correlation,
+    exchange,
     heard_pieces,
     pjsua,
     read_wav,
+    sip_invite,
     sipp,
+    sipp_auth_call_scenario,
     sipp_call_scenario,
     sipp_expect_bye,
     sipp_request,
@@ -401,50 +403,6 @@ async def test_baresip_wideband_audio_matches_the_source(
 # -- SIP behaviour at the edges --------------------------------------------------------------
 
 
-def _invite(port: int, call_id: str, extra: str = "", sdp: str | None = None) -> bytes:
-    body = (
-        sdp
-        if sdp is not None
-        else (
-            "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            "m=audio 40000 RTP/AVP 0\r\n"
-        )
-    )
-    return (
-        f"INVITE sip:bot@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1};rport;branch=z9hG4bK{call_id}\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"
-        f"To: <sip:bot@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:t@127.0.0.1:{port + 1}>\r\n{extra}"
-        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-    ).encode()
-
-
-def exchange(port: int, data: bytes, timeout_s: float = 3.0, transport: str = "udp") -> list[str]:
-    """Send one message; the status lines of the responses (final one last)."""
-    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.settimeout(timeout_s)
-        if transport == "udp":
-            s.sendto(data, ("127.0.0.1", port))
-        else:
-            s.connect(("127.0.0.1", port))
-            s.sendall(data)
-        replies: list[str] = []
-        try:
-            while True:
-                reply = s.recv(65535).decode(errors="replace")
-                if not reply:
-                    break
-                replies.append(reply)
-                status = int(reply.split(" ", 2)[1])
-                if status >= 200:
-                    break
-        except TimeoutError:
-            pass
-    return replies
-
-
 async def test_malformed_requests_are_answered_and_calls_still_work(start_gateway: Any) -> None:
     # The cases of the validation tests (tests/ is no package: load by path).
     spec = importlib.util.spec_from_file_location(
@@ -467,7 +425,7 @@ async def test_malformed_requests_are_answered_and_calls_still_work(start_gatewa
     replies = await asyncio.to_thread(exchange, gw.sip_port, INVALID[0][1], 3.0, "tcp")
     assert replies and replies[-1].startswith("SIP/2.0 400 ")
     # A broken SDP gets 488 with the reason; OPTIONS gets 200 with Allow.
-    bad_sdp = _invite(gw.sip_port, "bad-sdp", sdp="v=0\r\nm=audio x RTP/AVP 0\r\n")
+    bad_sdp = sip_invite(gw.sip_port, "bad-sdp", sdp="v=0\r\nm=audio x RTP/AVP 0\r\n")
     replies = await asyncio.to_thread(exchange, gw.sip_port, bad_sdp)
     assert replies[-1].startswith("SIP/2.0 488 ") and "Warning: 399" in replies[-1]
     assert 'voicetyped_media_sip_rejected_total{status="400"}' in gw.metrics()
@@ -506,7 +464,7 @@ async def test_at_capacity_new_calls_get_503_with_retry_after(start_gateway: Any
     gw = await start_gateway(VOICETYPED_MAX_CALLS="1", VOICETYPED_RETRY_AFTER_S="7")
     peer = asyncio.ensure_future(pjsua(gw, seconds=5))
     await gw.runtime.wait_call(timeout_s=15)
-    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "second"))
+    replies = await asyncio.to_thread(exchange, gw.sip_port, sip_invite(gw.sip_port, "second"))
     assert replies[-1].startswith("SIP/2.0 503 "), replies
     assert "Retry-After: 7" in replies[-1]
     await peer
@@ -520,7 +478,7 @@ async def test_sigterm_refuses_new_calls_and_lets_active_ones_finish(start_gatew
     assert gw.process.proc is not None
     gw.process.proc.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
-    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "late"))
+    replies = await asyncio.to_thread(exchange, gw.sip_port, sip_invite(gw.sip_port, "late"))
     assert replies[-1].startswith("SIP/2.0 503 "), replies
     assert gw.process.proc.poll() is None, "the active call keeps the gateway up"
     out = await peer
@@ -535,18 +493,18 @@ async def test_source_allowlist_and_digest_authentication(
     start_gateway: Any, tmp_path: Path
 ) -> None:
     gw = await start_gateway(VOICETYPED_ALLOWED_CIDRS='["10.0.0.0/8"]')
-    replies = await asyncio.to_thread(exchange, gw.sip_port, _invite(gw.sip_port, "nope"))
+    replies = await asyncio.to_thread(exchange, gw.sip_port, sip_invite(gw.sip_port, "nope"))
     assert replies[-1].startswith("SIP/2.0 403 ")
     users = tmp_path / "users"
     users.write_text("pjsua:s3cret\n")
     gw2 = await start_gateway(VOICETYPED_DIGEST_USERS_FILE=str(users))
-    replies = await asyncio.to_thread(exchange, gw2.sip_port, _invite(gw2.sip_port, "noauth"))
+    replies = await asyncio.to_thread(exchange, gw2.sip_port, sip_invite(gw2.sip_port, "noauth"))
     assert replies[-1].startswith("SIP/2.0 401 ")
     assert replies[-1].count("WWW-Authenticate: Digest") == 2
     # SIPp answers the challenge (MD5) and the call goes through; wrong credentials do not.
     # (The pjsua2 wheel refuses every digest algorithm, so SIPp is the independent client.)
     scenario = tmp_path / "auth.xml"
-    scenario.write_text(AUTH_SCENARIO)
+    scenario.write_text(sipp_auth_call_scenario("pjsua"))
     good = await sipp(gw2, str(scenario), "-au", "pjsua", "-ap", "s3cret")
     assert good.code == 0, good.output[-2500:]
     bad = await sipp(gw2, str(scenario), "-au", "pjsua", "-ap", "wrong", timeout_s=15)
@@ -558,7 +516,7 @@ async def test_source_allowlist_and_digest_authentication(
 
 async def test_session_timer_is_negotiated(start_gateway: Any) -> None:
     gw = await start_gateway()
-    invite = _invite(
+    invite = sip_invite(
         gw.sip_port, "timer", extra="Supported: timer\r\nSession-Expires: 1200;refresher=uac\r\n"
     )
     replies = await asyncio.to_thread(exchange, gw.sip_port, invite)
@@ -579,29 +537,4 @@ CANCEL_SCENARIO = sipp_scenario(
   <recv response="487"/>
 """
     + sipp_request("ACK", 1, branch=CANCEL_BRANCH),
-)
-
-
-AUTH_SCENARIO = sipp_scenario(
-    "INVITE with digest authentication",
-    sipp_request("INVITE", 1, body=SIPP_OFFER, user="pjsua", in_dialog=False, retrans=True)
-    + '  <recv response="401" auth="true"/>\n'
-    + sipp_request("ACK", 1, user="pjsua", branch="[branch-1]")
-    + sipp_request(
-        "INVITE",
-        2,
-        body=SIPP_OFFER,
-        user="pjsua",
-        in_dialog=False,
-        headers="[authentication]\n",
-        retrans=True,
-    )
-    + """  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true"/>
-"""
-    + sipp_request("ACK", 2, user="pjsua")
-    + '  <pause milliseconds="500"/>\n'
-    + sipp_request("BYE", 3, user="pjsua", retrans=True)
-    + '  <recv response="200"/>\n',
 )

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -255,6 +256,61 @@ class SipTarget(Protocol):
     def tmp(self) -> Path: ...
 
 
+# -- raw SIP over loopback -------------------------------------------------------------------
+
+
+def sip_invite(port: int, call_id: str, extra: str = "", sdp: str | None = None) -> bytes:
+    """An INVITE to the gateway on loopback ``port`` (a PCMU offer unless ``sdp``)."""
+    body = (
+        sdp
+        if sdp is not None
+        else (
+            "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0\r\n"
+        )
+    )
+    return (
+        f"INVITE sip:bot@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1};rport;branch=z9hG4bK{call_id}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"
+        f"To: <sip:bot@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:t@127.0.0.1:{port + 1}>\r\n{extra}"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def exchange(
+    port: int,
+    data: bytes,
+    timeout_s: float = 3.0,
+    transport: str = "udp",
+    local_ip: str = "127.0.0.1",
+) -> list[str]:
+    """Send one message from ``local_ip``; the responses (final one last). Blocking."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.settimeout(timeout_s)
+        s.bind((local_ip, 0))
+        if transport == "udp":
+            s.sendto(data, ("127.0.0.1", port))
+        else:
+            s.connect(("127.0.0.1", port))
+            s.sendall(data)
+        replies: list[str] = []
+        try:
+            while True:
+                reply = s.recv(65535).decode(errors="replace")
+                if not reply:
+                    break
+                replies.append(reply)
+                status = int(reply.split(" ", 2)[1])
+                if status >= 200:
+                    break
+        except TimeoutError:
+            pass
+    return replies
+
+
 # -- peers -------------------------------------------------------------------------------------
 
 
@@ -351,6 +407,34 @@ def sipp_call_scenario(
     )
 
 
+def sipp_auth_call_scenario(user: str, hold_ms: int = 500) -> str:
+    """A SIPp caller that answers the gateway's 401 (``-au``/``-ap`` give the credentials, MD5),
+    holds the call ``hold_ms`` and hangs up."""
+    return sipp_scenario(
+        "INVITE with digest authentication",
+        sipp_request("INVITE", 1, body=SIPP_OFFER, user=user, in_dialog=False, retrans=True)
+        + '  <recv response="401" auth="true"/>\n'
+        + sipp_request("ACK", 1, user=user, branch="[branch-1]")
+        + sipp_request(
+            "INVITE",
+            2,
+            body=SIPP_OFFER,
+            user=user,
+            in_dialog=False,
+            headers="[authentication]\n",
+            retrans=True,
+        )
+        + """  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true"/>
+"""
+        + sipp_request("ACK", 2, user=user)
+        + f'  <pause milliseconds="{hold_ms}"/>\n'
+        + sipp_request("BYE", 3, user=user, retrans=True)
+        + '  <recv response="200"/>\n',
+    )
+
+
 def sipp_expect_bye(timeout_ms: int = 0) -> str:
     """Scenario steps: the gateway's BYE (within ``timeout_ms`` if set) answered with 200."""
     timeout = f' timeout="{timeout_ms}"' if timeout_ms else ""
@@ -377,15 +461,21 @@ def sipp_dir(tmp: Path) -> Path:
 
 
 async def sipp(
-    gw: SipTarget, scenario: str, *args: str, calls: int = 1, timeout_s: float = 60
+    gw: SipTarget,
+    scenario: str,
+    *args: str,
+    calls: int = 1,
+    timeout_s: float = 60,
+    local_ip: str = "127.0.0.1",
 ) -> Finished:
+    """SIPp calls the gateway from ``local_ip`` (any loopback address: a caller of its own)."""
     which = ["-sf", scenario] if scenario.endswith(".xml") else ["-sn", scenario]
     cmd = [
         "sipp",
         *which,
         f"127.0.0.1:{gw.sip_port}",
         "-i",
-        "127.0.0.1",
+        local_ip,
         "-p",
         str(free_sip_port()),
         "-m",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import grpc
 import uvloop
@@ -21,7 +22,8 @@ from voicetyped_media.metrics import MediaMetrics
 from voicetyped_media.rtp.pacer import Pacer
 from voicetyped_media.rtp.ports import PortPool
 from voicetyped_media.sdp import Offer, SdpError, read_offer
-from voicetyped_media.sip.inbound import InboundPolicy
+from voicetyped_media.sip.gate import SipGate
+from voicetyped_media.sip.inbound import Challenge, InboundPolicy
 from voicetyped_media.sip.server import Handlers, SipServer
 from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
 from voicetyped_media.sip.validate import Problem
@@ -47,6 +49,7 @@ class MediaGateway:
         self.policy = InboundPolicy.build(
             settings.allowed_cidrs, settings.digest_users_file, settings.digest_realm
         )
+        self.gate = SipGate(settings, self.metrics, time.monotonic)
         self.ports = PortPool(settings.rtp_host, settings.rtp_port_min, settings.rtp_port_max)
         self.pacer = Pacer()
         self.sip: SipServer | None = None
@@ -76,7 +79,9 @@ class MediaGateway:
         port = s.sip_port
         for kind in s.sip_transports:
             cls = GuardedUdpTransport if kind == "udp" else GuardedTcpTransport
-            transport = cls(local_addr=(s.sip_host, port), guard=guard(s.user_agent, on_reject))
+            transport = cls(
+                local_addr=(s.sip_host, port), guard=guard(s.user_agent, on_reject, self.gate)
+            )
             transports.append(transport)
         self.sip = SipServer(
             transports,
@@ -171,8 +176,16 @@ class MediaGateway:
             self.metrics.refused.labels("draining").inc()
             return Problem(503, "Service Unavailable", "shutting down", retry)
         problem = self.policy.check(request, source)
+        if isinstance(problem, Challenge) and problem.failed:
+            self.gate.auth_failed(source[0])
+        elif problem is None and self.policy.digest is not None:
+            self.gate.auth_succeeded(source[0])
         if problem is not None:
             self.metrics.refused.labels("forbidden" if problem.status == 403 else "auth").inc()
+            return problem
+        problem = self.gate.call_refused(source[0], self._route(request.uri), s.retry_after_s)
+        if problem is not None:
+            self.metrics.refused.labels("call_ceiling").inc()
             return problem
         if len(self.calls) + len(self._answering) >= s.max_calls:
             self.metrics.refused.labels("capacity").inc()
@@ -188,8 +201,9 @@ class MediaGateway:
             self.metrics.refused.labels("sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
 
-    def _dialog_for(self, call: IncomingCall) -> str:
-        uri = call.invite.uri
+    def _route(self, uri: str) -> str:
+        """The dialog a Request-URI is routed to (its user part in dialog_routes, else the
+        default dialog)."""
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
         return self.settings.dialog_routes.get(user, self.settings.dialog)
 
@@ -204,7 +218,7 @@ class MediaGateway:
                 codecs=tuple(s.codecs),
                 inband_dtmf=s.inband_dtmf,
                 passed_headers=tuple(s.passed_headers),
-                dialog=self._dialog_for(sip_call),
+                dialog=self._route(sip_call.invite.uri),
                 symmetric_rtp=s.symmetric_rtp,
                 ring_ms=s.ring_ms,
                 speech_restore_s=s.speech_restore_s,
@@ -213,6 +227,9 @@ class MediaGateway:
             self._call_ended,
         )
         self.calls[sip_call.call_id] = call
+        self.gate.call_started(
+            sip_call.call_id, sip_call.source_addr[0], self._route(sip_call.invite.uri)
+        )
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(
             call.answer(), name=f"answer-{call.session_id}"
@@ -223,6 +240,7 @@ class MediaGateway:
     def _call_ended(self, call: MediaCall) -> None:
         if self.calls.get(call.sip.call_id) is call:
             del self.calls[call.sip.call_id]
+            self.gate.call_ended(call.sip.call_id)
         if not self.calls:
             self._idle.set()
 

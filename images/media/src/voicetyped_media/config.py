@@ -9,10 +9,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 from voicetyped.service.config import ServiceSettings
 
 Codec = Literal["opus", "G722", "PCMU", "PCMA"]
+
+
+class SipRateLimit(BaseModel):
+    """Per-source scanner and flood defence (``VOICETYPED_SIP_RATE_LIMIT__*``; the guide is
+    docs/public-sip.md). A source is an IP address; exempt networks (carrier trunks, the
+    cluster's own) are never rate limited, banned or held to ``max_calls_per_source``."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = Field(True, description="Rate limits and bans on (ceilings stay on).")
+    requests_per_s: float = Field(
+        20.0, gt=0, le=100_000, description="Token bucket refill: requests per second per source."
+    )
+    burst: int = Field(60, ge=1, le=1_000_000, description="Token bucket size per source.")
+    ban_after: int = Field(
+        40,
+        ge=1,
+        description="Requests refused for the rate (503) before the source is banned; the count "
+        "starts again once the source's bucket is full.",
+    )
+    failures_before_ban: int = Field(
+        10,
+        ge=1,
+        description="Digest authentication failures (wrong user or password) before a ban.",
+    )
+    ban_s: float = Field(600.0, gt=0, description="How long a banned source is ignored.")
+    max_sources: int = Field(
+        10_000,
+        ge=1,
+        description="Sources tracked at most (memory bound); beyond, the least recently seen "
+        "is forgotten.",
+    )
+    exempt_cidrs: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],  # type: ignore[arg-type]
+        description="Networks never rate limited or banned (carrier trunks); default loopback.",
+    )
 
 
 class MediaSettings(ServiceSettings):
@@ -36,6 +72,18 @@ class MediaSettings(ServiceSettings):
         description="Codecs offered and accepted; the caller's order of preference decides.",
     )
     max_calls: int = Field(200, ge=1, description="Calls admitted at once; beyond: 503.")
+    max_calls_per_source: int = Field(
+        20,
+        ge=1,
+        description="Calls at once from one source address (not exempt ones); beyond: 503.",
+    )
+    max_calls_per_route: int | None = Field(
+        None,
+        ge=1,
+        description="Calls at once per dialog route (the dialog a called user is routed to, "
+        "all of a trunk's numbers on one dialog); None: only max_calls.",
+    )
+    sip_rate_limit: SipRateLimit = Field(default_factory=SipRateLimit)
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 (capacity, drain).")
     allowed_cidrs: list[str] = Field(
         default_factory=list, description="Source networks allowed to call in; empty: any."

@@ -50,6 +50,28 @@ class MediaMetrics:
             ["status"],
             registry=registry,
         )
+        self.sip_refused = Counter(
+            "voicetyped_media_sip_requests_refused_total",
+            "SIP requests refused by the scanner and flood defence, by reason: rate_limited "
+            "(503), banned (dropped unread), auth_failed (digest failure), call_ceiling (503: "
+            "too many calls at once from the source or on the route)",
+            ["reason"],
+            registry=registry,
+        )
+        self.sip_bans = Counter(
+            "voicetyped_media_sip_bans_total",
+            "Sources banned (each ban once), by reason: rate_limited, auth_failed",
+            ["reason"],
+            registry=registry,
+        )
+        self.sip_bans_active = Gauge(
+            "voicetyped_media_sip_bans_active", "Sources banned now", registry=registry
+        )
+        self.sip_sources_tracked = Gauge(
+            "voicetyped_media_sip_sources_tracked",
+            "Source addresses the defence keeps state for (bounded by max_sources)",
+            registry=registry,
+        )
         self.dtmf = Counter(
             "voicetyped_media_dtmf_total",
             "DTMF digits received, by method",

@@ -5,6 +5,10 @@ MD5), ``qop=auth``. Nonces are stateless: ``<issued time>.<HMAC of it with a per
 accepted for ``nonce_ttl_s`` (an expired but genuine one is answered ``stale=true`` so the client
 retries without asking its user). Passwords come from a file (a Kubernetes Secret mount): one
 ``user:password`` per line. Nothing here is ever logged.
+
+No user enumeration: an unknown user and a wrong password get the same answer (a fresh 401
+challenge, same headers, same Warning) after the same work (the digest of an unknown user is
+computed against a random secret and compared like any other).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from aiosipua import SipRequest
 from voicetyped.service.logs import get_logger
@@ -27,6 +32,16 @@ log = get_logger("voicetyped.media.auth")
 
 _PARAM = re.compile(r'([A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+Verdict = Literal["ok", "stale", "bad", "missing"]
+
+
+@dataclass(frozen=True)
+class Challenge(Problem):
+    """A 401 with the digest challenge; ``failed`` when the request's credentials were wrong
+    (not merely absent): what the scanner defence counts."""
+
+    failed: bool = False
 
 
 def load_users(path: Path) -> dict[str, str]:
@@ -49,6 +64,7 @@ class DigestAuth:
 
     def __post_init__(self) -> None:
         self._key = secrets.token_bytes(32)
+        self._unknown_user_secret = secrets.token_urlsafe(24)
 
     def _sign(self, issued: str) -> str:
         return hmac.new(self._key, issued.encode(), hashlib.sha256).hexdigest()[:32]
@@ -65,26 +81,28 @@ class DigestAuth:
             for alg in ("MD5", "SHA-256")
         ]
 
-    def verify(self, request: SipRequest) -> str:
-        """ "ok", "stale" (genuine but expired nonce) or "bad"."""
+    def verify(self, request: SipRequest) -> Verdict:
+        """ "ok", "stale" (right credentials, genuine but expired nonce), "bad" (wrong
+        credentials, whichever part) or "missing" (no Digest Authorization)."""
         header = request.get_header("authorization")
         if not header or not header.lower().startswith("digest "):
             if header:
                 log.info("digest refused: not a Digest Authorization")
-            return "bad"
+            return "missing"
         params = {
             m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
             for m in _PARAM.finditer(header[7:])
         }
         user, nonce = params.get("username", ""), params.get("nonce", "")
-        password = self.users.get(user)
+        known = self.users.get(user)
+        password = known if known is not None else self._unknown_user_secret
         algorithm = params.get("algorithm", "MD5").upper()
         digest = _HASHES.get(algorithm)
-        if password is None or digest is None or params.get("realm") != self.realm:
-            log.info("digest refused: unknown user, algorithm or realm", algorithm=algorithm)
+        if digest is None or params.get("realm") != self.realm:
+            log.info("digest refused: unknown algorithm or realm", algorithm=algorithm)
             return "bad"
         issued, _, signature = nonce.rpartition(".")
-        if not issued or not hmac.compare_digest(signature, self._sign(issued)):
+        if not issued or not hmac.compare_digest(signature.encode(), self._sign(issued).encode()):
             log.info("digest refused: not our nonce")
             return "bad"
 
@@ -102,8 +120,10 @@ class DigestAuth:
             expected = h(f"{ha1}:{nonce}:{ha2}")
         else:
             return "bad"
-        if not hmac.compare_digest(expected, params.get("response", "")):
-            log.info("digest refused: wrong response", algorithm=algorithm, qop=qop or "")
+        response = params.get("response", "").encode()  # bytes: any text compares, no raise
+        if not hmac.compare_digest(expected.encode(), response) or known is None:
+            # One line for both: neither the answer nor the log tells a user from a password.
+            log.info("digest refused: wrong credentials", algorithm=algorithm, qop=qop or "")
             return "bad"
         try:
             age = time.time() - float(issued)
@@ -127,7 +147,8 @@ class InboundPolicy:
         return cls(networks, digest)
 
     def check(self, request: SipRequest, source: tuple[str, int]) -> Problem | None:
-        """None when the INVITE may proceed, else the answer (403, or a 401 challenge)."""
+        """None when the INVITE may proceed, else the answer (403, or a 401
+        :class:`Challenge`)."""
         if self.allowed:
             try:
                 address = ipaddress.ip_address(source[0])
@@ -138,10 +159,11 @@ class InboundPolicy:
         if self.digest is not None:
             verdict = self.digest.verify(request)
             if verdict != "ok":
-                return Problem(
+                return Challenge(
                     401,
                     "Unauthorized",
                     "authentication required",
                     {"WWW-Authenticate": "\n".join(self.digest.challenge(verdict == "stale"))},
+                    failed=verdict == "bad",
                 )
         return None

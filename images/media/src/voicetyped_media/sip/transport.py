@@ -1,6 +1,9 @@
-"""aiosipua's UDP and TCP transports with :mod:`.validate` in front of the parser.
+"""aiosipua's UDP and TCP transports with :mod:`.gate` and :mod:`.validate` in front of the parser.
 
-Every incoming request is checked first; a bad one is answered here (or dropped when it cannot
+The scanner and flood defence (:class:`~.gate.SipGate`) sees every message first: a banned
+source's is dropped before anything but its source address is looked at (over TCP its
+connections are closed), and a request over its source's rate gets 503 with Retry-After.
+Every incoming request is then checked; a bad one is answered here (or dropped when it cannot
 be answered) and never reaches the UAS, so the gateway keeps serving whatever it receives.
 Requests that pass are normalized for the stack: a multipart/mixed body is reduced to its
 application/sdp part (the only part a UAS acts on).
@@ -17,8 +20,9 @@ from typing import Any
 
 from aiosipua import TcpSipTransport, UdpSipTransport
 
+from voicetyped_media.sip.gate import SipGate
 from voicetyped_media.sip.responses import error_response
-from voicetyped_media.sip.validate import Parsed, Problem, body_of, check_request
+from voicetyped_media.sip.validate import Invalid, Parsed, Problem, body_of, check_request, parse
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +65,46 @@ def normalize(data: bytes, parsed: Parsed) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + sdp
 
 
+def is_request(data: bytes) -> bool:
+    """Whether a message is a request, from its first line alone."""
+    return not data.lstrip(b"\r\n")[:4].upper().startswith(b"SIP/")
+
+
+def _answer(data: bytes, problem: Problem, user_agent: str | None) -> bytes | None:
+    """The stateless answer to a request refused before it was checked."""
+    try:
+        parsed: Parsed | None = parse(data)
+    except Invalid as exc:
+        parsed = exc.parsed
+    return error_response(parsed, problem, user_agent) if parsed is not None else None
+
+
 @dataclass
 class _Guard:
     user_agent: str | None = None
     on_reject: RejectHook | None = None
+    gate: SipGate | None = None
+
+    def dropped(self, source: str) -> bool:
+        """Whether ``source`` is banned (counted as a refusal)."""
+        return self.gate is not None and self.gate.dropped(source)
+
+    def banned(self, source: str) -> bool:
+        """Whether ``source`` is banned (not counted: asked after :meth:`screen`)."""
+        return self.gate is not None and self.gate.defence.banned(source)
 
     def screen(self, data: bytes, addr: tuple[str, int]) -> tuple[bytes | None, bytes | None]:
         """(data for the stack, or None) and (an error response to send back, or None)."""
+        if self.dropped(addr[0]):
+            return None, None  # banned: nothing of it is read
         if not data.strip():
             return None, None  # keep-alive (RFC 5626 CRLF ping)
+        if self.gate is not None and is_request(data):
+            refused = self.gate.request(addr[0])
+            if refused is not None:
+                if refused.problem is None:
+                    return None, None
+                return None, _answer(data, refused.problem, self.user_agent)
         parsed, problem = check_request(data)
         if problem is None:
             return (
@@ -126,15 +161,28 @@ class GuardedUdpTransport(UdpSipTransport):
 class GuardedTcpTransport(TcpSipTransport):
     guard: _Guard = field(default_factory=_Guard)
 
+    async def _handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        if peer and self.guard.dropped(str(peer[0])):
+            writer.transport.abort()  # a banned source: closed before a byte is read
+            return
+        await super()._handle_connection(reader, writer)
+
     def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        conn = self._connections.get(addr)
         accepted, reply = self.guard.screen(data, addr)
-        if reply is not None:
-            conn = self._connections.get(addr)
-            if conn is not None:
-                conn[1].write(reply)
+        if conn is not None and self.guard.banned(addr[0]):
+            conn[1].transport.abort()  # banned on this connection: it ends here
+            return
+        if reply is not None and conn is not None:
+            conn[1].write(reply)
         if accepted is not None:
             super()._dispatch(accepted, addr)
 
 
-def guard(user_agent: str | None, on_reject: RejectHook | None) -> _Guard:
-    return _Guard(user_agent, on_reject)
+def guard(
+    user_agent: str | None, on_reject: RejectHook | None, gate: SipGate | None = None
+) -> _Guard:
+    return _Guard(user_agent, on_reject, gate)
