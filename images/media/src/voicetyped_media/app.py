@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 import grpc
 import uvloop
@@ -20,10 +21,16 @@ from voicetyped_media.config import MediaSettings
 from voicetyped_media.metrics import MediaMetrics
 from voicetyped_media.rtp.pacer import Pacer
 from voicetyped_media.rtp.ports import PortPool
-from voicetyped_media.sdp import Offer, SdpError, read_offer
+from voicetyped_media.sdp import Offer, SdpError, SrtpPolicyError, read_offer
 from voicetyped_media.sip.inbound import InboundPolicy
-from voicetyped_media.sip.server import Handlers, SipServer
-from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
+from voicetyped_media.sip.server import Handlers, SipServer, encrypted
+from voicetyped_media.sip.tls import server_context
+from voicetyped_media.sip.transport import (
+    GuardedTcpTransport,
+    GuardedTlsTransport,
+    GuardedUdpTransport,
+    guard,
+)
 from voicetyped_media.sip.validate import Problem
 
 SERVICE_NAME = "media"
@@ -51,6 +58,17 @@ class MediaGateway:
         self.pacer = Pacer()
         self.sip: SipServer | None = None
         self.sip_port = settings.sip_port
+        self.sip_tls_port = settings.sip_tls_port
+        # Read now, before anything listens: a bad certificate or key stops the start (exit 2).
+        self.tls: ssl.SSLContext | None = None
+        if "tls" in settings.sip_transports:
+            assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+            self.tls = server_context(
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+                settings.tls_min_version,
+            )
         self._channels: list[grpc.aio.Channel] = []
         self._pacer_task: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
@@ -73,11 +91,20 @@ class MediaGateway:
             str(problem.status)
         ).inc()
         transports: list[SipTransport] = []
-        port = s.sip_port
         for kind in s.sip_transports:
+            screen = guard(s.user_agent, on_reject)
+            if kind == "tls":
+                transports.append(
+                    GuardedTlsTransport(
+                        local_addr=(s.sip_host, s.sip_tls_port),
+                        guard=screen,
+                        ssl_context=self.tls,
+                        handshake_timeout_s=s.tls_handshake_timeout_s,
+                    )
+                )
+                continue
             cls = GuardedUdpTransport if kind == "udp" else GuardedTcpTransport
-            transport = cls(local_addr=(s.sip_host, port), guard=guard(s.user_agent, on_reject))
-            transports.append(transport)
+            transports.append(cls(local_addr=(s.sip_host, s.sip_port), guard=screen))
         self.sip = SipServer(
             transports,
             Handlers(
@@ -99,20 +126,27 @@ class MediaGateway:
         log.info(
             "SIP listening",
             sip_port=self.sip_port,
+            sip_tls_port=self.sip_tls_port if self.tls is not None else None,
             transports=s.sip_transports,
+            srtp=s.srtp,
             media_ip=s.sdp_address(),
             rtp_ports=f"{s.rtp_port_min}-{s.rtp_port_max}",
         )
 
     async def _start_sip(self, transports: list[SipTransport]) -> None:
+        """Start the listeners: UDP and TCP on one port (the first one's, when 0 picks it),
+        TLS on its own."""
         assert self.sip is not None
-        first = transports[0]
-        await self.sip.uases[0].start()
-        bound = self._bound_port(first)
-        self.sip_port = bound
-        for uas, transport in zip(self.sip.uases[1:], transports[1:], strict=True):
-            transport.local_addr = (transport.local_addr[0], bound)  # same port for UDP and TCP
+        plain: int | None = None
+        for uas, transport in zip(self.sip.uases, transports, strict=True):
+            tls = isinstance(transport, GuardedTlsTransport)
+            if not tls and plain is not None:
+                transport.local_addr = (transport.local_addr[0], plain)
             await uas.start()
+            if tls:
+                self.sip_tls_port = self._bound_port(transport)
+            elif plain is None:
+                plain = self.sip_port = self._bound_port(transport)
 
     @staticmethod
     def _bound_port(transport: SipTransport) -> int:
@@ -182,19 +216,22 @@ class MediaGateway:
             return Problem(503, "Service Unavailable", "no RTP ports free", retry)
         if not request.body.strip():
             return None  # delayed offer: ours goes in the 200, the answer comes in the ACK
+        srtp = s.srtp_for(self._dialog_for(request.uri))
         try:
-            return read_offer(request.text, tuple(s.codecs))  # the only reading of the offer
+            return read_offer(request.text, tuple(s.codecs), srtp)  # the only reading of it
         except SdpError as exc:
-            self.metrics.refused.labels("sdp").inc()
+            policy = isinstance(exc, SrtpPolicyError)
+            self.metrics.refused.labels("srtp_policy" if policy else "sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
 
-    def _dialog_for(self, call: IncomingCall) -> str:
-        uri = call.invite.uri
+    def _dialog_for(self, uri: str) -> str:
+        """The dialog for a call to ``uri`` (its user part through dialog_routes)."""
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
         return self.settings.dialog_routes.get(user, self.settings.dialog)
 
     def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
+        dialog = self._dialog_for(sip_call.invite.uri)
         call = MediaCall(
             sip_call,
             offer,
@@ -204,10 +241,12 @@ class MediaGateway:
                 codecs=tuple(s.codecs),
                 inband_dtmf=s.inband_dtmf,
                 passed_headers=tuple(s.passed_headers),
-                dialog=self._dialog_for(sip_call),
+                dialog=dialog,
                 symmetric_rtp=s.symmetric_rtp,
                 ring_ms=s.ring_ms,
                 speech_restore_s=s.speech_restore_s,
+                srtp=s.srtp_for(dialog),
+                encrypted_signalling=encrypted(sip_call),
             ),
             self.services,
             self._call_ended,
