@@ -123,6 +123,7 @@ bench: install system-deps
 	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
 	$(PY) bench/biasing.py --out bench/results/biasing.json --models tiny.en,base
 	$(PY) bench/media.py --out bench/results/media.json
+	$(PY) bench/media_tls_srtp.py --out bench/results/media_tls_srtp.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
 	$(PY) bench/sip_flood.py --out bench/results/sip_flood.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json

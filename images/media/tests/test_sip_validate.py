@@ -221,7 +221,7 @@ def test_responses_are_left_to_the_stack() -> None:
         ),
         (
             HEAD + "m=audio 5000 RTP/SAVP 0\r\n",
-            "SRTP",
+            "no SRTP crypto suite we support",
         ),
         (
             HEAD + "m=audio 5000 RTP/AVP 18\r\n",

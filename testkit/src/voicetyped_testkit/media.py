@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -502,10 +502,12 @@ async def pjsua(
     target: str | None = None,
     start: asyncio.Event | None = None,
     transfer_status: int = 202,
+    options: Sequence[str] = (),
 ) -> Finished:
     """pjsua calls the gateway. Its actions' clock starts at the INVITE, or, given ``start``,
     when the test sets it (its timeline anchored to the test's own event). It answers a REFER
-    with ``transfer_status`` (202: accepted)."""
+    with ``transfer_status`` (202: accepted). ``options``: more of the caller's arguments
+    (TLS, SRTP: see :mod:`voicetyped_testkit.pjsua_caller`)."""
     cmd = [
         sys.executable,
         "-m",
@@ -520,6 +522,7 @@ async def pjsua(
         json.dumps(actions or []),
         "--transfer-status",
         str(transfer_status),
+        *options,
     ]
     if play is not None:
         cmd += ["--play", str(play)]

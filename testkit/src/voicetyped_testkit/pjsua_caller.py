@@ -8,6 +8,11 @@ Plays a WAV into the call, records what it hears, performs timed actions (``dtmf
 happens (call states, a transfer request and its target, errors). A REFER from the gateway is
 accepted the PJSIP way: pjsua calls the target and reports progress back with NOTIFYs.
 
+SIP over TLS (``--transport tls``, the server checked against ``--tls-ca``, a client certificate
+with ``--tls-cert``/``--tls-key``) and SRTP by SDES (``--srtp optional|mandatory``, suites with
+``--srtp-suite``); ``--emit-sdp`` prints the SDP offered and each response to the INVITE whole
+(with the keys: the tests decrypt captured packets with them).
+
 With ``--start-on-stdin`` the actions' clock (and ``--seconds``) starts when a line arrives on
 stdin instead of at the INVITE: a test starts it at the moment its own timeline begins (say,
 when the gateway has the prompt to play), so set-up time on a loaded machine shifts nothing.
@@ -37,11 +42,13 @@ class Call(pj.Call):  # type: ignore[misc]
         self.recorder: pj.AudioMediaRecorder | None = None
         self.state = ""
         self.disconnected = False
+        self.responses: set[str] = set()
 
     def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 callback
         info = self.getInfo()
         self.state = info.stateText
         self.disconnected = info.state == pj.PJSIP_INV_STATE_DISCONNECTED
+        self._emit_response(prm.e)
         emit(event="state", state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
 
     def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
@@ -65,6 +72,26 @@ class Call(pj.Call):  # type: ignore[misc]
                     self.recorder.createRecorder(self.args.record)
                 audio.startTransmit(self.recorder)
 
+    def onCallSdpCreated(self, prm: Any) -> None:  # noqa: N802
+        if self.args.emit_sdp:
+            emit(event="offer", sdp=prm.sdp.wholeSdp)
+
+    def onCallTsxState(self, prm: Any) -> None:  # noqa: N802
+        self._emit_response(prm.e)
+
+    def _emit_response(self, e: Any) -> None:
+        """With --emit-sdp, a response received to the INVITE, whole (the answer in it). A final
+        error comes with the call's state change (the transaction's event does not)."""
+        if not self.args.emit_sdp or e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        if e.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return
+        message = e.body.tsxState.src.rdata.wholeMsg
+        invite = " INVITE" in message.split("CSeq:", 1)[-1][:40]
+        if message.startswith("SIP/2.0 ") and invite and message not in self.responses:
+            self.responses.add(message)
+            emit(event="response", message=message)
+
     def onCallTransferRequest(self, prm: Any) -> None:  # noqa: N802
         emit(event="transfer", target=prm.dstUri)
         prm.statusCode = self.args.transfer_status  # 202 accepts; 3xx-6xx refuses
@@ -87,6 +114,15 @@ def main() -> int:
         "--transfer-status", type=int, default=202, help="answer a REFER with this status"
     )
     parser.add_argument("--start-timeout", type=float, default=60.0)
+    parser.add_argument("--transport", choices=["udp", "tls"], default="udp")
+    parser.add_argument("--tls-ca", default="", help="CA file the server must be issued by")
+    parser.add_argument("--tls-cert", default="", help="client certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="its private key (PEM)")
+    parser.add_argument("--srtp", choices=["disabled", "optional", "mandatory"], default="disabled")
+    parser.add_argument(
+        "--srtp-suite", action="append", default=[], help="e.g. AES_CM_128_HMAC_SHA1_32"
+    )
+    parser.add_argument("--emit-sdp", action="store_true")
     args = parser.parse_args()
     actions = sorted(json.loads(args.actions), key=lambda a: a["at"])
 
@@ -102,7 +138,16 @@ def main() -> int:
     transport = pj.TransportConfig()
     transport.port = args.port
     transport.boundAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    if args.transport == "tls":
+        tls = transport.tlsConfig
+        tls.method = pj.PJSIP_TLSV1_2_METHOD
+        tls.CaListFile = args.tls_ca
+        tls.verifyServer = bool(args.tls_ca)
+        tls.certFile = args.tls_cert
+        tls.privKeyFile = args.tls_key
+        ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, transport)
+    else:
+        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
     ep.libStart()
     ep.audDevManager().setNullDev()
     for codec in ep.codecEnum2():
@@ -111,6 +156,23 @@ def main() -> int:
     account_config = pj.AccountConfig()
     account_config.idUri = "sip:pjsua@127.0.0.1"
     account_config.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    media = account_config.mediaConfig
+    media.srtpUse = {
+        "disabled": pj.PJMEDIA_SRTP_DISABLED,
+        "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+        "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+    }[args.srtp]
+    media.srtpSecureSignaling = 0  # the tests also try SRTP over plain UDP SIP
+    keyings = pj.IntVector()
+    keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+    media.srtpOpt.keyings = keyings
+    if args.srtp_suite:
+        cryptos = pj.SrtpCryptoVector()
+        for name in args.srtp_suite:
+            crypto = pj.SrtpCrypto()
+            crypto.name = name
+            cryptos.append(crypto)
+        media.srtpOpt.cryptos = cryptos
     account = pj.Account()
     account.create(account_config)
 

@@ -34,7 +34,10 @@ def service_main(
     args = parser.parse_args(argv)
     try:
         settings = settings_cls.load(args.config)
+        # Building the app may read files the settings name (TLS certificates, say): what
+        # makes them unusable is a configuration error too, said in one line before any start.
+        app = build_app(settings)
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return run(build_app(settings))
+    return run(app)

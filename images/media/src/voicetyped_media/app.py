@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 
 import grpc
@@ -21,11 +22,17 @@ from voicetyped_media.config import MediaSettings
 from voicetyped_media.metrics import MediaMetrics
 from voicetyped_media.rtp.pacer import Pacer
 from voicetyped_media.rtp.ports import PortPool
-from voicetyped_media.sdp import Offer, SdpError, read_offer
+from voicetyped_media.sdp import Offer, SdpError, SrtpPolicyError, read_offer
 from voicetyped_media.sip.gate import SipGate
 from voicetyped_media.sip.inbound import Challenge, InboundPolicy
-from voicetyped_media.sip.server import Handlers, SipServer
-from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
+from voicetyped_media.sip.server import Handlers, SipServer, encrypted
+from voicetyped_media.sip.tls import server_context
+from voicetyped_media.sip.transport import (
+    GuardedTcpTransport,
+    GuardedTlsTransport,
+    GuardedUdpTransport,
+    guard,
+)
 from voicetyped_media.sip.validate import Problem
 
 SERVICE_NAME = "media"
@@ -54,6 +61,17 @@ class MediaGateway:
         self.pacer = Pacer()
         self.sip: SipServer | None = None
         self.sip_port = settings.sip_port
+        self.sip_tls_port = settings.sip_tls_port
+        # Read now, before anything listens: a bad certificate or key stops the start (exit 2).
+        self.tls: ssl.SSLContext | None = None
+        if "tls" in settings.sip_transports:
+            assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+            self.tls = server_context(
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+                settings.tls_min_version,
+            )
         self._channels: list[grpc.aio.Channel] = []
         self._pacer_task: asyncio.Task[None] | None = None
         self._answering: set[asyncio.Task[None]] = set()
@@ -76,13 +94,20 @@ class MediaGateway:
             str(problem.status)
         ).inc()
         transports: list[SipTransport] = []
-        port = s.sip_port
         for kind in s.sip_transports:
+            screen = guard(s.user_agent, on_reject, self.gate)
+            if kind == "tls":
+                transports.append(
+                    GuardedTlsTransport(
+                        local_addr=(s.sip_host, s.sip_tls_port),
+                        guard=screen,
+                        ssl_context=self.tls,
+                        handshake_timeout_s=s.tls_handshake_timeout_s,
+                    )
+                )
+                continue
             cls = GuardedUdpTransport if kind == "udp" else GuardedTcpTransport
-            transport = cls(
-                local_addr=(s.sip_host, port), guard=guard(s.user_agent, on_reject, self.gate)
-            )
-            transports.append(transport)
+            transports.append(cls(local_addr=(s.sip_host, s.sip_port), guard=screen))
         self.sip = SipServer(
             transports,
             Handlers(
@@ -104,20 +129,27 @@ class MediaGateway:
         log.info(
             "SIP listening",
             sip_port=self.sip_port,
+            sip_tls_port=self.sip_tls_port if self.tls is not None else None,
             transports=s.sip_transports,
+            srtp=s.srtp,
             media_ip=s.sdp_address(),
             rtp_ports=f"{s.rtp_port_min}-{s.rtp_port_max}",
         )
 
     async def _start_sip(self, transports: list[SipTransport]) -> None:
+        """Start the listeners: UDP and TCP on one port (the first one's, when 0 picks it),
+        TLS on its own."""
         assert self.sip is not None
-        first = transports[0]
-        await self.sip.uases[0].start()
-        bound = self._bound_port(first)
-        self.sip_port = bound
-        for uas, transport in zip(self.sip.uases[1:], transports[1:], strict=True):
-            transport.local_addr = (transport.local_addr[0], bound)  # same port for UDP and TCP
+        plain: int | None = None
+        for uas, transport in zip(self.sip.uases, transports, strict=True):
+            tls = isinstance(transport, GuardedTlsTransport)
+            if not tls and plain is not None:
+                transport.local_addr = (transport.local_addr[0], plain)
             await uas.start()
+            if tls:
+                self.sip_tls_port = self._bound_port(transport)
+            elif plain is None:
+                plain = self.sip_port = self._bound_port(transport)
 
     @staticmethod
     def _bound_port(transport: SipTransport) -> int:
@@ -195,10 +227,12 @@ class MediaGateway:
             return Problem(503, "Service Unavailable", "no RTP ports free", retry)
         if not request.body.strip():
             return None  # delayed offer: ours goes in the 200, the answer comes in the ACK
+        srtp = s.srtp_for(self._route(request.uri))
         try:
-            return read_offer(request.text, tuple(s.codecs))  # the only reading of the offer
+            return read_offer(request.text, tuple(s.codecs), srtp)  # the only reading of it
         except SdpError as exc:
-            self.metrics.refused.labels("sdp").inc()
+            policy = isinstance(exc, SrtpPolicyError)
+            self.metrics.refused.labels("srtp_policy" if policy else "sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
 
     def _route(self, uri: str) -> str:
@@ -209,6 +243,7 @@ class MediaGateway:
 
     def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
+        dialog = self._route(sip_call.invite.uri)
         call = MediaCall(
             sip_call,
             offer,
@@ -218,18 +253,18 @@ class MediaGateway:
                 codecs=tuple(s.codecs),
                 inband_dtmf=s.inband_dtmf,
                 passed_headers=tuple(s.passed_headers),
-                dialog=self._route(sip_call.invite.uri),
+                dialog=dialog,
                 symmetric_rtp=s.symmetric_rtp,
                 ring_ms=s.ring_ms,
                 speech_restore_s=s.speech_restore_s,
+                srtp=s.srtp_for(dialog),
+                encrypted_signalling=encrypted(sip_call),
             ),
             self.services,
             self._call_ended,
         )
         self.calls[sip_call.call_id] = call
-        self.gate.call_started(
-            sip_call.call_id, sip_call.source_addr[0], self._route(sip_call.invite.uri)
-        )
+        self.gate.call_started(sip_call.call_id, sip_call.source_addr[0], dialog)
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(
             call.answer(), name=f"answer-{call.session_id}"

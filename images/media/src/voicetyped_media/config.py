@@ -1,7 +1,8 @@
 """Settings of the media gateway (see voicetyped.service.config for the common ones).
 
 Environment: ``VOICETYPED_SIP_PORT=5060``, ``VOICETYPED_RTP_PORT_MIN=20000``,
-``VOICETYPED_ALLOWED_CIDRS='["10.0.0.0/8"]'``, ``VOICETYPED_CODECS='["PCMU","PCMA"]'``...
+``VOICETYPED_ALLOWED_CIDRS='["10.0.0.0/8"]'``, ``VOICETYPED_CODECS='["PCMU","PCMA"]'``,
+``VOICETYPED_SIP_TRANSPORTS='["udp","tcp","tls"]'``, ``VOICETYPED_SRTP=required``...
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 from voicetyped.service.config import ServiceSettings
+
+from voicetyped_media.rtp.srtp import SrtpPolicy
 
 Codec = Literal["opus", "G722", "PCMU", "PCMA"]
 
@@ -58,7 +61,32 @@ class MediaSettings(ServiceSettings):
 
     sip_host: str = Field("0.0.0.0", description="Bind address of the SIP listeners.")
     sip_port: int = Field(5060, ge=0, le=65535, description="SIP port (UDP and TCP).")
-    sip_transports: list[Literal["udp", "tcp"]] = Field(default=["udp", "tcp"])
+    sip_transports: list[Literal["udp", "tcp", "tls"]] = Field(
+        default=["udp", "tcp"], description="tls listens on sip_tls_port (needs tls_cert_file)."
+    )
+    sip_tls_port: int = Field(5061, ge=0, le=65535, description="SIP over TLS port (RFC 5630).")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM server certificate (chain) for SIP over TLS (Secret mount)."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA(s): when set, a TLS client must present a certificate they issued "
+        "(a carrier's); others are refused in the handshake.",
+    )
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    tls_handshake_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="A TLS client must finish its handshake within this."
+    )
+    srtp: SrtpPolicy = Field(
+        "optional",
+        description="SRTP (SDES, RFC 4568) for calls: required | optional | off; "
+        "dialog_srtp overrides it per dialog.",
+    )
+    dialog_srtp: dict[str, SrtpPolicy] = Field(
+        default_factory=dict,
+        description="Dialog name (after dialog_routes) -> SRTP policy for its calls.",
+    )
     rtp_host: str = Field("0.0.0.0", description="Bind address of RTP sockets.")
     media_ip: str = Field(
         "",
@@ -129,7 +157,15 @@ class MediaSettings(ServiceSettings):
             raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
         if not self.codecs:
             raise ValueError("codecs must name at least one codec")
+        if "tls" in self.sip_transports and (
+            self.tls_cert_file is None or self.tls_key_file is None
+        ):
+            raise ValueError("sip_transports has tls: tls_cert_file and tls_key_file are needed")
         return self
+
+    def srtp_for(self, dialog: str) -> SrtpPolicy:
+        """The SRTP policy of calls routed to ``dialog``."""
+        return self.dialog_srtp.get(dialog, self.srtp)
 
     def sdp_address(self) -> str:
         if self.media_ip:

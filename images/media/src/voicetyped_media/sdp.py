@@ -11,6 +11,12 @@ used, and raises (no answer at all) on offers it cannot read. Here:
   (RFC 2543 style);
 - anything unusable raises :class:`SdpError` with a reason for the 488 Warning.
 
+SRTP (RFC 4568 SDES, :mod:`.rtp.srtp`) by policy: ``required`` takes only an RTP/SAVP(F)
+stream with a crypto suite we support, ``off`` only plain RTP/AVP(F), ``optional`` the first usable
+audio stream of either kind. The answer to SRTP carries our own fresh key in ``a=crypto`` (same
+tag and suite as the line taken). An RTP/AVP offer with ``a=crypto`` (pjsip's "optional" mode)
+is plain RTP here: the answer has no ``a=crypto``.
+
 An INVITE without SDP (delayed offer, RFC 3261 §13.2.1) is answered with our own offer
 (:func:`make_offer`: every enabled codec, telephone-event at 8 kHz and, with Opus, 48 kHz); the
 caller's answer comes in the ACK and is read by :func:`accept_answer`.
@@ -20,19 +26,31 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiosipua import SdpMessage, parse_sdp
 from aiosipua.sdp import MediaDescription
 
+from voicetyped_media.rtp.srtp import SAVP, SUITES, SdesCrypto, SrtpKeys, choose_crypto
+from voicetyped_media.rtp.srtp import SrtpPolicy as Srtp
+
 CODEC_NAMES = ("opus", "G722", "PCMU", "PCMA")
 STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 _AVP = ("RTP/AVP", "RTP/AVPF")
+_SRTP_PROTOS: dict[str, tuple[str, ...]] = {
+    "required": SAVP,
+    "optional": _AVP + SAVP,
+    "off": _AVP,
+}
 _session_version = itertools.count(int(time.time()))
 
 
 class SdpError(ValueError):
     """The offer cannot be used; the message names why (for a 488 Warning)."""
+
+
+class SrtpPolicyError(SdpError):
+    """The offer is usable, but not under the SRTP policy (required, or off)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +69,10 @@ class Negotiated:
     remote: tuple[str, int]
     direction: str
     """The offer's direction: sendrecv, sendonly (the caller holds), recvonly or inactive."""
-    answer: str
+    answer: str = field(repr=False)  # with SRTP it holds our key
     ptime: int
+    srtp: SrtpKeys | None = None
+    """The SDES keys agreed (None: plain RTP)."""
 
     @property
     def on_hold(self) -> bool:
@@ -120,20 +140,47 @@ class Offer:
     telephone_event: int | None
     remote: tuple[str, int]
     direction: str
+    crypto: SdesCrypto | None = None
+    """The caller's ``a=crypto`` we take (an RTP/SAVP stream), None for plain RTP."""
 
 
-def read_offer(offer_text: str, enabled: tuple[str, ...] = CODEC_NAMES) -> Offer:
+def read_offer(
+    offer_text: str, enabled: tuple[str, ...] = CODEC_NAMES, srtp: Srtp = "optional"
+) -> Offer:
     """Parse an offer and choose a codec from it (raises :class:`SdpError`)."""
     offer = parse_offer(offer_text)
-    audio_index = _audio_index(offer, "offered")
+    audio_index = _audio_index(offer, "offered", srtp)
     audio = offer.media[audio_index]
     choice, telephone_event = _choose(audio, enabled, "offered")
     address, direction = _remote(offer, audio)
-    return Offer(offer, audio_index, choice, telephone_event, (address, audio.port), direction)
+    return Offer(
+        offer,
+        audio_index,
+        choice,
+        telephone_event,
+        (address, audio.port),
+        direction,
+        _crypto(audio),
+    )
 
 
-def answer_offer(offer: Offer, local_ip: str, local_port: int, ptime: int = 20) -> Negotiated:
-    """The session agreed from ``offer``, with our answer on ``local_ip:local_port``."""
+def answer_offer(
+    offer: Offer,
+    local_ip: str,
+    local_port: int,
+    ptime: int = 20,
+    local_crypto: SdesCrypto | None = None,
+) -> Negotiated:
+    """The session agreed from ``offer``, with our answer on ``local_ip:local_port``.
+
+    With SRTP our key is ``local_crypto`` when it fits the offer (a renegotiation keeps the
+    call's key), else a fresh one."""
+    keys = None
+    if offer.crypto is not None:
+        ours = local_crypto
+        if ours is None or (ours.tag, ours.suite) != (offer.crypto.tag, offer.crypto.suite):
+            ours = SdesCrypto.fresh(offer.crypto.tag, offer.crypto.suite)
+        keys = SrtpKeys(local=ours, remote=offer.crypto)
     answer = _answer(
         offer.sdp,
         offer.audio_index,
@@ -143,9 +190,10 @@ def answer_offer(offer: Offer, local_ip: str, local_port: int, ptime: int = 20) 
         local_port,
         offer.direction,
         ptime,
+        keys.local if keys is not None else None,
     )
     return Negotiated(
-        offer.codec, offer.telephone_event, offer.remote, offer.direction, answer, ptime
+        offer.codec, offer.telephone_event, offer.remote, offer.direction, answer, ptime, keys
     )
 
 
@@ -155,25 +203,41 @@ def negotiate(
     local_port: int,
     enabled: tuple[str, ...] = CODEC_NAMES,
     ptime: int = 20,
+    srtp: Srtp = "optional",
+    local_crypto: SdesCrypto | None = None,
 ) -> Negotiated:
     """Choose a codec from the offer and build the answer (raises :class:`SdpError`)."""
-    return answer_offer(read_offer(offer_text, enabled), local_ip, local_port, ptime)
-
-
-def _audio_index(sdp: SdpMessage, what: str) -> int:
-    index = next(
-        (
-            i
-            for i, m in enumerate(sdp.media)
-            if m.media == "audio" and m.port > 0 and m.proto.upper() in _AVP
-        ),
-        None,
+    return answer_offer(
+        read_offer(offer_text, enabled, srtp), local_ip, local_port, ptime, local_crypto
     )
-    if index is None:
-        if any(m.media == "audio" and m.port > 0 for m in sdp.media):
-            raise SdpError("no RTP/AVP audio stream (SRTP is not supported)")
+
+
+def _crypto(media: MediaDescription) -> SdesCrypto | None:
+    """The ``a=crypto`` taken from an RTP/SAVP stream (None for plain RTP/AVP)."""
+    if media.proto.upper() not in SAVP:
+        return None
+    return choose_crypto(media.attributes.get("crypto", []))
+
+
+def _audio_index(sdp: SdpMessage, what: str, srtp: Srtp = "optional") -> int:
+    """The first audio stream the policy lets us take (raises :class:`SdpError` naming why
+    there is none)."""
+    audio = [(i, m) for i, m in enumerate(sdp.media) if m.media == "audio" and m.port > 0]
+    allowed = _SRTP_PROTOS[srtp]
+    for i, m in audio:
+        proto = m.proto.upper()
+        if proto in allowed and (proto not in SAVP or _crypto(m) is not None):
+            return i
+    protos = {m.proto.upper() for _, m in audio}
+    if not audio:
         raise SdpError(f"no audio stream {what}")
-    return index
+    if srtp == "required" and not protos & set(SAVP):
+        raise SrtpPolicyError(f"plain RTP {what}; SRTP is required here (RTP/SAVP with a=crypto)")
+    if srtp == "off" and not protos & set(_AVP) and protos & set(SAVP):
+        raise SrtpPolicyError(f"only SRTP {what}; SRTP is off here")
+    if protos & set(SAVP):
+        raise SdpError(f"no SRTP crypto suite we support {what} (we take {', '.join(SUITES)})")
+    raise SdpError(f"no RTP/AVP or RTP/SAVP audio stream {what}")
 
 
 def _choose(
@@ -228,9 +292,14 @@ OFFER_TELEPHONE_EVENT = {8000: 101, 48000: 102}
 
 
 def make_offer(
-    local_ip: str, local_port: int, enabled: tuple[str, ...] = CODEC_NAMES, ptime: int = 20
+    local_ip: str,
+    local_port: int,
+    enabled: tuple[str, ...] = CODEC_NAMES,
+    ptime: int = 20,
+    crypto: SdesCrypto | None = None,
 ) -> str:
-    """Our offer for an INVITE that had none: the enabled codecs in our order of preference."""
+    """Our offer for an INVITE that had none: the enabled codecs in our order of preference;
+    with ``crypto`` as RTP/SAVP (SRTP required)."""
     codecs = [
         CodecChoice(name, OFFER_PAYLOAD_TYPES[name], OFFER_CLOCK[name], 2 if name == "opus" else 1)
         for name in (next(c for c in CODEC_NAMES if c.lower() == e.lower()) for e in enabled)
@@ -240,8 +309,9 @@ def make_offer(
         for rate in sorted({c.clock_rate for c in codecs})
         if rate in OFFER_TELEPHONE_EVENT
     ]
+    proto = "RTP/SAVP" if crypto is not None else "RTP/AVP"
     return _description(
-        local_ip, [_audio_lines(local_port, "RTP/AVP", codecs, events, "sendrecv", ptime)]
+        local_ip, [_audio_lines(local_port, proto, codecs, events, "sendrecv", ptime, crypto)]
     )
 
 
@@ -251,21 +321,35 @@ def accept_answer(
     local_port: int,
     enabled: tuple[str, ...] = CODEC_NAMES,
     ptime: int = 20,
+    offered: SdesCrypto | None = None,
 ) -> Negotiated:
-    """Read the caller's answer to :func:`make_offer` (raises :class:`SdpError`).
+    """Read the caller's answer to :func:`make_offer` (raises :class:`SdpError`); ``offered``:
+    our ``a=crypto`` when the offer was RTP/SAVP (the answer must take it, with its key).
 
     ``Negotiated.answer`` is then our side of the session as agreed (the chosen codec only),
     which is what an offerless re-INVITE is offered later."""
     answer = parse_offer(answer_text)
-    audio = answer.media[_audio_index(answer, "in the answer")]
+    audio = answer.media[
+        _audio_index(answer, "in the answer", "required" if offered is not None else "off")
+    ]
     choice, telephone_event = _choose(audio, enabled, "answered")
     address, direction = _remote(answer, audio)
+    keys = None
+    if offered is not None:
+        theirs = _crypto(audio)
+        if theirs is None or (theirs.tag, theirs.suite) != (offered.tag, offered.suite):
+            raise SdpError("the answer's a=crypto does not take the one offered")
+        keys = SrtpKeys(local=offered, remote=theirs)
     events = [(telephone_event, choice.clock_rate)] if telephone_event is not None else []
     ours = _description(
         local_ip,
-        [_audio_lines(local_port, audio.proto, [choice], events, _MIRROR[direction], ptime)],
+        [
+            _audio_lines(
+                local_port, audio.proto, [choice], events, _MIRROR[direction], ptime, offered
+            )
+        ],
     )
-    return Negotiated(choice, telephone_event, (address, audio.port), direction, ours, ptime)
+    return Negotiated(choice, telephone_event, (address, audio.port), direction, ours, ptime, keys)
 
 
 def _description(ip: str, media: list[list[str]]) -> str:
@@ -290,8 +374,10 @@ def _audio_lines(
     events: list[tuple[int, int]],
     direction: str,
     ptime: int,
+    crypto: SdesCrypto | None = None,
 ) -> list[str]:
-    """An audio m= section: ``codecs`` in order, then ``events`` (payload type, clock rate)."""
+    """An audio m= section: ``codecs`` in order, then ``events`` (payload type, clock rate),
+    and our SRTP key when there is one."""
     pts = [str(c.payload_type) for c in codecs] + [str(pt) for pt, _ in events]
     lines = [f"m=audio {port} {proto} {' '.join(pts)}"]
     for codec in codecs:
@@ -303,6 +389,8 @@ def _audio_lines(
     for pt, rate in events:
         lines.append(f"a=rtpmap:{pt} telephone-event/{rate}")
         lines.append(f"a=fmtp:{pt} 0-16")
+    if crypto is not None:
+        lines.append(f"a=crypto:{crypto.attribute()}")
     lines.append(f"a=ptime:{ptime}")
     lines.append(f"a={direction}")
     return lines
@@ -317,6 +405,7 @@ def _answer(
     port: int,
     direction: str,
     ptime: int,
+    crypto: SdesCrypto | None = None,
 ) -> str:
     media: list[list[str]] = []
     for i, m in enumerate(offer.media):
@@ -324,5 +413,7 @@ def _answer(
             media.append([f"m={m.media} 0 {m.proto} {' '.join(m.formats) or '0'}"])
             continue
         events = [(telephone_event, codec.clock_rate)] if telephone_event is not None else []
-        media.append(_audio_lines(port, m.proto, [codec], events, _MIRROR[direction], ptime))
+        media.append(
+            _audio_lines(port, m.proto, [codec], events, _MIRROR[direction], ptime, crypto)
+        )
     return _description(ip, media)

@@ -4,7 +4,11 @@ call to the runtime.
 With an offer in the INVITE (read once, at admission: :class:`~voicetyped_media.sdp.Offer`) our
 answer goes in the 200. Without one (delayed offer, RFC 3261 §13.2.1) our offer goes in the 200
 and the caller's answer comes in the ACK; media opens once that answer names the codec, and an
-answer that is missing or unusable ends the call with a BYE (§13.3.1.4).
+answer that is missing or unusable ends the call with a BYE (§13.3.1.4). Under SRTP ``required``
+our offer is RTP/SAVP with our key and the answer must take it.
+
+SRTP keys travel in the SDP (SDES): over TLS they are as private as the signalling; over UDP or
+TCP anyone on the path can read them, which is logged as a warning per call.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from voicetyped.v1 import common_pb2, runtime_pb2
 
 from voicetyped_media.codecs.codec import open_codec
 from voicetyped_media.rtp.pacer import Playout
+from voicetyped_media.rtp.srtp import SdesCrypto, SrtpSession
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, answer_offer, make_offer
+from voicetyped_media.sip.server import via_transport
 
 if TYPE_CHECKING:
     from voicetyped_media.call.media_call import MediaCall
@@ -71,7 +77,10 @@ async def _with_delayed_offer(
     if call.ended:
         return
     call.awaiting_answer = asyncio.get_running_loop().create_future()
-    ours = make_offer(call.config.advertised_ip, port, call.config.codecs)
+    crypto = (
+        SdesCrypto.fresh(1, "AES_CM_128_HMAC_SHA1_80") if call.config.srtp == "required" else None
+    )
+    ours = make_offer(call.config.advertised_ip, port, call.config.codecs, crypto=crypto)
     call.sip.accept(parse_sdp(ours))
     call.answered = True
     try:
@@ -79,7 +88,9 @@ async def _with_delayed_offer(
             ack = await call.awaiting_answer
         if not ack.body.strip():
             raise SdpError("the ACK carried no SDP answer")
-        negotiated = accept_answer(ack.text, call.config.advertised_ip, port, call.config.codecs)
+        negotiated = accept_answer(
+            ack.text, call.config.advertised_ip, port, call.config.codecs, offered=crypto
+        )
     except (SdpError, TimeoutError) as exc:
         if not call.ended:
             detail = str(exc) or "no SDP answer in the ACK"
@@ -126,7 +137,13 @@ async def _open_media(
         lambda digit, ms: call.keys.key(digit, ms, "rfc4733"),
         call.call_time_ms,
         symmetric=call.config.symmetric_rtp,
+        srtp=SrtpSession(negotiated.srtp) if negotiated.srtp is not None else None,
     )
+    if negotiated.srtp is not None and not call.config.encrypted_signalling:
+        log.warning(
+            "SRTP keyed over unencrypted SIP: the SDES keys can be read on the path; use TLS",
+            transport=via_transport(call.sip.transport) if call.sip.transport else "",
+        )
     call.unopened = None
     await call.stream.start(rtp_sock, rtcp_sock)
     call.keys.listen_inband(call.config.inband_dtmf, negotiated.telephone_event)
@@ -167,6 +184,8 @@ def _start_call(call: MediaCall, negotiated: Negotiated) -> None:
     log.info(
         "call answered",
         codec=negotiated.codec.name,
+        srtp=negotiated.srtp.suite if negotiated.srtp is not None else "",
+        tls=call.config.encrypted_signalling,
         telephone_event=negotiated.telephone_event,
         remote=f"{negotiated.remote[0]}:{negotiated.remote[1]}",
         rtp_port=call.port,

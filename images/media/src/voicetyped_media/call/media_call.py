@@ -37,6 +37,7 @@ from voicetyped_media.call.keys import KeyRelay
 from voicetyped_media.call.transfer import BlindTransfer, SendInDialog
 from voicetyped_media.rtp.pacer import FRAME_S, Pacer, Playout
 from voicetyped_media.rtp.ports import PortPool
+from voicetyped_media.rtp.srtp import SrtpPolicy
 from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, Offer, SdpError
@@ -83,6 +84,10 @@ class CallConfig:
     ring_ms: int = 0
     speech_restore_s: float = 10.0
     """How long a failed speech stream may take to reopen before the call is hung up."""
+    srtp: SrtpPolicy = "optional"
+    """The call's SRTP policy (its dialog's, else the deployment's)."""
+    encrypted_signalling: bool = False
+    """The INVITE came over TLS (so an SDES key in the SDP was not sent in clear)."""
 
 
 @dataclass

@@ -1,6 +1,10 @@
 """Changes to an answered call's session (RFC 3264 §8): a re-INVITE with a new offer (hold,
 resume, a new address or codec), an offerless re-INVITE (we offer the session as it is; the
-answer comes in the ACK), and what either does to the RTP stream, the playout and the runtime."""
+answer comes in the ACK), and what either does to the RTP stream, the playout and the runtime.
+
+SRTP: a new offer is read under the call's policy (a plain one under ``required`` gets 488 and
+the call goes on as it was); our key stays the call's (RFC 4568 §7.1.4 lets it), the caller's
+may change, and the receiver then reads with the new one."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from voicetyped.service.logs import get_logger
 from voicetyped.v1 import runtime_pb2
 
 from voicetyped_media.codecs.codec import open_codec
+from voicetyped_media.rtp.srtp import SrtpSession
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, negotiate
 
 if TYPE_CHECKING:
@@ -28,9 +33,15 @@ def reinvite(call: MediaCall, request: SipRequest) -> None:
         call.reoffered = True
         call.sip.accept(parse_sdp(call.negotiated.answer))
         return
+    current = call.negotiated.srtp if call.negotiated is not None else None
     try:
         negotiated = negotiate(
-            request.text, call.config.advertised_ip, call.port, call.config.codecs
+            request.text,
+            call.config.advertised_ip,
+            call.port,
+            call.config.codecs,
+            srtp=call.config.srtp,
+            local_crypto=current.local if current is not None else None,
         )
     except SdpError as exc:
         log.info("re-INVITE refused", detail=str(exc))
@@ -46,9 +57,14 @@ def take_answer(call: MediaCall, ack: SipRequest) -> None:
     if not call.reoffered or call.stream is None or call.port is None:
         return
     call.reoffered = False
+    current = call.negotiated.srtp if call.negotiated is not None else None
     try:
         negotiated = accept_answer(
-            ack.text, call.config.advertised_ip, call.port, call.config.codecs
+            ack.text,
+            call.config.advertised_ip,
+            call.port,
+            call.config.codecs,
+            offered=current.local if current is not None else None,
         )
     except SdpError as exc:
         log.info("re-INVITE answer unusable; session unchanged", detail=str(exc))
@@ -67,7 +83,19 @@ def apply(call: MediaCall, negotiated: Negotiated) -> None:
         call.stream.remote = negotiated.remote
         call.stream.remote_rtcp = (negotiated.remote[0], negotiated.remote[1] + 1)
     call.stream.telephone_event = negotiated.telephone_event
+    _set_srtp(call, negotiated)
     _set_held(call, negotiated.on_hold)
+
+
+def _set_srtp(call: MediaCall, negotiated: Negotiated) -> None:
+    assert call.stream is not None
+    keys, session = negotiated.srtp, call.stream.srtp
+    if keys is None:
+        call.stream.srtp = None
+    elif session is not None and session.keys.local == keys.local:
+        session.rekey_inbound(keys)
+    else:
+        call.stream.srtp = SrtpSession(keys)
 
 
 def _set_held(call: MediaCall, held: bool) -> None:

@@ -5,6 +5,10 @@ Built from aiortp's pieces (packet parsing, RTCP packets, receiver statistics, t
 parsing, codecs) around our own socket handling: aiortp's transport answers unauthenticated STUN
 binding requests on the RTP port (it is written for ICE); a SIP trunk's media port must not, so
 STUN is dropped here.
+
+With SRTP (:class:`~voicetyped_media.rtp.srtp.SrtpSession`) the receiver unprotects each packet
+before anything reads it (one that fails authentication is dropped and never latches symmetric
+RTP) and the sender protects each packet last; codecs, jitter buffer and pacing are unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from aiortp.stats import StreamStatistics
 from voicetyped_media.codecs.codec import AudioCodec
 from voicetyped_media.codecs.resample import Resampler
 from voicetyped_media.rtp.jitter import ReorderBuffer
+from voicetyped_media.rtp.srtp import SrtpSession
 
 OUTPUT_RATE = 16000
 _STUN_MAGIC = b"\x21\x12\xa4\x42"
@@ -93,6 +98,7 @@ class MediaStream:
         symmetric: bool = True,
         rtcp_interval_s: float = 5.0,
         batch_ms: int = 40,
+        srtp: SrtpSession | None = None,
     ) -> None:
         self.codec = codec
         self.remote = remote
@@ -102,6 +108,7 @@ class MediaStream:
         self._on_dtmf = on_dtmf
         self._call_time_ms = call_time_ms
         self._symmetric = symmetric
+        self.srtp = srtp
         self._latched = False
         self._rtcp_interval = rtcp_interval_s
         self.counters = StreamCounters()
@@ -153,6 +160,11 @@ class MediaStream:
         if is_rtcp(data):
             self._on_rtcp_datagram(data, addr)
             return
+        if self.srtp is not None:
+            clear = self.srtp.unprotect(data)
+            if clear is None:
+                return  # not authentic, or a replay
+            data = clear
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
@@ -273,7 +285,7 @@ class MediaStream:
             self.ssrc,
         )
         self._marker = False
-        self._rtp.sendto(header + payload, self.remote)
+        self._send_rtp(header + payload)
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.codec.timestamp_step) & 0xFFFFFFFF
         self.counters.packets_sent += 1
@@ -286,9 +298,15 @@ class MediaStream:
         header = struct.pack(
             "!BBHII", 0x80, (0x80 if marker else 0) | payload_type, self._seq, timestamp, self.ssrc
         )
-        self._rtp.sendto(header + payload, self.remote)
+        self._send_rtp(header + payload)
         self._seq = (self._seq + 1) & 0xFFFF
         self.counters.packets_sent += 1
+
+    def _send_rtp(self, packet: bytes) -> None:
+        assert self._rtp is not None
+        self._rtp.sendto(
+            self.srtp.protect(packet) if self.srtp is not None else packet, self.remote
+        )
 
     def skip_frames(self, count: int) -> None:
         """Advance the audio clock over ``count`` frames that carried something else."""
@@ -304,6 +322,11 @@ class MediaStream:
     # -- RTCP --------------------------------------------------------------------------------
 
     def _on_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.srtp is not None:
+            clear = self.srtp.unprotect_rtcp(data)
+            if clear is None:
+                return
+            data = clear
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
@@ -360,7 +383,10 @@ class MediaStream:
             packet = RtcpRrPacket(ssrc=self.ssrc, reports=reports)
         else:
             return
-        self._rtcp.sendto(bytes(packet), self.remote_rtcp)
+        data = bytes(packet)
+        self._rtcp.sendto(
+            self.srtp.protect_rtcp(data) if self.srtp is not None else data, self.remote_rtcp
+        )
 
     async def _rtcp_loop(self) -> None:
         while not self._closed:

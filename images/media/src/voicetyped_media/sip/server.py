@@ -1,4 +1,4 @@
-"""The gateway's SIP user agent server on UDP and TCP.
+"""The gateway's SIP user agent server on UDP, TCP and TLS.
 
 aiosipua's :class:`~aiosipua.SipUAS` does dialogs, transactions, 2xx retransmission, CANCEL,
 session timers and NOTIFY parsing; this layer adds what a trunk-facing gateway needs:
@@ -27,6 +27,7 @@ from aiosipua.uas_requests import handle_ack
 from voicetyped_media.dtmf.sip_info import InfoDtmfError, parse_info_dtmf
 from voicetyped_media.sdp import Offer
 from voicetyped_media.sip.client import ClientTransactions, in_dialog_destination
+from voicetyped_media.sip.transport import GuardedTlsTransport
 from voicetyped_media.sip.validate import IMPLEMENTED, Problem
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ class Handlers:
     dtmf: Callable[[IncomingCall, str, int], None]
     transfer_progress: Callable[[str, int, str], None]
     draining: Callable[[], bool]
+
+
+def encrypted(call: IncomingCall) -> bool:
+    """Whether the call's signalling (and so an SDES key in its SDP) travels over TLS."""
+    return isinstance(call.transport, GuardedTlsTransport)
+
+
+def via_transport(transport: SipTransport) -> str:
+    if isinstance(transport, GuardedTlsTransport):
+        return "TLS"
+    return "TCP" if transport.reliable else "UDP"
 
 
 def refuse(call: IncomingCall, status: int, reason: str, warning: str = "") -> None:
@@ -113,6 +125,12 @@ class GatewayUAS(SipUAS):
         self.on_transfer_progress = handlers.transfer_progress
         self.on_options = self._options
         self.on_update = self._update
+        if isinstance(transport, GuardedTlsTransport):
+            transport.secure_dialog = self._sips_dialog
+
+    def _sips_dialog(self, call_id: str) -> bool:
+        call = self._calls.get(call_id)
+        return call is not None and call.invite.uri.lower().startswith("sips:")
 
     def _on_message(self, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(msg, SipResponse):
@@ -211,7 +229,7 @@ class GatewayUAS(SipUAS):
 
 
 class SipServer:
-    """UDP (and optionally TCP) listeners sharing one set of handlers."""
+    """UDP, TCP and TLS listeners (as configured) sharing one set of handlers."""
 
     def __init__(
         self,
@@ -257,11 +275,10 @@ class SipServer:
         """Send an in-dialog request (BYE, REFER) and wait for its final response."""
         uas = self.uas_for(call)
         addr = call._signaling_addr()
-        transport_name = "TCP" if uas.transport.reliable else "UDP"
         request = call.dialog.create_request(
-            method, via_host=addr[0], via_port=addr[1], via_transport=transport_name
+            method, via_host=addr[0], via_port=addr[1], via_transport=via_transport(uas.transport)
         )
-        request.headers.set_single("Contact", f"<sip:{addr[0]}:{addr[1]}>")
+        request.headers.set_single("Contact", f"<sip:{addr[0]}:{addr[1]}>")  # TLS: see transport
         for name, value in headers.items():
             request.headers.set_single(name, value)
         if body:

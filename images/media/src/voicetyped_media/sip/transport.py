@@ -1,4 +1,5 @@
-"""aiosipua's UDP and TCP transports with :mod:`.gate` and :mod:`.validate` in front of the parser.
+"""aiosipua's UDP and TCP transports, and TLS on the TCP one, with :mod:`.gate` and
+:mod:`.validate` in front of the parser.
 
 The scanner and flood defence (:class:`~.gate.SipGate`) sees every message first: a banned
 source's is dropped before anything but its source address is looked at (over TCP its
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosipua import TcpSipTransport, UdpSipTransport
+from aiosipua import SipRequest, SipResponse, TcpSipTransport, UdpSipTransport
 
 from voicetyped_media.sip.gate import SipGate
 from voicetyped_media.sip.responses import error_response
@@ -180,6 +182,59 @@ class GuardedTcpTransport(TcpSipTransport):
             conn[1].write(reply)
         if accepted is not None:
             super()._dispatch(accepted, addr)
+
+
+def _never(call_id: str) -> bool:
+    return False
+
+
+@dataclass
+class GuardedTlsTransport(GuardedTcpTransport):
+    """SIP over TLS (RFC 3261 §26.2): the TCP transport on an ``ssl`` server socket.
+
+    A client that does not finish its handshake within ``handshake_timeout_s``, offers only
+    older TLS versions than the context allows, or (with a client CA) presents no certificate
+    or one not issued by that CA is dropped by ``ssl`` before any SIP is read.
+
+    aiosipua writes its Contact as ``<sip:host:port>``; a UA reaching that over UDP would lose
+    the encryption, so what this transport sends says TLS: ``<sips:host:port>`` in a dialog whose
+    INVITE was for a SIPS URI (RFC 3261 §12.1.1, ``secure_dialog`` tells by Call-ID), otherwise
+    ``<sip:host:port;transport=tls>`` (RFC 5630 §3.2)."""
+
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout_s: float = 10.0
+    secure_dialog: Callable[[str], bool] = _never
+
+    async def start(self) -> None:
+        if self.ssl_context is None:
+            raise RuntimeError("the TLS transport needs an ssl_context")
+        self._server = await asyncio.start_server(
+            self._handle_connection,
+            host=self.local_addr[0],
+            port=self.local_addr[1],
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=self.handshake_timeout_s,
+        )
+
+    def send(self, message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        contact = message.headers.get_first("contact")
+        if contact:
+            message.headers.set_single(
+                "Contact", tls_contact(contact, self.secure_dialog(message.call_id or ""))
+            )
+        super().send(message, addr)
+
+
+def tls_contact(contact: str, sips: bool) -> str:
+    """``contact`` (one of our ``<sip:...>`` Contacts) as reached over TLS."""
+    if not contact.startswith("<sip:"):
+        return contact  # already sips:, or not a form we wrote
+    if sips:
+        return "<sips:" + contact[len("<sip:") :]
+    uri, sep, rest = contact.partition(">")
+    if ";transport=" in uri.lower():
+        return contact
+    return f"{uri};transport=tls{sep}{rest}"
 
 
 def guard(
