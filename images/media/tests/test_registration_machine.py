@@ -164,7 +164,7 @@ def test_stop_unregisters_a_held_binding_only() -> None:
     m.on_register(0.0, OK)
     m.poll(70.0)  # a refresh out when SIGTERM comes
     assert m.stop(71.0) == Send("REGISTER", 0, 0)
-    m.on_register(71.0, Outcome("ok", 200, "OK", granted_s=0))
+    m.on_register(71.0, classify(200, "OK", granted_s=0))
     assert m.state == "stopped" and not m.registered
     assert m.take_changes()[-1].kind == "unregistered"
     idle = machine()

@@ -271,7 +271,7 @@ class RegistrationMachine:
         self.state = "stopped"
         self.registered = False
         self.expires_at = self.refresh_at = self.keepalive_at = None
-        if outcome.kind == "ok":
+        if 200 <= outcome.status < 300:  # (a 200 to Expires: 0 grants nothing, as it should)
             self._changes.append(Change("unregistered", self.registrar))
         else:
             self.last_error = f"unregister: {outcome.why}"
