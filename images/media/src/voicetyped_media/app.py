@@ -24,6 +24,7 @@ from voicetyped_media.sdp import Offer, SdpError, read_offer
 from voicetyped_media.sip.inbound import InboundPolicy
 from voicetyped_media.sip.server import Handlers, SipServer
 from voicetyped_media.sip.transport import GuardedTcpTransport, GuardedUdpTransport, guard
+from voicetyped_media.sip.trunks import Sender, TrunkClient, Trunks
 from voicetyped_media.sip.validate import Problem
 
 SERVICE_NAME = "media"
@@ -50,6 +51,7 @@ class MediaGateway:
         self.ports = PortPool(settings.rtp_host, settings.rtp_port_min, settings.rtp_port_max)
         self.pacer = Pacer()
         self.sip: SipServer | None = None
+        self.trunks = Trunks([])
         self.sip_port = settings.sip_port
         self._channels: list[grpc.aio.Channel] = []
         self._pacer_task: asyncio.Task[None] | None = None
@@ -96,6 +98,7 @@ class MediaGateway:
         )
         await self._start_sip(transports)
         self._pacer_task = asyncio.create_task(self.pacer.run(), name="playout-clock")
+        self._start_trunks()
         log.info(
             "SIP listening",
             sip_port=self.sip_port,
@@ -113,6 +116,15 @@ class MediaGateway:
         for uas, transport in zip(self.sip.uases[1:], transports[1:], strict=True):
             transport.local_addr = (transport.local_addr[0], bound)  # same port for UDP and TCP
             await uas.start()
+
+    def _start_trunks(self) -> None:
+        assert self.sip is not None
+        s = self.settings
+        for trunk in s.trunks:
+            uas = self.sip.uases[s.sip_transports.index(trunk.transport)]
+            sender = Sender(uas.transport, uas.client, s.sdp_address(), self.sip_port, s.user_agent)
+            self.trunks.clients.append(TrunkClient(trunk, sender, self.metrics))
+        self.trunks.start()
 
     @staticmethod
     def _bound_port(transport: SipTransport) -> int:
@@ -136,6 +148,8 @@ class MediaGateway:
         hang up those still going (BYE, CallEnded FAILED)."""
         self.draining = True
         log.info("draining", calls=len(self.calls))
+        # Unregister first (beside the calls' drain): the carrier stops sending calls here.
+        trunks = asyncio.create_task(self.trunks.stop(min(remaining_s / 2, 5.0)))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(remaining_s - 1.0, 0.0)):
                 await self._idle.wait()
@@ -145,12 +159,14 @@ class MediaGateway:
                 *(self._hang_up(call) for call in list(self.calls.values())),
                 return_exceptions=True,
             )
+        await trunks
 
     async def _hang_up(self, call: MediaCall) -> None:
         await call.hang_up()
         await call.end(ENDED.REASON_FAILED, 503)
 
     async def stop(self) -> None:
+        await self.trunks.stop(1.0)  # (after a drain there is nothing left to unregister)
         for call in list(self.calls.values()):
             await call.end(ENDED.REASON_FAILED, 503)
         if self._pacer_task is not None:
@@ -170,7 +186,8 @@ class MediaGateway:
         if self.draining:
             self.metrics.refused.labels("draining").inc()
             return Problem(503, "Service Unavailable", "shutting down", retry)
-        problem = self.policy.check(request, source)
+        trunk = self.trunks.trusted_source(source[0])
+        problem = None if trunk is not None else self.policy.check(request, source)
         if problem is not None:
             self.metrics.refused.labels("forbidden" if problem.status == 403 else "auth").inc()
             return problem
@@ -189,9 +206,16 @@ class MediaGateway:
             return Problem(488, "Not Acceptable Here", str(exc))
 
     def _dialog_for(self, call: IncomingCall) -> str:
+        """The called user's route, else the dialog of the trunk the call came by, else
+        ``dialog``."""
         uri = call.invite.uri
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
-        return self.settings.dialog_routes.get(user, self.settings.dialog)
+        if user in self.settings.dialog_routes:
+            return self.settings.dialog_routes[user]
+        trunk = self.trunks.for_call(user, call.source_addr[0])
+        if trunk is not None and trunk.settings.dialog:
+            return trunk.settings.dialog
+        return self.settings.dialog
 
     def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
@@ -270,6 +294,7 @@ def build_app(settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -
         on_startup=[gateway.start],
         on_drain=[gateway.drain],
         on_shutdown=[gateway.stop],
+        http_routes=gateway.trunks.routes(settings.admin_token_file),
         # RTP is thousands of datagrams a second: libuv's loop handles them for ~17 % less CPU
         # per call than asyncio's selector loop (bench/media.py measures both in one run).
         loop_factory=uvloop.new_event_loop if settings.event_loop == "uvloop" else None,

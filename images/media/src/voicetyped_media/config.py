@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from voicetyped.service.config import ServiceSettings
 
+from voicetyped_media.sip.trunk_config import TrunkSettings
+
 Codec = Literal["opus", "G722", "PCMU", "PCMA"]
 
 
@@ -74,6 +76,14 @@ class MediaSettings(ServiceSettings):
         "uvloop", description="Event loop implementation (uvloop: less CPU per call)."
     )
     ring_ms: int = Field(0, ge=0, le=10_000, description="Ring this long before answering.")
+    trunks: list[TrunkSettings] = Field(
+        default_factory=list,
+        description="Carrier trunks this gateway registers to (REGISTER client); "
+        "VOICETYPED_TRUNKS is a JSON list. See docs/public-sip-trunks.md.",
+    )
+    admin_token_file: Path | None = Field(
+        None, description="Bearer token (Secret mount) required by GET /v1/trunks; None: open."
+    )
 
     @model_validator(mode="after")
     def _ports(self) -> MediaSettings:
@@ -81,6 +91,14 @@ class MediaSettings(ServiceSettings):
             raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
         if not self.codecs:
             raise ValueError("codecs must name at least one codec")
+        names = [t.name for t in self.trunks]
+        for i, trunk in enumerate(self.trunks):
+            if names.index(trunk.name) != i:
+                raise ValueError(f"trunks.{i}.name: {trunk.name!r} is used by another trunk")
+            if trunk.transport not in self.sip_transports:
+                raise ValueError(
+                    f"trunks.{i}.transport: {trunk.transport} is not in sip_transports"
+                )
         return self
 
     def sdp_address(self) -> str:
