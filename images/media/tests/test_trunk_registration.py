@@ -292,3 +292,27 @@ def test_a_bad_trunk_stops_the_gateway_at_start_up_naming_the_field(
     (line,) = done.stderr.strip().splitlines()
     assert problem in line, line
     assert PASSWORD not in line
+
+
+async def test_options_keepalive_from_the_sip_port_and_a_silent_registrar(
+    start_gateway: Any, registrars: Any, tmp_path: Path
+) -> None:
+    reg = await registrars(grant_s=60)
+    gw = await start_gateway(**trunk(tmp_path, [reg.uri], keepalive="options", keepalive_s=1))
+    pings = await reg.wait_for(
+        lambda: len(got := [r for r in reg.received if r.method == "OPTIONS"]) >= 2 and got,
+        10,
+        "two keepalives",
+    )
+    registered = reg.registers(authorized=True)[0]
+    assert {p.source for p in pings} == {registered.source} == {("127.0.0.1", gw.sip_port)}, (
+        "keepalives keep the NAT binding of the port calls arrive on"
+    )
+    assert 0.9 <= pings[1].at - pings[0].at < 1.5
+    reg.stop()  # unanswered keepalive -> a REGISTER at once -> unanswered: not registered
+    state = await eventually(
+        lambda: not (s := trunks(gw))["registered"] and s, 10, "the silent registrar noticed"
+    )
+    assert state["last_error"].startswith("no answer from")
+    missed = 'voicetyped_media_trunk_register_total{outcome="keepalive_timeout",trunk="carrier"}'
+    assert metric(gw, missed) == 1.0
