@@ -158,7 +158,7 @@ async def test_backs_off_on_503_and_long_after_403(
     gaps = [b.at - a.at for a, b in zip(refused, [*refused[1:], reg.received[3]], strict=True)]
     # 0.2 s doubling per failed round, jittered to 50-100 %: [0.1, 0.2], [0.2, 0.4], [0.4, 0.8]
     for gap, low, high in zip(gaps, (0.1, 0.2, 0.4), (0.2, 0.4, 0.8), strict=True):
-        assert low <= gap <= high + 0.15, gaps
+        assert low <= gap <= high + 0.4, gaps  # (the upper bound allows a loaded machine)
     assert (
         metric(gw, 'voicetyped_media_trunk_register_total{outcome="server_error",trunk="carrier"}')
         == 3.0
@@ -308,7 +308,7 @@ async def test_options_keepalive_from_the_sip_port_and_a_silent_registrar(
     assert {p.source for p in pings} == {registered.source} == {("127.0.0.1", gw.sip_port)}, (
         "keepalives keep the NAT binding of the port calls arrive on"
     )
-    assert 0.9 <= pings[1].at - pings[0].at < 1.5
+    assert 0.9 <= pings[1].at - pings[0].at < 2.0
     reg.stop()  # unanswered keepalive -> a REGISTER at once -> unanswered: not registered
     state = await eventually(
         lambda: not (s := trunks(gw))["registered"] and s, 10, "the silent registrar noticed"
