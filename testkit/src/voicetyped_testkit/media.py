@@ -356,9 +356,11 @@ def sipp_request(
     user: str = "sipp",
     headers: str = "",
     retrans: bool = False,
+    callee: str = "bot",
 ) -> str:
     """A SIPp ``<send>`` of a request from the caller: ``in_dialog`` puts the gateway's tag in
-    To; ``body`` is SDP; ``headers`` are extra lines (``[authentication]``, say)."""
+    To; ``body`` is SDP; ``headers`` are extra lines (``[authentication]``, say); ``callee`` is
+    the Request-URI and To user."""
     to_tag = "[peer_tag_param]" if in_dialog else ""
     content = (
         f"Content-Type: application/sdp\nContent-Length: [len]\n\n{body}"
@@ -366,10 +368,10 @@ def sipp_request(
         else ("Content-Length: 0\n\n")
     )
     return f"""  <send{' retrans="500"' if retrans else ""}><![CDATA[
-{method} sip:bot@[remote_ip]:[remote_port] SIP/2.0
+{method} sip:{callee}@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}
 From: sipp <sip:{user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:bot@[remote_ip]:[remote_port]>{to_tag}
+To: <sip:{callee}@[remote_ip]:[remote_port]>{to_tag}
 Call-ID: [call_id]
 CSeq: {cseq} {method}
 Contact: sip:{user}@[local_ip]:[local_port]
@@ -390,18 +392,25 @@ def sipp_scenario(name: str, steps: str) -> str:
 
 
 def sipp_call_scenario(
-    name: str, after_ack: str, *, offer: bool = True, on_200: str = "", ack_body: str = ""
+    name: str,
+    after_ack: str,
+    *,
+    offer: bool = True,
+    on_200: str = "",
+    ack_body: str = "",
+    callee: str = "bot",
 ) -> str:
-    """A SIPp caller's scenario: INVITE (with a PCMU offer, or none: a delayed offer), its 200
-    (``on_200``: the recv's actions), ACK (``ack_body``: the answer to a delayed offer), then
-    ``after_ack``."""
+    """A SIPp caller's scenario: INVITE (with a PCMU offer, or none: a delayed offer) to
+    ``callee``, its 200 (``on_200``: the recv's actions), ACK (``ack_body``: the answer to a
+    delayed offer), then ``after_ack``."""
+    invite = SIPP_OFFER if offer else ""
     return sipp_scenario(
         name,
-        sipp_request("INVITE", 1, body=SIPP_OFFER if offer else "", in_dialog=False, retrans=True)
+        sipp_request("INVITE", 1, body=invite, in_dialog=False, retrans=True, callee=callee)
         + '  <recv response="100" optional="true"/>\n'
         + '  <recv response="180" optional="true"/>\n'
         + f'  <recv response="200">{on_200}</recv>\n'
-        + sipp_request("ACK", 1, body=ack_body)
+        + sipp_request("ACK", 1, body=ack_body, callee=callee)
         + after_ack
         + "\n",
     )

@@ -33,6 +33,7 @@ from voicetyped_media.sip.transport import (
     GuardedUdpTransport,
     guard,
 )
+from voicetyped_media.sip.trunks import Sender, TrunkClient, Trunks
 from voicetyped_media.sip.validate import Problem
 
 SERVICE_NAME = "media"
@@ -60,6 +61,7 @@ class MediaGateway:
         self.ports = PortPool(settings.rtp_host, settings.rtp_port_min, settings.rtp_port_max)
         self.pacer = Pacer()
         self.sip: SipServer | None = None
+        self.trunks = Trunks([])
         self.sip_port = settings.sip_port
         self.sip_tls_port = settings.sip_tls_port
         # Read now, before anything listens: a bad certificate or key stops the start (exit 2).
@@ -126,6 +128,7 @@ class MediaGateway:
         )
         await self._start_sip(transports)
         self._pacer_task = asyncio.create_task(self.pacer.run(), name="playout-clock")
+        self._start_trunks()
         log.info(
             "SIP listening",
             sip_port=self.sip_port,
@@ -151,6 +154,15 @@ class MediaGateway:
             elif plain is None:
                 plain = self.sip_port = self._bound_port(transport)
 
+    def _start_trunks(self) -> None:
+        assert self.sip is not None
+        s = self.settings
+        for trunk in s.trunks:
+            uas = self.sip.uases[s.sip_transports.index(trunk.transport)]
+            sender = Sender(uas.transport, uas.client, s.sdp_address(), self.sip_port, s.user_agent)
+            self.trunks.clients.append(TrunkClient(trunk, sender, self.metrics))
+        self.trunks.start()
+
     @staticmethod
     def _bound_port(transport: SipTransport) -> int:
         udp = getattr(transport, "_udp_transport", None)
@@ -173,6 +185,8 @@ class MediaGateway:
         hang up those still going (BYE, CallEnded FAILED)."""
         self.draining = True
         log.info("draining", calls=len(self.calls))
+        # Unregister first (beside the calls' drain): the carrier stops sending calls here.
+        trunks = asyncio.create_task(self.trunks.stop(min(remaining_s / 2, 5.0)))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(remaining_s - 1.0, 0.0)):
                 await self._idle.wait()
@@ -182,12 +196,14 @@ class MediaGateway:
                 *(self._hang_up(call) for call in list(self.calls.values())),
                 return_exceptions=True,
             )
+        await trunks
 
     async def _hang_up(self, call: MediaCall) -> None:
         await call.hang_up()
         await call.end(ENDED.REASON_FAILED, 503)
 
     async def stop(self) -> None:
+        await self.trunks.stop(1.0)  # (after a drain there is nothing left to unregister)
         for call in list(self.calls.values()):
             await call.end(ENDED.REASON_FAILED, 503)
         if self._pacer_task is not None:
@@ -207,15 +223,17 @@ class MediaGateway:
         if self.draining:
             self.metrics.refused.labels("draining").inc()
             return Problem(503, "Service Unavailable", "shutting down", retry)
-        problem = self.policy.check(request, source)
+        trunk = self.trunks.trusted_source(source[0])
+        problem = None if trunk is not None else self.policy.check(request, source)
         if isinstance(problem, Challenge) and problem.failed:
             self.gate.auth_failed(source[0])
-        elif problem is None and self.policy.digest is not None:
+        elif problem is None and trunk is None and self.policy.digest is not None:
             self.gate.auth_succeeded(source[0])
         if problem is not None:
             self.metrics.refused.labels("forbidden" if problem.status == 403 else "auth").inc()
             return problem
-        problem = self.gate.call_refused(source[0], self._route(request.uri), s.retry_after_s)
+        dialog = self._route(request.uri, source[0])
+        problem = self.gate.call_refused(source[0], dialog, s.retry_after_s)
         if problem is not None:
             self.metrics.refused.labels("call_ceiling").inc()
             return problem
@@ -227,23 +245,29 @@ class MediaGateway:
             return Problem(503, "Service Unavailable", "no RTP ports free", retry)
         if not request.body.strip():
             return None  # delayed offer: ours goes in the 200, the answer comes in the ACK
-        srtp = s.srtp_for(self._route(request.uri))
         try:
-            return read_offer(request.text, tuple(s.codecs), srtp)  # the only reading of it
+            return read_offer(
+                request.text, tuple(s.codecs), s.srtp_for(dialog)
+            )  # the only reading of it
         except SdpError as exc:
             policy = isinstance(exc, SrtpPolicyError)
             self.metrics.refused.labels("srtp_policy" if policy else "sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
 
-    def _route(self, uri: str) -> str:
-        """The dialog a Request-URI is routed to (its user part in dialog_routes, else the
-        default dialog)."""
+    def _route(self, uri: str, source_ip: str) -> str:
+        """The dialog a call to ``uri`` from ``source_ip`` goes to: the called user's route,
+        else the dialog of the trunk the call came by, else ``dialog``."""
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
-        return self.settings.dialog_routes.get(user, self.settings.dialog)
+        if user in self.settings.dialog_routes:
+            return self.settings.dialog_routes[user]
+        trunk = self.trunks.for_call(user, source_ip)
+        if trunk is not None and trunk.settings.dialog:
+            return trunk.settings.dialog
+        return self.settings.dialog
 
     def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
-        dialog = self._route(sip_call.invite.uri)
+        dialog = self._route(sip_call.invite.uri, sip_call.source_addr[0])
         call = MediaCall(
             sip_call,
             offer,
@@ -323,6 +347,7 @@ def build_app(settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -
         on_startup=[gateway.start],
         on_drain=[gateway.drain],
         on_shutdown=[gateway.stop],
+        http_routes=gateway.trunks.routes(settings.admin_token_file),
         # RTP is thousands of datagrams a second: libuv's loop handles them for ~17 % less CPU
         # per call than asyncio's selector loop (bench/media.py measures both in one run).
         loop_factory=uvloop.new_event_loop if settings.event_loop == "uvloop" else None,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validato
 from voicetyped.service.config import ServiceSettings
 
 from voicetyped_media.rtp.srtp import SrtpPolicy
+from voicetyped_media.sip.trunk_config import TrunkSettings
 
 Codec = Literal["opus", "G722", "PCMU", "PCMA"]
 
@@ -150,6 +151,14 @@ class MediaSettings(ServiceSettings):
         "uvloop", description="Event loop implementation (uvloop: less CPU per call)."
     )
     ring_ms: int = Field(0, ge=0, le=10_000, description="Ring this long before answering.")
+    trunks: list[TrunkSettings] = Field(
+        default_factory=list,
+        description="Carrier trunks this gateway registers to (REGISTER client); "
+        "VOICETYPED_TRUNKS is a JSON list (docs/public-sip.md, registering to a trunk).",
+    )
+    admin_token_file: Path | None = Field(
+        None, description="Bearer token (Secret mount) required by GET /v1/trunks; None: open."
+    )
 
     @model_validator(mode="after")
     def _ports(self) -> MediaSettings:
@@ -161,6 +170,14 @@ class MediaSettings(ServiceSettings):
             self.tls_cert_file is None or self.tls_key_file is None
         ):
             raise ValueError("sip_transports has tls: tls_cert_file and tls_key_file are needed")
+        names = [t.name for t in self.trunks]
+        for i, trunk in enumerate(self.trunks):
+            if names.index(trunk.name) != i:
+                raise ValueError(f"trunks.{i}.name: {trunk.name!r} is used by another trunk")
+            if trunk.transport not in self.sip_transports:
+                raise ValueError(
+                    f"trunks.{i}.transport: {trunk.transport} is not in sip_transports"
+                )
         return self
 
     def srtp_for(self, dialog: str) -> SrtpPolicy:

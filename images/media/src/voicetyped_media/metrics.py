@@ -130,6 +130,20 @@ class MediaMetrics:
             registry=registry,
         )
 
+        self.trunk_registered = Gauge(
+            "voicetyped_media_trunk_registered",
+            "1 while the trunk's registration holds (last REGISTER answered 200, not expired)",
+            ["trunk"],
+            registry=registry,
+        )
+        self.trunk_register = Counter(
+            "voicetyped_media_trunk_register_total",
+            "REGISTERs to a trunk by outcome (registered, timeout, server_error, rejected, "
+            "auth_failed, interval_too_brief, unregistered) and unanswered keepalives",
+            ["trunk", "outcome"],
+            registry=registry,
+        )
+
     def observe_stream(self, report: StreamReport) -> None:
         expected = report.packets_received + report.packets_lost
         if expected:
