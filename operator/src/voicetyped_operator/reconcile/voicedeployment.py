@@ -8,6 +8,10 @@ Outcomes, the kstatus way:
 * a Dialog, Integration or Secret missing (or without a valid version): ``Stalled`` naming
   it, children left as they are, :class:`kopf.TemporaryError` so it recovers by itself
   when the object appears (Dialog/Integration changes also trigger it at once);
+* the media TLS Secret's certificate expired, not yet valid or not matching its key (or
+  the client CA unreadable): ``Stalled`` (InvalidTLSSecret) naming the Secret and the
+  problem, nothing applied (the broken certificate is not rolled out), retried like a
+  missing Secret so a fixed Secret recovers by itself;
 * a served Dialog in a language the speech model cannot recognise (tiny.en and a German
   Dialog): ``Stalled`` (LanguageNotSupported) saying to set ``spec.speech.modelName: base``;
 * a dependency still being processed: ``Reconciling`` (WaitingForDependencies), short retry;
@@ -24,6 +28,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -48,7 +53,9 @@ from voicetyped_operator.render import (
     possible_children,
     render,
 )
+from voicetyped_operator.render.sip_edge import TLS_KEYS
 from voicetyped_operator.state import Key, OperatorState, Reconciled
+from voicetyped_operator.tls import check_ca_bundle, check_server_pair
 
 KIND = "VoiceDeployment"
 log = logging.getLogger(__name__)
@@ -337,6 +344,8 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
     if media.digest_auth is not None:
         ref = media.digest_auth.secret_ref
         needed.setdefault(ref.name, []).append((ref.key, "spec.media.digestAuth.secretRef"))
+    for field, secret, key in sip_edge_secrets(spec):
+        needed.setdefault(secret, []).append((key, field))
     redis = spec.runtime.store.redis if spec.runtime.store.type == "redis" else None
     if redis is not None:
         ref = redis.url_secret_ref
@@ -370,7 +379,62 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
                 )
     if problems:
         raise DependencyError(problems)
-    return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i))
+    tls_hash = await _check_tls(state, namespace, spec)
+    return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i), tls_hash=tls_hash)
+
+
+def sip_edge_secrets(spec: VoiceDeploymentSpec) -> list[tuple[str, str, str]]:
+    """(field, Secret, key) of every Secret the media SIP edge mounts."""
+    media = spec.media
+    out: list[tuple[str, str, str]] = []
+    if media.tls is not None:
+        field = "spec.media.tls.secretRef"
+        out += [(field, media.tls.secret_ref.name, key) for key in TLS_KEYS]
+        ca = media.tls.client_ca_secret_ref
+        if ca is not None:
+            out.append(("spec.media.tls.clientCASecretRef", ca.name, ca.key))
+    for i, trunk in enumerate(media.trunks):
+        ref = trunk.password_secret_ref
+        out.append((f"spec.media.trunks[{i}].passwordSecretRef", ref.name, ref.key))
+    return out
+
+
+async def _check_tls(state: OperatorState, namespace: str, spec: VoiceDeploymentSpec) -> str:
+    """The TLS Secret's certificate checked (its rollout hash), or DependencyError naming the
+    Secret and the problem: a broken certificate is never rolled out."""
+    tls = spec.media.tls
+    if tls is None:
+        return ""
+    name = tls.secret_ref.name
+    values = await state.kube.secret_values(namespace, name, TLS_KEYS)
+    if values is None:  # deleted since it was found: the next attempt says so
+        raise DependencyError([Problem("SecretNotFound", f"Secret {namespace}/{name} gone", True)])
+    now = datetime.now(UTC)
+    checked = check_server_pair(values.get("tls.crt", b""), values.get("tls.key", b""), now)
+    problems = []
+    if checked.problem:
+        problems.append(
+            Problem(
+                "InvalidTLSSecret",
+                f"Secret {namespace}/{name} (spec.media.tls.secretRef): {checked.problem}",
+                stalled=True,
+            )
+        )
+    ca = tls.client_ca_secret_ref
+    if ca is not None:
+        got = await state.kube.secret_values(namespace, ca.name, [ca.key])
+        problem = check_ca_bundle((got or {}).get(ca.key, b""), ca.key)
+        if problem:
+            problems.append(
+                Problem(
+                    "InvalidTLSSecret",
+                    f"Secret {namespace}/{ca.name} (spec.media.tls.clientCASecretRef): {problem}",
+                    stalled=True,
+                )
+            )
+    if problems:
+        raise DependencyError(problems)
+    return checked.digest
 
 
 async def _document(
