@@ -15,7 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from voicetyped_operator import events, naming
+from voicetyped_operator import conditions, events, naming, trunks
+from voicetyped_operator.models.status import Condition
 from voicetyped_operator.reconcile import voicedeployment as vds
 from voicetyped_operator.settings import OperatorSettings
 from voicetyped_operator.state import OperatorState
@@ -205,3 +206,87 @@ def test_a_missing_sip_edge_secret_is_named(
     stalled = _condition(kube.statuses[-1], "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", reason)
     assert stalled["message"] == says
+
+
+A_OK = {"name": "carrier-a", "registered": True, "registrar": "sip:reg1.a", "last_error": None}
+B_DOWN = {
+    "name": "carrier-b",
+    "registered": False,
+    "registrar": "sip:reg2.b",
+    "last_error": "no answer from sip:reg2.b (timeout)",
+}
+
+
+def test_trunk_reports_are_read_in_either_form() -> None:
+    wrapped = trunks.parse_report({"trunks": [A_OK, B_DOWN]})
+    assert wrapped == trunks.parse_report([A_OK, B_DOWN])
+    assert wrapped == [
+        trunks.TrunkReport("carrier-a", True, "sip:reg1.a", ""),
+        trunks.TrunkReport("carrier-b", False, "sip:reg2.b", "no answer from sip:reg2.b (timeout)"),
+    ]
+    for bad in ({"error": "x"}, [{"name": "a"}], [{"name": 1, "registered": True}], "text"):
+        assert trunks.parse_report(bad) is None
+
+
+def _by_type(conds: list[Condition]) -> dict[str, Condition]:
+    return {c.type: c for c in conds}
+
+
+def test_trunk_conditions_from_the_pods_reports() -> None:
+    names = ("carrier-a", "carrier-b", "carrier-c")
+    reports = {
+        "media-1": trunks.parse_report([A_OK, B_DOWN]),
+        "media-2": trunks.parse_report([A_OK, {**B_DOWN, "registered": True}]),
+        "media-3": None,  # did not answer
+    }
+    got = _by_type(trunks.trunk_conditions(names, reports, [], 4))
+    a, b, c = (got[f"TrunkRegistered-{n}"] for n in names)
+    assert (a.status, a.reason, a.observed_generation) == ("True", "Registered", 4)
+    assert a.message == "trunk carrier-a registered with sip:reg1.a on 2/2 media pods"
+    assert (b.status, b.reason) == ("False", "NotRegistered")
+    assert b.message == (
+        "trunk carrier-b not registered on 1/2 media pods (pod media-1: registrar sip:reg2.b: "
+        "no answer from sip:reg2.b (timeout))"
+    )
+    assert (c.status, c.reason) == ("Unknown", "NoReport")  # no pod knows it (yet)
+    # Nothing reported at all: every trunk Unknown.
+    nothing = trunks.trunk_conditions(names, {"media-1": None}, [], 4)
+    assert {x.status for x in nothing} == {"Unknown"}
+
+
+def test_trunk_conditions_leave_the_others_alone() -> None:
+    ready = conditions.merge([], 4, conditions.ready("all 5 components available"))
+    initial = ready + trunks.sync(ready, ("carrier-a",), 4)
+    assert _by_type(initial)["TrunkRegistered-carrier-a"].status == "Unknown"
+    down = trunks.trunk_conditions(
+        ("carrier-a",), {"media-1": trunks.parse_report([{**B_DOWN, "name": "carrier-a"}])},
+        initial, 4,
+    )  # fmt: skip
+    after = trunks.replace(initial, down)
+    assert [c for c in after if not c.type.startswith("TrunkRegistered-")] == ready
+    assert _by_type(after)["TrunkRegistered-carrier-a"].status == "False"
+    # A reconcile keeps reported trunk conditions and drops a removed trunk's.
+    assert trunks.sync(after, ("carrier-a",), 5) == down
+    assert trunks.sync(after, ("carrier-z",), 5)[0].type == "TrunkRegistered-carrier-z"
+    assert [c.type for c in trunks.sync(after, (), 5)] == []
+    # Every condition type fits the CRD (16-character prefix + a 63-character trunk name).
+    Condition.model_validate(
+        conditions.condition(
+            [], 1, trunks.condition_type("a" * 63), conditions.State("True", "R")
+        ).model_dump()
+    )
+
+
+def test_a_reconcile_reports_trunks_unknown_until_the_pods_do(
+    vd_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    kube = FakeKube(
+        {"sip-tls": dict(zip(("tls.crt", "tls.key"), _read(pki.server), strict=True)),
+         "trunk-a": {"password": b"hunter2"}}
+    )  # fmt: skip
+    error, _ = _reconcile(kube, _edge(vd_spec), monkeypatch)
+    assert error is None
+    trunk = _condition(kube.statuses[-1], "TrunkRegistered-carrier-a")
+    assert (trunk["status"], trunk["reason"]) == ("Unknown", "NoReport")
+    assert _condition(kube.statuses[-1], "Stalled")["status"] == "False"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.types import PatchType
 
 from voicetyped_operator import naming
@@ -189,6 +189,19 @@ class Kube:
                     out[key] = base64.b64decode(data[key], validate=True)
                 except ValueError:
                     out[key] = b""
+        return out
+
+    async def pod_ips(self, namespace: str, labels: Mapping[str, str]) -> dict[str, str]:
+        """Running pods with these labels: name -> pod IP (the trunk status reads)."""
+        what = describe("Pod", namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
+        out: dict[str, str] = {}
+        try:
+            async for pod in self.client.list(Pod, namespace=namespace, labels=dict(labels)):
+                status, meta = pod.status, pod.metadata
+                if status and status.phase == "Running" and status.podIP and meta and meta.name:
+                    out[meta.name] = status.podIP
+        except Exception as exc:
+            raise classify(exc, what) from exc
         return out
 
     async def patch_status(

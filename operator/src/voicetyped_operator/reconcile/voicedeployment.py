@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 import kopf
 from pydantic import ValidationError
 from voicetyped_specs.resources.voicedeployment import SERVICES, VoiceDeploymentSpec
 
-from voicetyped_operator import conditions, events, naming
+from voicetyped_operator import conditions, events, naming, trunks
 from voicetyped_operator.documents import SecretMount, pydantic_issues
 from voicetyped_operator.kube import Rejected, Transient
 from voicetyped_operator.models.status import (
@@ -53,6 +54,7 @@ from voicetyped_operator.render import (
     possible_children,
     render,
 )
+from voicetyped_operator.render.common import HTTP_PORT
 from voicetyped_operator.render.sip_edge import TLS_KEYS
 from voicetyped_operator.state import Key, OperatorState, Reconciled
 from voicetyped_operator.tls import check_ca_bundle, check_server_pair
@@ -127,6 +129,7 @@ async def reconcile(
             message = "; ".join(pydantic_issues(exc, "spec"))
             await _write(state, key, ref, generation, conditions.stalled("InvalidSpec", message))
             raise kopf.PermanentError(f"invalid spec: {message}") from None
+        state.trunks[key] = tuple(t.name for t in parsed.media.trunks)
         try:
             deps = await resolve(state, namespace, parsed)
         except DependencyError as exc:
@@ -174,6 +177,57 @@ async def reconcile(
         components = (*SERVICES, REDIS) if parsed.runtime.store.type == "managedRedis" else SERVICES
         state.reconciled[key] = Reconciled(uid, generation, deps, tuple(components))
         await _write_ready(state, key, ref)
+
+
+async def poll_trunks(state: OperatorState) -> None:
+    """Every ``trunk_status_seconds``: each media pod's trunk registrations into the
+    ``TrunkRegistered-<trunk>`` conditions of VoiceDeployments with trunks (see
+    :mod:`voicetyped_operator.trunks`). Failures to read leave the conditions as they are."""
+    timeout = httpx2.Timeout(3.0)
+    async with httpx2.AsyncClient(timeout=timeout) as client:
+        while True:
+            await asyncio.sleep(state.settings.trunk_status_seconds)
+            for key, names in list(state.trunks.items()):
+                if not names or key in state.deleting or key not in state.reconciled:
+                    continue
+                try:
+                    await _poll_one(state, client, key, names)
+                except (Transient, Rejected) as exc:
+                    log.warning("trunk status of %s/%s: %s", key[0], key[1], exc)
+                except Exception:  # a background task: nothing else would ever see it
+                    log.exception("trunk status of %s/%s failed", key[0], key[1])
+
+
+async def _poll_one(
+    state: OperatorState, client: httpx2.AsyncClient, key: Key, names: Sequence[str]
+) -> None:
+    namespace, name = key
+    pods = await state.kube.pod_ips(namespace, naming.selector_labels(name, "media"))
+    found = await asyncio.gather(
+        *(trunks.read_pod(client, ip, HTTP_PORT["media"]) for ip in pods.values())
+    )
+    reports = dict(zip(pods, found, strict=True))
+    async with state.locks[key]:
+        previous = state.status.get(key)
+        if previous is None or state.trunks.get(key) != tuple(names):
+            return
+        wanted = trunks.trunk_conditions(
+            names, reports, previous.conditions, previous.observed_generation
+        )
+        updated = previous.model_copy(
+            update={"conditions": trunks.replace(previous.conditions, wanted)}
+        )
+        if conditions.same(updated.conditions, previous.conditions):
+            return
+        await state.kube.patch_status(
+            KIND, namespace, name, updated.model_dump(mode="json", by_alias=True)
+        )
+        state.status[key] = updated
+        for cond in wanted:
+            was = conditions.find(previous.conditions, cond.type)
+            if cond.status == "False" and (was is None or was.status != "False"):
+                ref = reference(name, namespace, state.reconciled[key].uid)
+                events.post(ref, "Warning", cond.reason, cond.message)
 
 
 async def refresh(state: OperatorState, key: Key) -> None:
@@ -258,7 +312,9 @@ async def _write(
     deps: Dependencies | None = None,
 ) -> None:
     previous = state.status.get(key) or VoiceDeploymentStatus()
-    merged = conditions.merge(previous.conditions, generation, wanted)
+    merged = conditions.merge(previous.conditions, generation, wanted) + trunks.sync(
+        previous.conditions, state.trunks.get(key, ()), generation
+    )
     updated = previous.model_copy(
         update={
             "observed_generation": generation,
