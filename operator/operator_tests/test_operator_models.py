@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from voicetyped_operator.documents import pydantic_issues
 from voicetyped_specs.integration import IntegrationSpec
 from voicetyped_specs.resources.voicedeployment import VoiceDeploymentSpec
 
@@ -45,6 +46,76 @@ def test_the_example_is_valid(vd_spec: dict[str, Any]) -> None:
 def test_invalid_specs(vd_spec: dict[str, Any], path: str, value: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         VoiceDeploymentSpec.model_validate(_with(vd_spec, path, value))
+
+
+TRUNK = {
+    "name": "carrier-a",
+    "registrars": ["sip:reg1.carrier.example:5060", "sip:reg2.carrier.example"],
+    "username": "4930123",
+    "passwordSecretRef": {"name": "trunk-a", "key": "password"},
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        ("media.carrierCIDRs", ["192.0.2.0/24", "carrier"], "spec.media.carrierCIDRs[1]: "),
+        ("media.srtp", "mandatory", "spec.media.srtp: "),
+        ("media.dialogSRTP", {"other": "required"}, "media.dialogSRTP.other: not in spec.dialogs"),
+        ("media.tls", {"secretRef": {"name": "Bad_Name"}}, "spec.media.tls.secretRef.name: "),
+        ("media.tls", {"secretRef": {"name": "t"}, "minVersion": "TLSv1.1"}, "tls.minVersion: "),
+        (
+            "media.tls",
+            {"secretRef": {"name": "t"}, "clientCASecretRef": {"name": "ca"}},
+            "spec.media.tls.clientCASecretRef.key: required field missing",
+        ),
+        ("media.tls", {"secretRef": {"name": "t"}, "port": 5060}, "tls.port must differ"),
+        ("media.rateLimit", {"requestsPerSecond": 0}, "spec.media.rateLimit.requestsPerSecond: "),
+        ("media.rateLimit", {"banS": 5}, "spec.media.rateLimit.banS: unknown field"),
+        ("media.maxCallsPerSource", 0, "spec.media.maxCallsPerSource: "),
+        (
+            "media.trunks",
+            [{**TRUNK, "registrars": ["sip:me@reg.example"]}],
+            "spec.media.trunks[0].registrars[0]: ",
+        ),
+        ("media.trunks", [{**TRUNK, "registrars": []}], "spec.media.trunks[0].registrars: "),
+        ("media.trunks", [{**TRUNK, "name": "Carrier A"}], "spec.media.trunks[0].name: "),
+        ("media.trunks", [{**TRUNK, "password": "hunter2"}], "trunks[0].password: unknown field"),
+        (
+            "media.trunks",
+            [{k: v for k, v in TRUNK.items() if k != "passwordSecretRef"}],
+            "spec.media.trunks[0].passwordSecretRef: required field missing",
+        ),
+        ("media.trunks", [TRUNK, TRUNK], "trunks[1].name: 'carrier-a' is used by another trunk"),
+        (
+            "media.trunks",
+            [{**TRUNK, "transport": "tls"}],
+            "spec.media.trunks[0].transport: ",
+        ),
+        ("media.trunks", [{**TRUNK, "dialog": "other"}], "media.trunks[0].dialog: 'other' is not"),
+        ("media.trunks", [{**TRUNK, "expiresSeconds": 5}], "trunks[0].expiresSeconds: "),
+    ],
+)
+def test_sip_edge_errors_name_their_field(
+    vd_spec: dict[str, Any], path: str, value: Any, where: str
+) -> None:
+    """What the operator reports (InvalidSpec) carries the field's path."""
+    with pytest.raises(ValidationError) as caught:
+        VoiceDeploymentSpec.model_validate(_with(vd_spec, path, value))
+    message = "; ".join(pydantic_issues(caught.value, "spec"))
+    assert where in message, message
+
+
+def test_sip_edge_spec(vd_spec: dict[str, Any]) -> None:
+    spec = _with(vd_spec, "media.tls", {"secretRef": {"name": "sip-tls"}})
+    spec = _with(spec, "media.trunks", [{**TRUNK, "transport": "tcp", "dialog": "order-status"}])
+    media = VoiceDeploymentSpec.model_validate(spec).media
+    assert media.transports() == ["udp", "tcp", "tls"]
+    assert media.tls is not None and media.tls.port == 5061 and media.tls.min_version == "TLSv1.2"
+    assert media.trunks[0].keepalive_seconds == 25 and media.trunks[0].expires_seconds == 300
+    udp_only = _with(spec, "media.sip", {"transports": ["udp"]})
+    with pytest.raises(ValidationError, match=r"trunks\[0\]\.transport: tcp is not one of"):
+        VoiceDeploymentSpec.model_validate(udp_only)
 
 
 def test_speech_gpu_target_needs_gpu(vd_spec: dict[str, Any]) -> None:

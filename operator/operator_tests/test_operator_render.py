@@ -355,3 +355,161 @@ def test_affinity_is_checked(vd_spec: dict[str, Any]) -> None:
     spec["runtime"]["affinity"] = {"podAntiAfinity": {}}
     with pytest.raises(RenderError, match=r"spec.runtime.affinity: unknown field 'podAntiAfinity'"):
         _render(spec)
+
+
+EDGE_TRUNKS = [
+    {
+        "name": "carrier-a",
+        "registrars": ["sip:reg1.carrier.example:5060", "sip:reg2.carrier.example"],
+        "username": "4930123",
+        "authUsername": "acct-77",
+        "passwordSecretRef": {"name": "trunk-a", "key": "password"},
+        "domain": "carrier.example",
+        "expiresSeconds": 600,
+        "transport": "tcp",
+        "keepaliveSeconds": 20,
+        "dids": ["4930123"],
+        "dialog": "order-status",
+        "trustRegistrarSource": True,
+    },
+    {
+        "name": "carrier-b",
+        "registrars": ["sip:[2001:db8::5]:5080"],
+        "username": "bob",
+        "passwordSecretRef": {"name": "trunk-b", "key": "pw"},
+    },
+]
+
+
+def _edge_spec(vd_spec: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(vd_spec)
+    spec["media"].update(
+        {
+            "tls": {
+                "secretRef": {"name": "sip-tls"},
+                "clientCASecretRef": {"name": "carrier-ca", "key": "ca.pem"},
+                "minVersion": "TLSv1.3",
+            },
+            "srtp": "required",
+            "dialogSRTP": {"order-status": "optional"},
+            "rateLimit": {"requestsPerSecond": 5.5, "burst": 30, "banAfter": 12,
+                          "failuresBeforeBan": 3, "banSeconds": 900},
+            "carrierCIDRs": ["192.0.2.0/24", "2001:db8::/32"],
+            "maxCallsPerSource": 4,
+            "maxCallsPerRoute": 50,
+            "trunks": EDGE_TRUNKS,
+        }
+    )  # fmt: skip
+    return spec
+
+
+def test_sip_edge_settings_load_in_the_media_gateway(
+    vd_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = _render(_edge_spec(vd_spec), Dependencies(DEPS.dialogs, DEPS.integrations, "th1"))
+    config = yaml.safe_load(objects[("ConfigMap", "order-status-media")]["data"]["config.yaml"])
+    trunks = config.pop("trunks")
+    monkeypatch.setenv("VOICETYPED_MEDIA_IP", "10.0.0.7")
+    # The gateway's own model checks the rest (trunks: the registration client's settings).
+    media = _load(MediaSettings, yaml.safe_dump(config), tmp_path)
+    assert media.sip_transports == ["udp", "tcp", "tls"] and media.sip_tls_port == 5061
+    assert str(media.tls_cert_file) == "/var/run/secrets/voicetyped/sip-tls/tls.crt"
+    assert str(media.tls_key_file) == "/var/run/secrets/voicetyped/sip-tls/tls.key"
+    assert str(media.tls_client_ca_file) == "/var/run/secrets/voicetyped/sip-tls-client-ca/ca.crt"
+    assert media.tls_min_version == "TLSv1.3"
+    assert media.srtp == "required" and media.srtp_for("order-status") == "optional"
+    limit = media.sip_rate_limit
+    assert (limit.requests_per_s, limit.burst, limit.ban_after) == (5.5, 30, 12)
+    assert (limit.failures_before_ban, limit.ban_s) == (3, 900.0)
+    assert [str(n) for n in limit.exempt_cidrs] == [
+        "127.0.0.0/8", "::1/128", "192.0.2.0/24", "2001:db8::/32",
+    ]  # fmt: skip
+    assert (media.max_calls_per_source, media.max_calls_per_route) == (4, 50)
+    assert trunks == [
+        {
+            "name": "carrier-a",
+            "registrars": ["sip:reg1.carrier.example:5060", "sip:reg2.carrier.example"],
+            "username": "4930123",
+            "auth_username": "acct-77",
+            "password_file": "/var/run/secrets/voicetyped/trunks/carrier-a/password",
+            "domain": "carrier.example",
+            "expires_s": 600,
+            "transport": "tcp",
+            "keepalive": "options",
+            "keepalive_s": 20.0,
+            "dids": ["4930123"],
+            "dialog": "order-status",
+            "trust_registrar_source": True,
+        },
+        {
+            "name": "carrier-b",
+            "registrars": ["sip:[2001:db8::5]:5080"],
+            "username": "bob",
+            "auth_username": None,
+            "password_file": "/var/run/secrets/voicetyped/trunks/carrier-b/password",
+            "domain": None,
+            "expires_s": 300,
+            "transport": "udp",
+            "keepalive": "options",
+            "keepalive_s": 25.0,
+            "dids": [],
+            "dialog": "",
+            "trust_registrar_source": False,
+        },
+    ]
+
+
+def test_sip_edge_secrets_are_read_only_files(vd_spec: dict[str, Any]) -> None:
+    objects = _render(_edge_spec(vd_spec), Dependencies(DEPS.dialogs, DEPS.integrations, "th1"))
+    pod = _pod(objects, "media")
+    container = pod["spec"]["containers"][0]
+    volumes = {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert volumes == {
+        "sip-tls": {"secretName": "sip-tls", "defaultMode": 0o440,
+                    "items": [{"key": "tls.crt", "path": "tls.crt"},
+                              {"key": "tls.key", "path": "tls.key"}]},
+        "sip-tls-client-ca": {"secretName": "carrier-ca", "defaultMode": 0o440,
+                              "items": [{"key": "ca.pem", "path": "ca.crt"}]},
+        "trunk-0": {"secretName": "trunk-a", "defaultMode": 0o440,
+                    "items": [{"key": "password", "path": "password"}]},
+        "trunk-1": {"secretName": "trunk-b", "defaultMode": 0o440,
+                    "items": [{"key": "pw", "path": "password"}]},
+    }  # fmt: skip
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for name in volumes:
+        assert mounts[name]["readOnly"] is True
+    assert mounts["trunk-1"]["mountPath"] == "/var/run/secrets/voicetyped/trunks/carrier-b"
+    # No Secret reaches the environment; the ConfigMap holds paths only.
+    assert all("secretKeyRef" not in (e.get("valueFrom") or {}) for e in container["env"])
+    assert pod["metadata"]["annotations"][naming.TLS_HASH] == "th1"
+    ports = {p["name"]: p for p in container["ports"]}
+    assert ports["sip-tls"] == {"name": "sip-tls", "containerPort": 5061, "protocol": "TCP"}
+
+
+def test_sip_edge_service_and_network_policy(vd_spec: dict[str, Any]) -> None:
+    objects = _render(_edge_spec(vd_spec))
+    service = objects[("Service", "order-status-media")]["spec"]
+    assert [(p["name"], p["port"], p["protocol"]) for p in service["ports"]] == [
+        ("sip-udp", 5060, "UDP"), ("sip-tcp", 5060, "TCP"), ("sip-tls", 5061, "TCP"),
+    ]  # fmt: skip
+    assert service["ports"][2]["targetPort"] == "sip-tls"
+    assert service["type"] == "LoadBalancer" and service["externalTrafficPolicy"] == "Local"
+    rules = objects[("NetworkPolicy", "order-status-media")]["spec"]["ingress"]
+    assert {"port": 5061, "protocol": "TCP"} in rules[0]["ports"]
+    # The operator reads each media pod's GET /v1/trunks; nothing else reaches that port.
+    assert rules[-1] == {
+        "from": [{"namespaceSelector": {},
+                  "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator",
+                                                  "app.kubernetes.io/part-of": "voicetyped"}}}],
+        "ports": [{"port": 8081, "protocol": "TCP"}],
+    }  # fmt: skip
+    # Without tls and trunks: no TLS port, no operator rule, transports as before.
+    plain = _render(vd_spec)
+    assert [p["name"] for p in plain[("Service", "order-status-media")]["spec"]["ports"]] == [
+        "sip-udp", "sip-tcp",
+    ]  # fmt: skip
+    plain_rules = plain[("NetworkPolicy", "order-status-media")]["spec"]["ingress"]
+    assert all(r["ports"] != [{"port": 8081, "protocol": "TCP"}] for r in plain_rules)
+    config = yaml.safe_load(plain[("ConfigMap", "order-status-media")]["data"]["config.yaml"])
+    assert config["sip_transports"] == ["udp", "tcp"] and "trunks" not in config
+    assert "tls_cert_file" not in config and config["srtp"] == "optional"

@@ -76,4 +76,8 @@ status), delete (pruning). Secrets: get by name only, never list or watch.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The media pods of VoiceDeployments with trunks: their IPs, to read GET /v1/trunks.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end }}

@@ -59,6 +59,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         kube=Kube(client, SETTINGS.field_manager, SETTINGS.concurrency), settings=SETTINGS
     )
     state.spawn(resync(state), name="voicetyped-resync")
+    state.spawn(vds.poll_trunks(state), name="voicetyped-trunk-status")
     memo.state = state
 
 

@@ -10,6 +10,7 @@ server (the spec produced an object it refuses) a :class:`Rejected` naming the o
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.types import PatchType
 
 from voicetyped_operator import naming
@@ -170,6 +171,38 @@ class Kube:
         if obj is None:
             return None
         return set(obj.data or {}) | set(obj.stringData or {})
+
+    async def secret_values(
+        self, namespace: str, name: str, keys: Iterable[str]
+    ) -> dict[str, bytes] | None:
+        """The decoded values of ``keys`` of a Secret (those it has), or None when it does not
+        exist. Only for checks (the media TLS certificate): never logged, stored or reported."""
+        what = describe("Secret", namespace, name)
+        obj, _ = await attempt(self.client.get(Secret, name, namespace=namespace), what)
+        if obj is None:
+            return None
+        data = obj.data or {}
+        out: dict[str, bytes] = {}
+        for key in keys:
+            if key in data:
+                try:
+                    out[key] = base64.b64decode(data[key], validate=True)
+                except ValueError:
+                    out[key] = b""
+        return out
+
+    async def pod_ips(self, namespace: str, labels: Mapping[str, str]) -> dict[str, str]:
+        """Running pods with these labels: name -> pod IP (the trunk status reads)."""
+        what = describe("Pod", namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
+        out: dict[str, str] = {}
+        try:
+            async for pod in self.client.list(Pod, namespace=namespace, labels=dict(labels)):
+                status, meta = pod.status, pod.metadata
+                if status and status.phase == "Running" and status.podIP and meta and meta.name:
+                    out[meta.name] = status.podIP
+        except Exception as exc:
+            raise classify(exc, what) from exc
+        return out
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]

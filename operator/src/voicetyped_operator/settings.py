@@ -39,6 +39,9 @@ class OperatorSettings(BaseSettings):
     status_debounce_seconds: float = Field(
         0.2, ge=0, description="Coalesce Deployment status changes before writing a status."
     )
+    trunk_status_seconds: float = Field(
+        30.0, gt=0, description="Read the media pods' trunk registrations this often."
+    )
     concurrency: int = Field(8, ge=1, le=64, description="Child objects applied at once.")
     liveness_port: int = Field(8080, ge=0, le=65535, description="/healthz port (0: off).")
     log_format: Literal["json", "plain"] = Field("json", description="Log format.")

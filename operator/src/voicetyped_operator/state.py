@@ -70,6 +70,8 @@ class OperatorState:
     deleting: set[Key] = field(default_factory=set)
     refreshes: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     known: dict[Key, Known] = field(default_factory=dict)
+    trunks: dict[Key, tuple[str, ...]] = field(default_factory=dict)
+    """The media trunks of each VoiceDeployment's last valid spec (TrunkRegistered-*)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """Every task the operator started itself (resync, debounced status refreshes)."""
     closing: bool = False
@@ -122,6 +124,7 @@ class OperatorState:
             self.reconciled,
             self.status,
             self.known,
+            self.trunks,
         ):
             store.pop(key, None)
         self.locks.pop(key, None)

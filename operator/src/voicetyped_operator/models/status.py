@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from voicetyped_specs.resources.base import Spec
 
+MAX_CONDITIONS = 32
+"""Ready, Reconciling, Stalled, one per media trunk (at most 16) and room to spare."""
 ConditionType = Literal["Ready", "Reconciling", "Stalled"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -20,7 +22,11 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 class Condition(Spec):
     """One kstatus condition."""
 
-    type: str = Field(max_length=64, description="Ready, Reconciling or Stalled.")
+    type: str = Field(
+        max_length=316,
+        description="Ready, Reconciling, Stalled; a VoiceDeployment also has "
+        "TrunkRegistered-<trunk> per media trunk.",
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(
         "", max_length=128, pattern=r"^([A-Za-z]([A-Za-z0-9]*[A-Za-z0-9])?)?$",
@@ -53,9 +59,9 @@ class StatusBase(Spec):
     observed_generation: int = Field(0, ge=0, description="Generation last reconciled.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        max_length=8,
+        max_length=MAX_CONDITIONS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Reconciling, Stalled.",
+        description="Ready, Reconciling, Stalled (and TrunkRegistered-<trunk> per media trunk).",
     )
 
 

@@ -8,6 +8,10 @@ Outcomes, the kstatus way:
 * a Dialog, Integration or Secret missing (or without a valid version): ``Stalled`` naming
   it, children left as they are, :class:`kopf.TemporaryError` so it recovers by itself
   when the object appears (Dialog/Integration changes also trigger it at once);
+* the media TLS Secret's certificate expired, not yet valid or not matching its key (or
+  the client CA unreadable): ``Stalled`` (InvalidTLSSecret) naming the Secret and the
+  problem, nothing applied (the broken certificate is not rolled out), retried like a
+  missing Secret so a fixed Secret recovers by itself;
 * a served Dialog in a language the speech model cannot recognise (tiny.en and a German
   Dialog): ``Stalled`` (LanguageNotSupported) saying to set ``spec.speech.modelName: base``;
 * a dependency still being processed: ``Reconciling`` (WaitingForDependencies), short retry;
@@ -24,13 +28,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 import kopf
 from pydantic import ValidationError
 from voicetyped_specs.resources.voicedeployment import SERVICES, VoiceDeploymentSpec
 
-from voicetyped_operator import conditions, events, naming
+from voicetyped_operator import conditions, events, naming, trunks
 from voicetyped_operator.documents import SecretMount, pydantic_issues
 from voicetyped_operator.kube import Rejected, Transient
 from voicetyped_operator.models.status import (
@@ -48,7 +54,10 @@ from voicetyped_operator.render import (
     possible_children,
     render,
 )
+from voicetyped_operator.render.common import HTTP_PORT
+from voicetyped_operator.render.sip_edge import TLS_KEYS
 from voicetyped_operator.state import Key, OperatorState, Reconciled
+from voicetyped_operator.tls import check_ca_bundle, check_server_pair
 
 KIND = "VoiceDeployment"
 log = logging.getLogger(__name__)
@@ -120,6 +129,7 @@ async def reconcile(
             message = "; ".join(pydantic_issues(exc, "spec"))
             await _write(state, key, ref, generation, conditions.stalled("InvalidSpec", message))
             raise kopf.PermanentError(f"invalid spec: {message}") from None
+        state.trunks[key] = tuple(t.name for t in parsed.media.trunks)
         try:
             deps = await resolve(state, namespace, parsed)
         except DependencyError as exc:
@@ -167,6 +177,57 @@ async def reconcile(
         components = (*SERVICES, REDIS) if parsed.runtime.store.type == "managedRedis" else SERVICES
         state.reconciled[key] = Reconciled(uid, generation, deps, tuple(components))
         await _write_ready(state, key, ref)
+
+
+async def poll_trunks(state: OperatorState) -> None:
+    """Every ``trunk_status_seconds``: each media pod's trunk registrations into the
+    ``TrunkRegistered-<trunk>`` conditions of VoiceDeployments with trunks (see
+    :mod:`voicetyped_operator.trunks`). Failures to read leave the conditions as they are."""
+    timeout = httpx2.Timeout(3.0)
+    async with httpx2.AsyncClient(timeout=timeout) as client:
+        while True:
+            await asyncio.sleep(state.settings.trunk_status_seconds)
+            for key, names in list(state.trunks.items()):
+                if not names or key in state.deleting or key not in state.reconciled:
+                    continue
+                try:
+                    await _poll_one(state, client, key, names)
+                except (Transient, Rejected) as exc:
+                    log.warning("trunk status of %s/%s: %s", key[0], key[1], exc)
+                except Exception:  # a background task: nothing else would ever see it
+                    log.exception("trunk status of %s/%s failed", key[0], key[1])
+
+
+async def _poll_one(
+    state: OperatorState, client: httpx2.AsyncClient, key: Key, names: Sequence[str]
+) -> None:
+    namespace, name = key
+    pods = await state.kube.pod_ips(namespace, naming.selector_labels(name, "media"))
+    found = await asyncio.gather(
+        *(trunks.read_pod(client, ip, HTTP_PORT["media"]) for ip in pods.values())
+    )
+    reports = dict(zip(pods, found, strict=True))
+    async with state.locks[key]:
+        previous = state.status.get(key)
+        if previous is None or state.trunks.get(key) != tuple(names):
+            return
+        wanted = trunks.trunk_conditions(
+            names, reports, previous.conditions, previous.observed_generation
+        )
+        updated = previous.model_copy(
+            update={"conditions": trunks.replace(previous.conditions, wanted)}
+        )
+        if conditions.same(updated.conditions, previous.conditions):
+            return
+        await state.kube.patch_status(
+            KIND, namespace, name, updated.model_dump(mode="json", by_alias=True)
+        )
+        state.status[key] = updated
+        for cond in wanted:
+            was = conditions.find(previous.conditions, cond.type)
+            if cond.status == "False" and (was is None or was.status != "False"):
+                ref = reference(name, namespace, state.reconciled[key].uid)
+                events.post(ref, "Warning", cond.reason, cond.message)
 
 
 async def refresh(state: OperatorState, key: Key) -> None:
@@ -251,7 +312,9 @@ async def _write(
     deps: Dependencies | None = None,
 ) -> None:
     previous = state.status.get(key) or VoiceDeploymentStatus()
-    merged = conditions.merge(previous.conditions, generation, wanted)
+    merged = conditions.merge(previous.conditions, generation, wanted) + trunks.sync(
+        previous.conditions, state.trunks.get(key, ()), generation
+    )
     updated = previous.model_copy(
         update={
             "observed_generation": generation,
@@ -337,6 +400,8 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
     if media.digest_auth is not None:
         ref = media.digest_auth.secret_ref
         needed.setdefault(ref.name, []).append((ref.key, "spec.media.digestAuth.secretRef"))
+    for field, secret, key in sip_edge_secrets(spec):
+        needed.setdefault(secret, []).append((key, field))
     redis = spec.runtime.store.redis if spec.runtime.store.type == "redis" else None
     if redis is not None:
         ref = redis.url_secret_ref
@@ -370,7 +435,62 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
                 )
     if problems:
         raise DependencyError(problems)
-    return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i))
+    tls_hash = await _check_tls(state, namespace, spec)
+    return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i), tls_hash=tls_hash)
+
+
+def sip_edge_secrets(spec: VoiceDeploymentSpec) -> list[tuple[str, str, str]]:
+    """(field, Secret, key) of every Secret the media SIP edge mounts."""
+    media = spec.media
+    out: list[tuple[str, str, str]] = []
+    if media.tls is not None:
+        field = "spec.media.tls.secretRef"
+        out += [(field, media.tls.secret_ref.name, key) for key in TLS_KEYS]
+        ca = media.tls.client_ca_secret_ref
+        if ca is not None:
+            out.append(("spec.media.tls.clientCASecretRef", ca.name, ca.key))
+    for i, trunk in enumerate(media.trunks):
+        ref = trunk.password_secret_ref
+        out.append((f"spec.media.trunks[{i}].passwordSecretRef", ref.name, ref.key))
+    return out
+
+
+async def _check_tls(state: OperatorState, namespace: str, spec: VoiceDeploymentSpec) -> str:
+    """The TLS Secret's certificate checked (its rollout hash), or DependencyError naming the
+    Secret and the problem: a broken certificate is never rolled out."""
+    tls = spec.media.tls
+    if tls is None:
+        return ""
+    name = tls.secret_ref.name
+    values = await state.kube.secret_values(namespace, name, TLS_KEYS)
+    if values is None:  # deleted since it was found: the next attempt says so
+        raise DependencyError([Problem("SecretNotFound", f"Secret {namespace}/{name} gone", True)])
+    now = datetime.now(UTC)
+    checked = check_server_pair(values.get("tls.crt", b""), values.get("tls.key", b""), now)
+    problems = []
+    if checked.problem:
+        problems.append(
+            Problem(
+                "InvalidTLSSecret",
+                f"Secret {namespace}/{name} (spec.media.tls.secretRef): {checked.problem}",
+                stalled=True,
+            )
+        )
+    ca = tls.client_ca_secret_ref
+    if ca is not None:
+        got = await state.kube.secret_values(namespace, ca.name, [ca.key])
+        problem = check_ca_bundle((got or {}).get(ca.key, b""), ca.key)
+        if problem:
+            problems.append(
+                Problem(
+                    "InvalidTLSSecret",
+                    f"Secret {namespace}/{ca.name} (spec.media.tls.clientCASecretRef): {problem}",
+                    stalled=True,
+                )
+            )
+    if problems:
+        raise DependencyError(problems)
+    return checked.digest
 
 
 async def _document(

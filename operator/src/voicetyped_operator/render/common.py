@@ -96,10 +96,13 @@ INTEGRATIONS_DIR = "/etc/voicetyped/integrations"
 DATA_DIR = "/var/lib/voicetyped"
 
 
-DIGEST_DIR = "/var/run/secrets/voicetyped/digest"
+SECRETS_DIR = "/var/run/secrets/voicetyped"
 
 
-REDIS_PASSWORD_DIR = "/var/run/secrets/voicetyped/redis"
+DIGEST_DIR = f"{SECRETS_DIR}/digest"
+
+
+REDIS_PASSWORD_DIR = f"{SECRETS_DIR}/redis"
 
 
 PRE_STOP_SECONDS = 5  # endpoints and load balancers drop the pod before SIGTERM
@@ -139,6 +142,8 @@ class ServedIntegration:
 class Dependencies:
     dialogs: tuple[ServedDialog, ...] = ()
     integrations: tuple[ServedIntegration, ...] = ()
+    tls_hash: str = ""
+    """Of media.tls's certificate and key as checked (empty: no tls); rolls the media pods."""
 
     def dialogs_hash(self) -> str:
         return naming.digest([(d.name, d.content_hash) for d in self.dialogs])

@@ -48,6 +48,29 @@ def _metrics_rule(spec: VoiceDeploymentSpec, port: int) -> list[NetworkPolicyIng
     ]
 
 
+OPERATOR_POD_LABELS = {
+    "app.kubernetes.io/component": "operator",
+    "app.kubernetes.io/part-of": "voicetyped",
+}
+"""The operator's pod labels (the chart's): it reads GET /v1/trunks on the media pods."""
+
+
+def _trunk_status_rule(spec: VoiceDeploymentSpec) -> list[NetworkPolicyIngressRule]:
+    if not spec.media.trunks:
+        return []
+    return [
+        NetworkPolicyIngressRule(
+            from_=[
+                NetworkPolicyPeer(
+                    namespaceSelector=LabelSelector(),
+                    podSelector=LabelSelector(matchLabels=OPERATOR_POD_LABELS),
+                )
+            ],
+            ports=[NetworkPolicyPort(port=HTTP_PORT["media"], protocol="TCP")],
+        )
+    ]
+
+
 def _policy(owner: Owner, component: str, rules: list[NetworkPolicyIngressRule]) -> NetworkPolicy:
     name = naming.child_name(owner.name, component)
     return NetworkPolicy(
@@ -68,6 +91,8 @@ def network_policies_for(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]
     signalling = [
         NetworkPolicyPort(port=media.sip.port, protocol=t.upper()) for t in media.sip.transports
     ]
+    if media.tls is not None:
+        signalling.append(NetworkPolicyPort(port=media.tls.port, protocol="TCP"))
     rtp = NetworkPolicyPort(port=media.rtp.port_min, endPort=media.rtp.port_max, protocol="UDP")
     policies: list[Child] = [
         _policy(
@@ -76,6 +101,7 @@ def network_policies_for(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]
             [
                 NetworkPolicyIngressRule(from_=callers, ports=[*signalling, rtp]),
                 *_metrics_rule(spec, HTTP_PORT["media"]),
+                *_trunk_status_rule(spec),
             ],
         )
     ]

@@ -31,6 +31,12 @@ def service_for(
             )
             for t in media.sip.transports
         ]
+        if media.tls is not None:
+            ports.append(
+                ServicePort(
+                    name="sip-tls", port=media.tls.port, targetPort="sip-tls", protocol="TCP"
+                )
+            )
         external = media.service_type != "ClusterIP"
         return Service(
             metadata=object_meta(owner, name, labels),

@@ -44,6 +44,7 @@ from voicetyped_operator.render.common import (
     PodPlan,
     field_env,
 )
+from voicetyped_operator.render.sip_edge import add_sip_edge
 
 
 def _common_config(component: str, workload: Workload, drain_s: float) -> dict[str, Any]:
@@ -57,14 +58,13 @@ def _common_config(component: str, workload: Workload, drain_s: float) -> dict[s
     }
 
 
-def media_pod(owner: Owner, spec: VoiceDeploymentSpec) -> PodPlan:
+def media_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> PodPlan:
     media = spec.media
     vd = owner.name
     config = _common_config("media", media, float(media.drain_seconds))
     config.update(
         {
             "sip_port": media.sip.port,
-            "sip_transports": list(media.sip.transports),
             "rtp_port_min": media.rtp.port_min,
             "rtp_port_max": media.rtp.port_max,
             "codecs": list(media.codecs),
@@ -113,6 +113,7 @@ def media_pod(owner: Owner, spec: VoiceDeploymentSpec) -> PodPlan:
             )
         )
         pod.mounts.append(VolumeMount(name="digest-users", mountPath=DIGEST_DIR, readOnly=True))
+    add_sip_edge(pod, media, deps.tls_hash)
     return pod
 
 

@@ -40,7 +40,7 @@ def render(
     settings: OperatorSettings,
 ) -> list[Child]:
     """Every child object, in apply order (ServiceAccounts and ConfigMaps first)."""
-    pods = [media_pod(owner, spec), speech_pod(spec, deps), runtime_pod(owner, spec, deps)]
+    pods = [media_pod(owner, spec, deps), speech_pod(spec, deps), runtime_pod(owner, spec, deps)]
     pods.append(integration_pod(owner, spec, deps))
     children: list[Child] = []
     for pod in pods:

@@ -7,9 +7,10 @@ the same model again and reports what only it can see (missing Dialogs, Secrets)
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from voicetyped_specs.resources.base import (
     DNS_SUBDOMAIN,
@@ -28,6 +29,14 @@ Codec = Literal["opus", "G722", "PCMU", "PCMA"]
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 NAME_MAX = 40
 Transport = Literal["udp", "tcp"]
+SrtpPolicy = Literal["required", "optional", "off"]
+TRUNK_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# RFC 3261 user part (the unescaped subset the media gateway accepts).
+SIP_USER = r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$"
+# sip:host[:port][;params], no user part: what the media gateway's registrar parser accepts.
+REGISTRAR_URI = (
+    r"^sip:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]{1,5})?(;[^\s]*)?$"
+)
 
 
 def _transports() -> list[Transport]:
@@ -198,6 +207,120 @@ class RtpSpec(Spec):
         return self
 
 
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR such as 192.0.2.0/24") from None
+    return value
+
+
+Cidr = Annotated[str, Field(max_length=64), AfterValidator(_cidr)]
+
+
+class SecretName(Spec):
+    """A whole Secret in the same namespace (the keys are fixed by the field using it)."""
+
+    name: ObjectName = Field(description="Name of the Secret (same namespace).")
+
+
+class MediaTls(Spec):
+    """SIP over TLS (RFC 5630) on its own port, beside the plain transports."""
+
+    secret_ref: SecretName = Field(
+        description="A kubernetes.io/tls Secret: tls.crt (certificate with its chain) and "
+        "tls.key. The operator checks it (dates, key match) before rolling it out."
+    )
+    client_ca_secret_ref: SecretKeyRef | None = Field(
+        None,
+        alias="clientCASecretRef",
+        description="PEM CA certificate(s): TLS clients (a carrier) must present a certificate "
+        "they issued; others are refused in the handshake.",
+    )
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = Field(
+        "TLSv1.2", description="Oldest TLS version accepted."
+    )
+    port: int = Field(5061, ge=1, le=65535, description="SIP over TLS port (TCP).")
+
+
+class SipRateLimit(Spec):
+    """Per-source scanner and flood defence: a token bucket per source address, bans after
+    repeated refusals or digest failures (docs/public-sip.md)."""
+
+    enabled: bool = Field(True, description="Rate limits and bans on (call ceilings stay on).")
+    requests_per_second: float = Field(
+        20.0, gt=0, le=100000, description="Token bucket refill: requests per second per source."
+    )
+    burst: int = Field(60, ge=1, le=1000000, description="Token bucket size per source.")
+    ban_after: int = Field(
+        40, ge=1, le=1000000, description="Requests refused for the rate before a ban."
+    )
+    failures_before_ban: int = Field(
+        10, ge=1, le=1000000, description="Digest authentication failures before a ban."
+    )
+    ban_seconds: int = Field(600, ge=1, le=604800, description="How long a ban lasts.")
+    max_sources: int = Field(
+        10000, ge=1, le=10000000, description="Sources tracked at most (memory bound)."
+    )
+
+
+class Trunk(Spec):
+    """A carrier trunk the media gateway registers to (REGISTER with digest, refresh before
+    expiry, failover to the next registrar, NAT keepalive). The password only from a Secret."""
+
+    name: str = Field(
+        max_length=63,
+        pattern=TRUNK_NAME,
+        description="Names the trunk in status (condition TrunkRegistered-<name>), metrics "
+        "and logs.",
+    )
+    registrars: list[Annotated[str, Field(max_length=256, pattern=REGISTRAR_URI)]] = Field(
+        min_length=1,
+        max_length=4,
+        description="Registrar URIs (sip:host[:port]) in order of preference (failover).",
+    )
+    username: str = Field(
+        min_length=1, max_length=128, pattern=SIP_USER, description="User of the address of record."
+    )
+    auth_username: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=SIP_USER,
+        description="Digest user name when it differs from username.",
+    )
+    password_secret_ref: SecretKeyRef = Field(
+        description="The digest password (mounted as a file, never an environment variable)."
+    )
+    domain: str | None = Field(
+        None,
+        max_length=253,
+        description="Host of the address of record; default: the first registrar's host.",
+    )
+    expires_seconds: int = Field(300, ge=10, le=86400, description="Expires asked for.")
+    transport: Transport = Field("udp", description="Transport to the registrars.")
+    keepalive: Literal["options", "register", "off"] = Field(
+        "options",
+        description="Keeps the NAT binding open between refreshes: an OPTIONS, or a re-REGISTER, "
+        "every keepaliveSeconds.",
+    )
+    keepalive_seconds: int = Field(25, ge=1, le=3600, description="Keepalive interval.")
+    dids: list[Annotated[str, Field(max_length=64, pattern=SIP_USER)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Called numbers (Request-URI users) the carrier delivers on this trunk.",
+    )
+    dialog: ObjectName | None = Field(
+        None,
+        description="Dialog for this trunk's calls (one of spec.dialogs); default: media.dialog.",
+    )
+    trust_registrar_source: bool = Field(
+        False,
+        description="Admit INVITEs from the registrars' addresses without digest and outside "
+        "allowedSourceCIDRs (carriers do not answer challenges).",
+    )
+
+
 class DigestAuth(Spec):
     """SIP digest authentication: a Secret key holding ``user:password`` lines."""
 
@@ -225,6 +348,22 @@ class MediaSpec(Workload):
                 "hostNetwork media pods are reached on the node: use serviceType ClusterIP or "
                 "NodePort",
                 ".serviceType",
+            ),
+            cel(
+                "self.carrierCIDRs.all(c, isCIDR(c))",
+                "carrierCIDRs entries must be CIDRs such as 192.0.2.0/24",
+                ".carrierCIDRs",
+            ),
+            cel(
+                "self.trunks.all(t, t.transport in self.sip.transports)",
+                "a trunk's transport must be one of sip.transports",
+                ".trunks",
+            ),
+            cel(
+                "!has(self.tls) || !self.sip.transports.exists(t, t == 'tcp') "
+                "|| self.tls.port != self.sip.port",
+                "tls.port must differ from sip.port (both are TCP)",
+                ".tls.port",
             ),
         )
     )
@@ -256,6 +395,37 @@ class MediaSpec(Workload):
         description="Networks allowed to send SIP/RTP (also enforced by the NetworkPolicy).",
     )
     digest_auth: DigestAuth | None = Field(None, description="SIP digest authentication.")
+    tls: MediaTls | None = Field(None, description="SIP over TLS (adds the tls transport).")
+    srtp: SrtpPolicy = Field(
+        "optional",
+        description="SRTP (SDES) for calls: required (plain RTP offers get 488), optional, off.",
+    )
+    dialog_srtp: dict[ObjectName, SrtpPolicy] = Field(
+        default_factory=dict,
+        alias="dialogSRTP",
+        max_length=64,
+        description="Dialog name (one of spec.dialogs) -> SRTP policy for its calls.",
+    )
+    rate_limit: SipRateLimit = Field(default_factory=SipRateLimit)
+    carrier_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        alias="carrierCIDRs",
+        max_length=64,
+        description="Carrier (and SBC) signalling networks: never rate limited, banned or held "
+        "to maxCallsPerSource. Exempt is not allowed: list them in allowedSourceCIDRs too.",
+    )
+    max_calls_per_source: int = Field(
+        20, ge=1, le=100000, description="Calls at once from one (non-carrier) source address."
+    )
+    max_calls_per_route: int | None = Field(
+        None, ge=1, le=100000, description="Calls at once per dialog route; unset: no ceiling."
+    )
+    trunks: list[Trunk] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Carrier trunks to register to (condition TrunkRegistered-<name> each).",
+    )
     dialog: str | None = Field(
         None,
         max_length=253,
@@ -278,7 +448,22 @@ class MediaSpec(Workload):
     def _exposure(self) -> MediaSpec:
         if not self.allowed_source_cidrs and self.digest_auth is None:
             raise ValueError("set allowedSourceCIDRs or digestAuth")
+        names = [t.name for t in self.trunks]
+        for i, trunk in enumerate(self.trunks):
+            if names.index(trunk.name) != i:
+                raise ValueError(f"trunks[{i}].name: {trunk.name!r} is used by another trunk")
+            if trunk.transport not in self.sip.transports:
+                raise ValueError(
+                    f"trunks[{i}].transport: {trunk.transport} is not one of sip.transports"
+                )
+        tls = self.tls
+        if tls is not None and "tcp" in self.sip.transports and tls.port == self.sip.port:
+            raise ValueError("tls.port must differ from sip.port (both are TCP)")
         return self
+
+    def transports(self) -> list[str]:
+        """The gateway's SIP transports: sip.transports, and tls when tls is set."""
+        return [*self.sip.transports, *(["tls"] if self.tls is not None else [])]
 
 
 class Gpu(Spec):
@@ -453,6 +638,16 @@ class VoiceDeploymentSpec(Spec):
                 "media.dialogRoutes must route to Dialogs listed in spec.dialogs",
                 ".media.dialogRoutes",
             ),
+            cel(
+                "self.media.dialogSRTP.all(k, k in self.dialogs)",
+                "media.dialogSRTP must name Dialogs listed in spec.dialogs",
+                ".media.dialogSRTP",
+            ),
+            cel(
+                "self.media.trunks.all(t, !has(t.dialog) || t.dialog in self.dialogs)",
+                "media.trunks[].dialog must be one of spec.dialogs",
+                ".media.trunks",
+            ),
         )
     )
 
@@ -490,6 +685,14 @@ class VoiceDeploymentSpec(Spec):
         for user, dialog in self.media.dialog_routes.items():
             if dialog not in self.dialogs:
                 raise ValueError(f"media.dialogRoutes.{user}: {dialog!r} is not in spec.dialogs")
+        for dialog in self.media.dialog_srtp:
+            if dialog not in self.dialogs:
+                raise ValueError(f"media.dialogSRTP.{dialog}: not in spec.dialogs")
+        for i, trunk in enumerate(self.media.trunks):
+            if trunk.dialog is not None and trunk.dialog not in self.dialogs:
+                raise ValueError(
+                    f"media.trunks[{i}].dialog: {trunk.dialog!r} is not in spec.dialogs"
+                )
         return self
 
     def default_dialog(self) -> str:
