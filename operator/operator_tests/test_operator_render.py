@@ -408,10 +408,17 @@ def test_sip_edge_settings_load_in_the_media_gateway(
 ) -> None:
     objects = _render(_edge_spec(vd_spec), Dependencies(DEPS.dialogs, DEPS.integrations, "th1"))
     config = yaml.safe_load(objects[("ConfigMap", "order-status-media")]["data"]["config.yaml"])
-    trunks = config.pop("trunks")
+    trunks = copy.deepcopy(config["trunks"])
+    for trunk in config["trunks"]:  # the gateway reads each password file at start: mount them
+        mounted = tmp_path / "secrets" / trunk["name"] / "password"
+        mounted.parent.mkdir(parents=True)
+        mounted.write_text("s3cret")
+        trunk["password_file"] = str(mounted)
     monkeypatch.setenv("VOICETYPED_MEDIA_IP", "10.0.0.7")
-    # The gateway's own model checks the rest (trunks: the registration client's settings).
-    media = _load(MediaSettings, yaml.safe_dump(config), tmp_path)
+    media = _load(MediaSettings, yaml.safe_dump(config), tmp_path)  # the gateway's own model
+    assert [(t.name, t.transport, t.dialog) for t in media.trunks] == [
+        (t["name"], t["transport"], t.get("dialog")) for t in trunks
+    ]
     assert media.sip_transports == ["udp", "tcp", "tls"] and media.sip_tls_port == 5061
     assert str(media.tls_cert_file) == "/var/run/secrets/voicetyped/sip-tls/tls.crt"
     assert str(media.tls_key_file) == "/var/run/secrets/voicetyped/sip-tls/tls.key"
