@@ -94,6 +94,7 @@ TRUNK = {
         ),
         ("media.trunks", [{**TRUNK, "dialog": "other"}], "media.trunks[0].dialog: 'other' is not"),
         ("media.trunks", [{**TRUNK, "expiresSeconds": 5}], "trunks[0].expiresSeconds: "),
+        ("media.trunks", [{**TRUNK, "maxCalls": 0}], "spec.media.trunks[0].maxCalls: "),
     ],
 )
 def test_sip_edge_errors_name_their_field(
@@ -113,6 +114,7 @@ def test_sip_edge_spec(vd_spec: dict[str, Any]) -> None:
     assert media.transports() == ["udp", "tcp", "tls"]
     assert media.tls is not None and media.tls.port == 5061 and media.tls.min_version == "TLSv1.2"
     assert media.trunks[0].keepalive_seconds == 25 and media.trunks[0].expires_seconds == 300
+    assert media.trunks[0].max_calls is None, "no ceiling of the trunk's own unless set"
     udp_only = _with(spec, "media.sip", {"transports": ["udp"]})
     with pytest.raises(ValidationError, match=r"trunks\[0\]\.transport: tcp is not one of"):
         VoiceDeploymentSpec.model_validate(udp_only)

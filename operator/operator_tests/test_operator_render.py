@@ -371,6 +371,7 @@ EDGE_TRUNKS = [
         "dids": ["4930123"],
         "dialog": "order-status",
         "trustRegistrarSource": True,
+        "maxCalls": 30,
     },
     {
         "name": "carrier-b",
@@ -416,8 +417,9 @@ def test_sip_edge_settings_load_in_the_media_gateway(
         trunk["password_file"] = str(mounted)
     monkeypatch.setenv("VOICETYPED_MEDIA_IP", "10.0.0.7")
     media = _load(MediaSettings, yaml.safe_dump(config), tmp_path)  # the gateway's own model
-    assert [(t.name, t.transport, t.dialog) for t in media.trunks] == [
-        (t["name"], t["transport"], t.get("dialog")) for t in trunks
+    assert [(t.name, t.transport, t.dialog, t.max_calls) for t in media.trunks] == [
+        ("carrier-a", "tcp", "order-status", 30),
+        ("carrier-b", "udp", "", None),
     ]
     assert media.sip_transports == ["udp", "tcp", "tls"] and media.sip_tls_port == 5061
     assert str(media.tls_cert_file) == "/var/run/secrets/voicetyped/sip-tls/tls.crt"
@@ -447,6 +449,7 @@ def test_sip_edge_settings_load_in_the_media_gateway(
             "dids": ["4930123"],
             "dialog": "order-status",
             "trust_registrar_source": True,
+            "max_calls": 30,
         },
         {
             "name": "carrier-b",
@@ -462,6 +465,7 @@ def test_sip_edge_settings_load_in_the_media_gateway(
             "dids": [],
             "dialog": "",
             "trust_registrar_source": False,
+            "max_calls": None,
         },
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,15 +230,18 @@ def test_the_gate_holds_calls_to_the_source_and_route_ceilings() -> None:
     gate = SipGate(settings, MediaMetrics(registry), Clock())
     gate.call_started("a1", ATTACKER, "sales")
     gate.call_started("a2", ATTACKER, "sales")
-    refused = gate.call_refused(ATTACKER, "support", 5)
-    assert refused is not None and refused.status == 503
+    over = gate.call_refused(ATTACKER, "support", 5)
+    assert over is not None and over.reason == "call_ceiling"
+    refused = over.problem
+    assert refused.status == 503
     assert refused.detail == "too many calls at once from this source"
     assert refused.headers == {"Retry-After": "5"}
     assert gate.call_refused("198.51.100.1", "support", 5) is None
     gate.call_started("b1", "127.0.0.1", "sales")  # exempt: counts for the route only
     assert gate.per_source.count("127.0.0.1") == 0
     route = gate.call_refused("127.0.0.1", "sales", 5)
-    assert route is not None and route.detail == "too many calls at once from this route"
+    assert route is not None and route.reason == "call_ceiling"
+    assert route.problem.detail == "too many calls at once from this route"
     gate.call_ended("a1")
     gate.call_ended("a1")  # twice: no effect
     assert gate.call_refused(ATTACKER, "support", 5) is None
@@ -246,3 +250,53 @@ def test_the_gate_holds_calls_to_the_source_and_route_ceilings() -> None:
         "voicetyped_media_sip_requests_refused_total", {"reason": "call_ceiling"}
     )
     assert value == 2
+
+
+def test_the_gate_holds_each_trunk_to_its_own_ceiling(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("pw")
+    trunk = {"registrars": ["sip:192.0.2.10"], "username": "u", "password_file": str(password)}
+    settings = MediaSettings.model_validate(
+        {
+            "max_calls_per_source": 10,
+            "trunks": [
+                {**trunk, "name": "small", "max_calls": 2},
+                {**trunk, "name": "open"},  # no ceiling of its own
+            ],
+        }
+    )
+    registry = CollectorRegistry()
+    gate = SipGate(settings, MediaMetrics(registry), Clock())
+    gate.call_started("s1", "192.0.2.10", "sales", "small")
+    assert gate.call_refused("192.0.2.10", "sales", 5, "small") is None
+    gate.call_started("s2", "198.51.100.9", "sales", "small")  # another source, same trunk
+    assert gate.per_trunk["small"].count("small") == 2
+    over = gate.call_refused("192.0.2.10", "sales", 7, "small")
+    assert over is not None and over.reason == "trunk_ceiling"
+    assert (over.problem.status, over.problem.detail) == (
+        503,
+        "too many calls at once on this trunk",
+    )
+    assert over.problem.headers == {"Retry-After": "7"}
+    # The same source's call by no trunk, or by another trunk: not held to this one's ceiling.
+    assert gate.call_refused("192.0.2.10", "sales", 5) is None
+    for n in range(5):
+        assert gate.call_refused("192.0.2.10", "sales", 5, "open") is None
+        gate.call_started(f"o{n}", "127.0.0.1", "sales", "open")
+    # A call that ends gives its place back (once, however often it is reported).
+    gate.call_ended("s1")
+    gate.call_ended("s1")
+    assert gate.per_trunk["small"].count("small") == 1
+    assert gate.call_refused("192.0.2.10", "sales", 5, "small") is None
+    assert (
+        registry.get_sample_value(
+            "voicetyped_media_sip_requests_refused_total", {"reason": "trunk_ceiling"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "voicetyped_media_sip_requests_refused_total", {"reason": "call_ceiling"}
+        )
+        is None
+    )

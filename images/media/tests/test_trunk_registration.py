@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voicetyped_testkit.media import sipp, sipp_call_scenario, sipp_request, sipp_scenario
+from voicetyped_testkit.media import (
+    sipp,
+    sipp_call_scenario,
+    sipp_expect_bye,
+    sipp_request,
+    sipp_scenario,
+)
 from voicetyped_testkit.processes import eventually, free_port
 from voicetyped_testkit.registrar import CarrierRegistrar
 
@@ -73,6 +79,20 @@ def metric(gw: Any, line_start: str) -> float:
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def short_call(tmp: Path) -> str:
+    """A SIPp caller's scenario (its file): a call to ``bot``, held 300 ms, hung up."""
+    scenario = tmp / "short-call.xml"
+    scenario.write_text(
+        sipp_call_scenario(
+            "A short call",
+            '  <pause milliseconds="300"/>\n'
+            + sipp_request("BYE", 2, retrans=True)
+            + '  <recv response="200"/>\n',
+        )
+    )
+    return str(scenario)
 
 
 def contact(gw: Any) -> str:
@@ -240,6 +260,59 @@ async def test_call_from_the_trunk_reaches_its_dialog_and_others_still_need_dige
     assert len(gw.runtime.calls) == 1
 
 
+async def test_calls_from_the_trunk_stop_at_its_ceiling_and_other_sources_are_unaffected(
+    start_gateway: Any, registrars: Any, tmp_path: Path
+) -> None:
+    reg = await registrars(grant_s=30)
+    gw = await start_gateway(**trunk(tmp_path, [reg.uri], max_calls=2))
+    await reg.wait_for(reg.bound, 10, "a binding")
+    # Two calls from the carrier's address (the trunk's), held until the runtime hangs up.
+    held = tmp_path / "held.xml"
+    held.write_text(sipp_call_scenario("A trunk call held", sipp_expect_bye()))
+    holding = [asyncio.create_task(sipp(gw, str(held), local_ip=CARRIER)) for _ in range(2)]
+    await gw.runtime.wait_call(count=2, timeout_s=15)
+    # The third at once from the trunk: 503 with Retry-After, saying why.
+    refused = tmp_path / "refused.xml"
+    refused.write_text(
+        sipp_scenario(
+            "A trunk call over its ceiling",
+            sipp_request("INVITE", 1, in_dialog=False, retrans=True)
+            + '  <recv response="100" optional="true"/>\n'
+            + '  <recv response="503"><action>\n'
+            + '    <ereg regexp="^ *5$" search_in="hdr" header="Retry-After:" check_it="true"'
+            + ' assign_to="retry"/>\n'
+            + '    <ereg regexp="too many calls at once on this trunk" search_in="hdr"'
+            + ' header="Warning:" check_it="true" assign_to="why"/>\n'
+            + "  </action></recv>\n"
+            + sipp_request("ACK", 1, branch="[branch-1]"),
+        )
+    )
+    out = await sipp(gw, str(refused), local_ip=CARRIER)
+    assert out.code == 0, out.output[-2500:]
+    refusals = 'voicetyped_media_sip_requests_refused_total{reason="trunk_ceiling"}'
+    assert metric(gw, refusals) == 1.0
+    assert metric(gw, 'voicetyped_media_calls_refused_total{reason="trunk_ceiling"}') == 1.0
+    assert len(gw.runtime.calls) == 2
+    # Another source, not by the trunk, while the trunk is full: its call goes through.
+    call = short_call(tmp_path)
+    elsewhere = await sipp(gw, call, local_ip="127.0.0.3")
+    assert elsewhere.code == 0, elsewhere.output[-2500:]
+    calls = await gw.runtime.wait_call(count=3)
+    await calls[2].wait_for("ended")
+    # A trunk call that ends gives its place back: the carrier's next call is answered.
+    gw.runtime.hangup(calls[0].session_id)
+    done, _ = await asyncio.wait(holding, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    assert [t.result().code for t in done] == [0], "one held call ended by the gateway's BYE"
+    await eventually(
+        lambda: metric(gw, "voicetyped_media_active_calls") == 1.0, 15, "the hung-up call gone"
+    )
+    answered = await sipp(gw, call, local_ip=CARRIER)
+    assert answered.code == 0, answered.output[-2500:]
+    assert metric(gw, refusals) == 1.0, "no further refusal"
+    gw.runtime.hangup(calls[1].session_id)
+    assert [(await t).code for t in holding] == [0, 0]
+
+
 async def test_unreachable_registrar_is_reported_and_other_calls_go_on(
     start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -251,16 +324,7 @@ async def test_unreachable_registrar_is_reported_and_other_calls_go_on(
     assert state["registered"] is False and state["registrar"] == dead
     assert state["last_error"] == f"no answer from {dead} in 1.0s"
     assert metric(gw, 'voicetyped_media_trunk_registered{trunk="carrier"}') == 0.0
-    scenario = tmp_path / "call.xml"
-    scenario.write_text(
-        sipp_call_scenario(
-            "A call from elsewhere",
-            '  <pause milliseconds="300"/>\n'
-            + sipp_request("BYE", 2, retrans=True)
-            + '  <recv response="200"/>\n',
-        )
-    )
-    out = await sipp(gw, str(scenario))
+    out = await sipp(gw, short_call(tmp_path))
     assert out.code == 0, out.output[-2500:]
     (call,) = await gw.runtime.wait_call()
     assert call.started.dialog == "", "not the trunk's: the default dialog"

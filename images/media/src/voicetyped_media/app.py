@@ -232,11 +232,11 @@ class MediaGateway:
         if problem is not None:
             self.metrics.refused.labels("forbidden" if problem.status == 403 else "auth").inc()
             return problem
-        dialog = self._route(request.uri, source[0])
-        problem = self.gate.call_refused(source[0], dialog, s.retry_after_s)
-        if problem is not None:
-            self.metrics.refused.labels("call_ceiling").inc()
-            return problem
+        dialog, came_by = self._route(request.uri, source[0])
+        over = self.gate.call_refused(source[0], dialog, s.retry_after_s, came_by)
+        if over is not None:
+            self.metrics.refused.labels(over.reason).inc()
+            return over.problem
         if len(self.calls) + len(self._answering) >= s.max_calls:
             self.metrics.refused.labels("capacity").inc()
             return Problem(503, "Service Unavailable", "at call capacity", retry)
@@ -254,20 +254,22 @@ class MediaGateway:
             self.metrics.refused.labels("srtp_policy" if policy else "sdp").inc()
             return Problem(488, "Not Acceptable Here", str(exc))
 
-    def _route(self, uri: str, source_ip: str) -> str:
-        """The dialog a call to ``uri`` from ``source_ip`` goes to: the called user's route,
-        else the dialog of the trunk the call came by, else ``dialog``."""
+    def _route(self, uri: str, source_ip: str) -> tuple[str, str | None]:
+        """The dialog a call to ``uri`` from ``source_ip`` goes to (the called user's route,
+        else the dialog of the trunk the call came by, else ``dialog``), and the name of that
+        trunk (None: not a trunk's call)."""
         user = uri.split(":", 1)[-1].split("@", 1)[0] if "@" in uri else ""
-        if user in self.settings.dialog_routes:
-            return self.settings.dialog_routes[user]
         trunk = self.trunks.for_call(user, source_ip)
+        name = None if trunk is None else trunk.name
+        if user in self.settings.dialog_routes:
+            return self.settings.dialog_routes[user], name
         if trunk is not None and trunk.settings.dialog:
-            return trunk.settings.dialog
-        return self.settings.dialog
+            return trunk.settings.dialog, name
+        return self.settings.dialog, name
 
     def _new_call(self, sip_call: IncomingCall, offer: Offer | None) -> None:
         s = self.settings
-        dialog = self._route(sip_call.invite.uri, sip_call.source_addr[0])
+        dialog, trunk = self._route(sip_call.invite.uri, sip_call.source_addr[0])
         call = MediaCall(
             sip_call,
             offer,
@@ -288,7 +290,7 @@ class MediaGateway:
             self._call_ended,
         )
         self.calls[sip_call.call_id] = call
-        self.gate.call_started(sip_call.call_id, sip_call.source_addr[0], dialog)
+        self.gate.call_started(sip_call.call_id, sip_call.source_addr[0], dialog, trunk)
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(
             call.answer(), name=f"answer-{call.session_id}"

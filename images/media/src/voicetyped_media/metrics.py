@@ -54,7 +54,8 @@ class MediaMetrics:
             "voicetyped_media_sip_requests_refused_total",
             "SIP requests refused by the scanner and flood defence, by reason: rate_limited "
             "(503), banned (dropped unread), auth_failed (digest failure), call_ceiling (503: "
-            "too many calls at once from the source or on the route)",
+            "too many calls at once from the source or on the route), trunk_ceiling (503: "
+            "too many calls at once from one trunk, its max_calls)",
             ["reason"],
             registry=registry,
         )

@@ -56,6 +56,7 @@ def trunk_settings(trunks: list[Trunk]) -> list[dict[str, Any]]:
             "dids": list(t.dids),
             "dialog": t.dialog or "",  # empty: the gateway's dialog (media.dialog)
             "trust_registrar_source": t.trust_registrar_source,
+            "max_calls": t.max_calls,  # None: no ceiling of the trunk's own
         }
         for t in trunks
     ]

@@ -319,6 +319,13 @@ class Trunk(Spec):
         description="Admit INVITEs from the registrars' addresses without digest and outside "
         "allowedSourceCIDRs (carriers do not answer challenges).",
     )
+    max_calls: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Calls at once from this trunk per media pod (the carrier's channels); "
+        "beyond, its INVITEs get 503 with Retry-After. Unset: no ceiling of its own.",
+    )
 
 
 class DigestAuth(Spec):

@@ -4,7 +4,8 @@ The transports ask :meth:`SipGate.dropped` first for every message they receive 
 source: dropped, nothing of it read), then :meth:`SipGate.request` for each request (its first
 line told it from a response): None lets it through, a :class:`Refused` answers it with 503 and
 Retry-After or drops it (the request that starts a ban gets no answer). Admission asks
-:meth:`SipGate.call_refused` (per-source and per-route call ceilings) and reports digest results.
+:meth:`SipGate.call_refused` (per-source, per-trunk and per-route call ceilings) and reports
+digest results.
 
 Every decision is counted in ``voicetyped_media_sip_requests_refused_total{reason}``; a ban is
 counted and logged once (``SIP source banned`` with source, reason, ban_s), never per packet.
@@ -33,14 +34,26 @@ class Refused:
 _DROP = Refused(None)
 
 
+@dataclass(frozen=True)
+class OverCeiling:
+    """A call refused for a call ceiling: the 503, and the reason label it is counted under
+    (``call_ceiling``: its source's or its route's; ``trunk_ceiling``: its trunk's)."""
+
+    reason: str
+    problem: Problem
+
+
 class SipGate:
     def __init__(self, settings: MediaSettings, metrics: MediaMetrics, clock: Clock) -> None:
         self.defence = SourceDefence(settings.sip_rate_limit, clock)
         self.per_source = CallCeiling(settings.max_calls_per_source)
         self.per_route = CallCeiling(settings.max_calls_per_route)
+        self.per_trunk = {t.name: CallCeiling(t.max_calls) for t in settings.trunks}
+        """Each trunk's calls at once (keyed by its name), held to its ``max_calls``."""
         self._metrics = metrics
         self._refused_banned = metrics.sip_refused.labels("banned")
-        self._calls: dict[str, tuple[str | None, str]] = {}  # Call-ID -> (source, route)
+        # Call-ID -> (source, route, trunk)
+        self._calls: dict[str, tuple[str | None, str, str | None]] = {}
         metrics.sip_bans_active.set_function(lambda: float(self.defence.bans_active()))
         metrics.sip_sources_tracked.set_function(lambda: float(self.defence.tracked))
 
@@ -83,36 +96,45 @@ class SipGate:
     def auth_succeeded(self, source: str) -> None:
         self.defence.auth_succeeded(source)
 
-    def call_refused(self, source: str, route: str, retry_after_s: int) -> Problem | None:
-        """The 503 for a call over a ceiling (its source's, unless exempt, or its route's)."""
+    def call_refused(
+        self, source: str, route: str, retry_after_s: int, trunk: str | None = None
+    ) -> OverCeiling | None:
+        """The 503 for a call over a ceiling: its source's (unless exempt), its trunk's (the
+        trunk it came by, if any) or its route's."""
+        reason = "call_ceiling"
+        by_trunk = self.per_trunk.get(trunk) if trunk is not None else None
         if not self.defence.exempt(source) and self.per_source.full(source):
-            over = "source"
+            detail = "too many calls at once from this source"
+        elif trunk is not None and by_trunk is not None and by_trunk.full(trunk):
+            reason, detail = "trunk_ceiling", "too many calls at once on this trunk"
         elif self.per_route.full(route):
-            over = "route"
+            detail = "too many calls at once from this route"
         else:
             return None
-        self._metrics.sip_refused.labels("call_ceiling").inc()
-        return Problem(
-            503,
-            "Service Unavailable",
-            f"too many calls at once from this {over}",
-            {"Retry-After": str(retry_after_s)},
-        )
+        self._metrics.sip_refused.labels(reason).inc()
+        problem = Problem(503, "Service Unavailable", detail, {"Retry-After": str(retry_after_s)})
+        return OverCeiling(reason, problem)
 
-    def call_started(self, call_id: str, source: str, route: str) -> None:
+    def call_started(self, call_id: str, source: str, route: str, trunk: str | None = None) -> None:
         key = None if self.defence.exempt(source) else source
         if key is not None:
             self.per_source.acquire(key)
+        if trunk is not None and trunk in self.per_trunk:
+            self.per_trunk[trunk].acquire(trunk)
+        else:
+            trunk = None  # (not a configured trunk: nothing to give back)
         self.per_route.acquire(route)
-        self._calls[call_id] = (key, route)
+        self._calls[call_id] = (key, route, trunk)
 
     def call_ended(self, call_id: str) -> None:
         keys = self._calls.pop(call_id, None)
         if keys is None:
             return
-        source, route = keys
+        source, route, trunk = keys
         if source is not None:
             self.per_source.release(source)
+        if trunk is not None:
+            self.per_trunk[trunk].release(trunk)
         self.per_route.release(route)
 
     # -- internals ---------------------------------------------------------------------------

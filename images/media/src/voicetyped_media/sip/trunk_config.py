@@ -83,6 +83,14 @@ class TrunkSettings(BaseModel):
         description="INVITEs from a registrar's address are admitted without digest and "
         "outside allowed_cidrs (carriers do not answer our challenges).",
     )
+    max_calls: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Calls at once from this trunk (its DIDs, its contact user, its registrars' "
+        "addresses), the carrier's channel count; beyond, INVITEs get 503 with Retry-After. "
+        "None: no ceiling of its own.",
+    )
     timeout_s: float = Field(
         8.0, ge=0.5, le=32, description="A REGISTER unanswered this long fails over."
     )
