@@ -4,7 +4,6 @@ gateway's gRPC peers (a recording speech side, a recording runtime side)."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voicetyped_testkit.media import RuntimePeer, SpeechPeer
+from voicetyped_testkit.media import RuntimePeer, SpeechPeer, media_gateway
 from voicetyped_testkit.processes import ServiceProcess, free_port, free_sip_port
 
 _rtp_base = iter(range(32000, 60000, 400))
@@ -58,25 +57,18 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[Any]:
         await runtime.server.start()
         sip, http = free_sip_port(), free_port()
         rtp = next(_rtp_base)
-        process = ServiceProcess(
-            "voicetyped_media",
-            {
-                **os.environ,
-                "VOICETYPED_SIP_HOST": "127.0.0.1",
-                "VOICETYPED_SIP_PORT": str(sip),
-                "VOICETYPED_RTP_HOST": "127.0.0.1",
+        process = media_gateway(
+            tmp_path / f"media-{sip}.log",
+            speech,
+            runtime,
+            sip,
+            http,
+            **{
                 "VOICETYPED_RTP_PORT_MIN": str(rtp),
                 "VOICETYPED_RTP_PORT_MAX": str(rtp + 399),
-                "VOICETYPED_HTTP_HOST": "127.0.0.1",
-                "VOICETYPED_HTTP_PORT": str(http),
-                "VOICETYPED_GRPC_HOST": "127.0.0.1",
-                "VOICETYPED_GRPC_PORT": str(free_port()),
-                "VOICETYPED_SPEECH_TARGET": speech.service_endpoint,
-                "VOICETYPED_RUNTIME_TARGET": runtime.endpoint,
                 "VOICETYPED_SHUTDOWN_GRACE_S": "10",
-                **env,
+                **env,  # a test's own settings win
             },
-            tmp_path / f"media-{sip}.log",
         )
         process.start()
         await process.wait_ready(http, 30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -25,7 +26,7 @@ import grpc
 import numpy as np
 from voicetyped.v1 import runtime_pb2, runtime_pb2_grpc, session_pb2, speech_pb2, speech_pb2_grpc
 
-from voicetyped_testkit.processes import free_sip_port
+from voicetyped_testkit.processes import ServiceProcess, free_port, free_sip_port
 
 
 @dataclass
@@ -236,6 +237,34 @@ class RuntimePeer(runtime_pb2_grpc.ConversationRuntimeServicer):
 
     def transfer(self, session_id: str, target: str) -> str:
         return self._send(session_id, transfer=session_pb2.Transfer(target_uri=target))
+
+
+def media_gateway(
+    log: Path,
+    speech: SpeechPeer,
+    runtime: RuntimePeer,
+    sip_port: int,
+    http_port: int,
+    **settings: str,
+) -> ServiceProcess:
+    """A media gateway process (``python -m voicetyped_media``, not started yet) on loopback:
+    SIP on ``sip_port``, HTTP (/readyz, /metrics, /v1/trunks) on ``http_port``, a gRPC port
+    of its own, calling ``speech`` (its service endpoint) and ``runtime``; output to ``log``;
+    ``settings``: more ``VOICETYPED_*`` variables (they win)."""
+    env = {
+        **os.environ,
+        "VOICETYPED_SIP_HOST": "127.0.0.1",
+        "VOICETYPED_SIP_PORT": str(sip_port),
+        "VOICETYPED_RTP_HOST": "127.0.0.1",
+        "VOICETYPED_HTTP_HOST": "127.0.0.1",
+        "VOICETYPED_HTTP_PORT": str(http_port),
+        "VOICETYPED_GRPC_HOST": "127.0.0.1",
+        "VOICETYPED_GRPC_PORT": str(free_port()),
+        "VOICETYPED_SPEECH_TARGET": speech.service_endpoint,
+        "VOICETYPED_RUNTIME_TARGET": runtime.endpoint,
+        **settings,
+    }
+    return ServiceProcess("voicetyped_media", env, log)
 
 
 # -- real SIP peers as processes ---------------------------------------------------------------
