@@ -4,19 +4,23 @@ Applying ``examples/order-status/`` creates every child with owner references; s
 land on the GPU pool; the VoiceDeployment turns Ready once its Deployments are available
 (KWOK marks the pods Running) and ``kubectl wait`` returns; Dialog edits reach the
 ConfigMap without rolling the runtime, an invalid edit is reported and the served version
-stays; missing Dialogs/Secrets stall it until they appear; drift is repaired; deleting it
-garbage-collects every child.
+stays; missing Dialogs/Secrets stall it until they appear; an expired or mismatched media TLS
+certificate stalls it with nothing rolled out until the Secret is fixed; drift is repaired;
+deleting it garbage-collects every child.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from voicetyped_testkit.pki import make_pki
 
 if TYPE_CHECKING:
     from tests.e2e.kube import Kube
@@ -348,6 +352,82 @@ def test_missing_secret_stalls_and_recovers_when_it_appears(
     s.wait_condition(kube, s.INTEGRATION, "shop", namespace, "Ready")
     reasons = {e["reason"] for e in s.events(kube, namespace, "order-status")}
     assert {"Recovered", "Ready"} <= reasons, reasons
+
+
+def _tls_secret(cert: Path, key: Path) -> dict[str, Any]:
+    """The media gateway's kubernetes.io/tls Secret ``sip-tls`` holding ``cert`` and ``key``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "sip-tls"},
+        "data": {
+            "tls.crt": base64.b64encode(cert.read_bytes()).decode(),
+            "tls.key": base64.b64encode(key.read_bytes()).decode(),
+        },
+    }
+
+
+def _stalled_saying(kube: Kube, namespace: str, text: str) -> dict[str, Any] | None:
+    found = s.get(kube, s.VD, "order-status", namespace)
+    stalled = s.condition(found, "Stalled") or {}
+    return found if stalled.get("status") == "True" and text in stalled.get("message", "") else None
+
+
+def test_an_invalid_tls_certificate_stalls_without_a_rollout_and_recovers_when_fixed(
+    kube: Kube, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    for name in ("secret", "dialog", "integration"):
+        kube.apply(_example(name), namespace)
+    kube.apply(_tls_secret(pki.expired.cert, pki.expired.key), namespace)
+    vd = _example("voicedeployment")
+    vd["spec"]["media"]["tls"] = {"secretRef": {"name": "sip-tls"}}
+    kube.apply(vd, namespace)
+    stalled = s.wait_condition(
+        kube, s.VD, "order-status", namespace, "Stalled", reason="InvalidTLSSecret"
+    )
+    message = s.condition(stalled, "Stalled")["message"]
+    assert message.startswith(
+        f"Secret {namespace}/sip-tls (spec.media.tls.secretRef): "
+        "certificate CN=expired.voicetyped.test expired on "
+    ), message
+    assert s.condition(stalled, "Ready")["status"] == "False"
+    assert "PRIVATE KEY" not in json.dumps(stalled["status"])
+    # Checked before anything is applied: no media Deployment carries the certificate.
+    assert kube.items("deployments", "-n", namespace) == []
+    s.wait_for(
+        "an InvalidTLSSecret Warning event",
+        lambda: any(
+            e["reason"] == "InvalidTLSSecret" and e.get("type") == "Warning"
+            for e in s.events(kube, namespace, "order-status")
+        ),
+    )
+
+    # A certificate with another certificate's key: still stalled, saying so.
+    kube.apply(_tls_secret(pki.server.cert, pki.client.key), namespace)
+    mismatched = s.wait_for(
+        "the mismatched key in the Stalled message",
+        lambda: _stalled_saying(
+            kube, namespace, "tls.key is not the key of certificate CN=server.voicetyped.test"
+        ),
+    )
+    assert s.condition(mismatched, "Stalled")["reason"] == "InvalidTLSSecret"
+    assert f"Secret {namespace}/sip-tls" in s.condition(mismatched, "Stalled")["message"]
+    assert kube.items("deployments", "-n", namespace) == []
+
+    # The renewed certificate: the retry finds it, and the media pods get it.
+    kube.apply(_tls_secret(pki.server.cert, pki.server.key), namespace)
+    recovered = s.wait_condition(kube, s.VD, "order-status", namespace, "Ready", timeout_s=120)
+    assert s.condition(recovered, "Stalled")["status"] == "False"
+    media = kube.get("deployment", "order-status-media", "-n", namespace)["spec"]["template"]
+    assert media["metadata"]["annotations"]["voicetyped.io/sip-tls-hash"]
+    volumes = {v["name"]: v for v in media["spec"]["volumes"]}
+    assert volumes["sip-tls"]["secret"]["secretName"] == "sip-tls"
+    s.wait_for(
+        "a Recovered event",
+        lambda: "Recovered" in {e["reason"] for e in s.events(kube, namespace, "order-status")},
+    )
 
 
 def test_missing_dialog_stalls_and_recovers_when_it_appears(
