@@ -6,24 +6,14 @@ exact issues a user sees.
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import pytest
 import yaml
 from voicetyped_specs.dialog import compiled as c
 from voicetyped_specs.dialog.cel import CelEnv, Expression, VarType
-from voicetyped_specs.dialog.compiled import CompiledDialog, DialogError, load_dialog, parse_yaml
-
-
-def load(text: str) -> CompiledDialog:
-    return load_dialog(parse_yaml(textwrap.dedent(text), "test.yaml"))
-
-
-def issues(text: str) -> list[str]:
-    with pytest.raises(DialogError) as info:
-        load(text)
-    return [str(i) for i in info.value.issues]
+from voicetyped_specs.dialog.compiled import DialogError, load_dialog
+from voicetyped_testkit.dialogs import issues, load
 
 
 def one_transition(vars_: dict[str, Any], **transition: Any) -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from voicetyped_specs.dialog.compiled import (
-    CompiledDialog,
     DialogError,
-    load_dialog,
     load_dialog_file,
     parse_yaml,
 )
+from voicetyped_testkit.dialogs import issues, load
 
 CEL_TOKENS = (
     "{'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, "
@@ -25,16 +23,6 @@ NO_WAY_OUT = (
     "no way out: neither its transitions nor a global transition lead to another state, hang "
     "up or transfer, and it is not terminal (add one, or `terminal: true`)"
 )
-
-
-def load(text: str) -> CompiledDialog:
-    return load_dialog(parse_yaml(textwrap.dedent(text), "test.yaml"))
-
-
-def issues(text: str) -> list[str]:
-    with pytest.raises(DialogError) as info:
-        load(text)
-    return [str(i) for i in info.value.issues]
 
 
 # ---- graph ------------------------------------------------------------------------
