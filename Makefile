@@ -35,6 +35,8 @@ export UV_CACHE_DIR ?= $(XDG_CACHE_HOME)/uv
 
 # Debian packages the test suites need (real peers, not mocks).
 APT_PACKAGES := redis-server sip-tester baresip libopus0 espeak-ng
+# The console and WebRTC tests drive a real headless browser (Playwright with this executable).
+APT_PACKAGES += chromium fonts-dejavu-core
 # The project's own container engine and image base (tests/e2e/cluster/engine.py, images.py):
 # Debian's docker.io, containerd and runc unless a dockerd is installed; debootstrap; gcc (pause).
 APT_PACKAGES += $(if $(wildcard /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd),,\
