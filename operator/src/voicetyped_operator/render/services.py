@@ -44,6 +44,7 @@ from voicetyped_operator.render.common import (
     field_env,
     secret_files,
 )
+from voicetyped_operator.render.console import add_console, add_webrtc
 from voicetyped_operator.render.sip_edge import add_sip_edge
 
 
@@ -106,6 +107,7 @@ def media_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> Po
             pod, "digest-users", ref.name, [KeyToPath(key=ref.key, path="users")], DIGEST_DIR
         )
     add_sip_edge(pod, media, deps.tls_hash)
+    add_webrtc(pod, spec)
     return pod
 
 
@@ -218,6 +220,7 @@ def runtime_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> 
         deps,
     )
     _store(owner, spec, 0, config, pod)
+    add_console(pod, spec)
     return pod
 
 
