@@ -5,8 +5,9 @@ land on the GPU pool; the VoiceDeployment turns Ready once its Deployments are a
 (KWOK marks the pods Running) and ``kubectl wait`` returns; Dialog edits reach the
 ConfigMap without rolling the runtime, an invalid edit is reported and the served version
 stays; missing Dialogs/Secrets stall it until they appear; an expired or mismatched media TLS
-certificate stalls it with nothing rolled out until the Secret is fixed; drift is repaired;
-deleting it garbage-collects every child.
+certificate stalls it with nothing rolled out until the Secret is fixed; the console and
+browser calling appear when enabled (the token only in its Secret) and go when disabled;
+drift is repaired; deleting it garbage-collects every child.
 """
 
 from __future__ import annotations
