@@ -3,9 +3,9 @@ Secrets it needs, and each trunk's TrunkRegistered condition from the media pods
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from voicetyped_operator import conditions, events, naming, trunks
+from voicetyped_operator import conditions, naming, trunks
 from voicetyped_operator.models.status import Condition
-from voicetyped_operator.reconcile import voicedeployment as vds
-from voicetyped_operator.settings import OperatorSettings
-from voicetyped_operator.state import OperatorState
 from voicetyped_operator.tls import check_ca_bundle, check_server_pair
 from voicetyped_testkit.pki import Issued, make_pki
 
@@ -78,37 +75,6 @@ def test_tls_pair_checks(tmp_path: Path) -> None:
     assert check_ca_bundle(b"not a cert", "ca.pem") == "ca.pem holds no PEM certificate"
 
 
-class FakeKube:
-    """What reconcile asks of the API: Dialogs, their ConfigMaps, Secrets; records writes."""
-
-    def __init__(self, secrets: dict[str, dict[str, bytes]]) -> None:
-        self.secrets = secrets
-        self.applied: list[Any] = []
-        self.statuses: list[dict[str, Any]] = []
-
-    async def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return {"metadata": {"name": name, "generation": 1}, "spec": {}}
-
-    async def get_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
-        mounts = "[]"
-        return {naming.CONTENT_HASH: "h1", naming.SECRET_MOUNTS: mounts}
-
-    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        found = self.secrets.get(name)
-        return None if found is None else set(found)
-
-    async def secret_values(self, namespace: str, name: str, keys: Any) -> dict[str, bytes] | None:
-        found = self.secrets.get(name)
-        return None if found is None else {k: found[k] for k in keys if k in found}
-
-    async def apply_all(self, objects: Any) -> list[Any]:
-        self.applied.extend(objects)
-        return []
-
-    async def patch_status(self, kind: str, namespace: str, name: str, status: Any) -> None:
-        self.statuses.append(dict(status))
-
-
 def _edge(vd_spec: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(vd_spec)
     spec["integrations"] = []
@@ -124,53 +90,31 @@ def _edge(vd_spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _reconcile(kube: FakeKube, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
-    posted: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(
-        events, "post", lambda ref, kind, reason, msg: posted.append((kind, reason, msg))
-    )
-    state = OperatorState(kube=kube, settings=OperatorSettings())  # type: ignore[arg-type]
-
-    async def run() -> BaseException | None:
-        try:
-            await vds.reconcile(
-                state, name="order-status", namespace="shop", uid="u1", generation=3,
-                spec=spec, status=None, retry=0,
-            )  # fmt: skip
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            return exc
-        return None
-
-    return asyncio.run(run()), posted
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == kind)
-    return found
-
-
 def test_an_expired_certificate_stalls_and_is_not_rolled_out(
-    vd_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vd_spec: dict[str, Any],
+    tmp_path: Path,
+    fake_kube: Callable[[dict[str, dict[str, bytes]]], Any],
+    reconcile_vd: Callable[[Any, dict[str, Any]], Any],
 ) -> None:
     pki = make_pki(tmp_path / "pki")
     cert, key = _read(pki.expired)
-    kube = FakeKube(
+    kube = fake_kube(
         {"sip-tls": {"tls.crt": cert, "tls.key": key}, "trunk-a": {"password": b"hunter2"}}
     )
-    error, posted = _reconcile(kube, _edge(vd_spec), monkeypatch)
+    error, posted = reconcile_vd(kube, _edge(vd_spec))
     assert isinstance(error, kopf.TemporaryError)  # recovers by itself when the Secret is fixed
     assert kube.applied == []  # nothing rolled out
-    stalled = _condition(kube.statuses[-1], "Stalled")
+    stalled = kube.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidTLSSecret")
     assert stalled["message"].startswith(
         "Secret shop/sip-tls (spec.media.tls.secretRef): certificate "
         "CN=expired.voicetyped.test expired on "
     )
-    assert _condition(kube.statuses[-1], "Ready")["status"] == "False"
+    assert kube.condition("Ready")["status"] == "False"
     assert posted[0][:2] == ("Warning", "InvalidTLSSecret")
     # A renewed Secret: rendered, the certificate's hash on the media pod template.
     kube.secrets["sip-tls"] = dict(zip(("tls.crt", "tls.key"), _read(pki.server), strict=True))
-    error, _ = _reconcile(kube, _edge(vd_spec), monkeypatch)
+    error, _ = reconcile_vd(kube, _edge(vd_spec))
     assert error is None
     (media,) = [
         o for o in kube.applied
@@ -194,18 +138,14 @@ def test_an_expired_certificate_stalls_and_is_not_rolled_out(
     ],
 )  # fmt: skip
 def test_a_missing_sip_edge_secret_is_named(
-    vd_spec: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
-    secrets: dict[str, dict[str, bytes]],
-    reason: str,
-    says: str,
+    vd_spec: dict[str, Any], stalled_by: StalledBy, secrets: Secrets, reason: str, says: str
 ) -> None:
-    kube = FakeKube(secrets)
-    error, _ = _reconcile(kube, _edge(vd_spec), monkeypatch)
-    assert isinstance(error, kopf.TemporaryError) and kube.applied == []
-    stalled = _condition(kube.statuses[-1], "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", reason)
-    assert stalled["message"] == says
+    stalled, _ = stalled_by(secrets, _edge(vd_spec))
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("True", reason, says)
+
+
+Secrets = dict[str, dict[str, bytes]]
+StalledBy = Callable[[Secrets, dict[str, Any]], tuple[dict[str, Any], list[Any]]]
 
 
 A_OK = {"name": "carrier-a", "registered": True, "registrar": "sip:reg1.a", "last_error": None}
@@ -278,15 +218,18 @@ def test_trunk_conditions_leave_the_others_alone() -> None:
 
 
 def test_a_reconcile_reports_trunks_unknown_until_the_pods_do(
-    vd_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vd_spec: dict[str, Any],
+    tmp_path: Path,
+    fake_kube: Callable[[dict[str, dict[str, bytes]]], Any],
+    reconcile_vd: Callable[[Any, dict[str, Any]], Any],
 ) -> None:
     pki = make_pki(tmp_path / "pki")
-    kube = FakeKube(
+    kube = fake_kube(
         {"sip-tls": dict(zip(("tls.crt", "tls.key"), _read(pki.server), strict=True)),
          "trunk-a": {"password": b"hunter2"}}
     )  # fmt: skip
-    error, _ = _reconcile(kube, _edge(vd_spec), monkeypatch)
+    error, _ = reconcile_vd(kube, _edge(vd_spec))
     assert error is None
-    trunk = _condition(kube.statuses[-1], "TrunkRegistered-carrier-a")
+    trunk = kube.condition("TrunkRegistered-carrier-a")
     assert (trunk["status"], trunk["reason"]) == ("Unknown", "NoReport")
-    assert _condition(kube.statuses[-1], "Stalled")["status"] == "False"
+    assert kube.condition("Stalled")["status"] == "False"

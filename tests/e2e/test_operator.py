@@ -5,8 +5,9 @@ land on the GPU pool; the VoiceDeployment turns Ready once its Deployments are a
 (KWOK marks the pods Running) and ``kubectl wait`` returns; Dialog edits reach the
 ConfigMap without rolling the runtime, an invalid edit is reported and the served version
 stays; missing Dialogs/Secrets stall it until they appear; an expired or mismatched media TLS
-certificate stalls it with nothing rolled out until the Secret is fixed; drift is repaired;
-deleting it garbage-collects every child.
+certificate stalls it with nothing rolled out until the Secret is fixed; the console and
+browser calling appear when enabled (the token only in its Secret) and go when disabled;
+drift is repaired; deleting it garbage-collects every child.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -520,6 +522,69 @@ def test_spec_changes_roll_out_and_prune(kube: Kube, namespace: str, operator: O
     assert "nodeSelector" not in speech["spec"]
     pods = kube.wait_running(namespace, "app.kubernetes.io/component=speech", 1)
     assert all(p["spec"]["nodeName"].startswith("kwok-cpu") for p in pods), pods
+
+
+def test_console_and_browser_calling_are_rendered_then_pruned(
+    kube: Kube, namespace: str, operator: Operator
+) -> None:
+    _apply_example(kube, namespace)
+    token = secrets.token_hex(32)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "voicetyped-console"},
+            "stringData": {"token": token},
+        },
+        namespace,
+    )
+    vd = _example("voicedeployment")
+    ref = {"name": "voicetyped-console", "key": "token"}
+    vd["spec"]["console"] = {"enabled": True, "tokenSecretRef": ref}
+    vd["spec"]["webrtc"] = {
+        "enabled": True,
+        "tokenSecretRef": ref,
+        "allowedSourceCIDRs": ["192.168.0.0/16"],
+    }
+    kube.apply(vd, namespace)
+    web = s.wait_for(
+        "the webrtc Service",
+        lambda: kube.find("service", "order-status-webrtc", "-n", namespace),
+    )
+    assert web["spec"]["ports"][0]["port"] == 8081 and web["spec"]["type"] == "ClusterIP"
+    ready = s.wait_condition(kube, s.VD, "order-status", namespace, "Ready", timeout_s=120)
+    assert ready["status"]["observedGeneration"] == 2
+    runtime = kube.get("deployment", "order-status-runtime", "-n", namespace)
+    env = {
+        e["name"]: e.get("value")
+        for e in runtime["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["VOICETYPED_CONSOLE__TOKEN_FILE"] == "/var/run/secrets/voicetyped/console/token"
+    # The token is in the Secret only: not in any child, the status or an event.
+    seen = json.dumps(
+        [kube.items(kind, "-n", namespace) for kind in ("deployments", "configmaps", "services")]
+        + [
+            kube.get(s.VD, "order-status", "-n", namespace),
+            s.events(kube, namespace, "order-status"),
+        ]
+    )
+    assert token not in seen
+    # Off again: the Service is pruned and the runtime's environment loses the console.
+    del vd["spec"]["console"], vd["spec"]["webrtc"]
+    kube.apply(vd, namespace)
+    s.wait_for(
+        "the webrtc Service to be pruned",
+        lambda: kube.find("service", "order-status-webrtc", "-n", namespace) is None,
+    )
+    s.wait_for(
+        "the runtime without the console",
+        lambda: (
+            "VOICETYPED_CONSOLE"
+            not in json.dumps(
+                kube.get("deployment", "order-status-runtime", "-n", namespace)["spec"]
+            )
+        ),
+    )
 
 
 def test_deleting_the_voice_deployment_removes_every_child(

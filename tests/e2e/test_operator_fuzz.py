@@ -194,6 +194,21 @@ CASES: list[Case] = [
     _vd("pull-secret-empty", put("imagePullSecrets", [""]), "spec.imagePullSecrets[0]"),
     _vd("integrations-huge", put("integrations", ["i" * 300]), "spec.integrations[0]"),
     _vd("log-level", put("runtime.logLevel", "verbose"), "spec.runtime.logLevel"),
+    _vd("console-no-token", put("console.enabled", True), "tokenSecretRef is required when"),
+    _vd("console-inline-token", put("console.token", "x"), 'unknown field "spec.console.token"'),
+    _vd("console-cidr", put("console.allowedSourceCIDRs", ["lan"]), "must be CIDRs"),
+    _vd(
+        "webrtc-no-token",
+        put("webrtc", {"enabled": True, "allowedSourceCIDRs": ["10.0.0.0/8"]}),
+        "tokenSecretRef is required when",
+    ),
+    _vd(
+        "webrtc-no-networks",
+        put("webrtc", {"enabled": True, "tokenSecretRef": {"name": "fuzz-secret", "key": "k"}}),
+        "list the browsers' networks",
+    ),
+    _vd("webrtc-dialog-unlisted", put("webrtc.dialog", "other"), "webrtc.dialog must be one of"),
+    _vd("webrtc-ttl", put("webrtc.tokenTtlSeconds", 5), "spec.webrtc.tokenTtlSeconds"),
     # ---- VoiceDeployment: stored, reported by the operator ----
     _vd(
         "missing-dialog", put("dialogs", ["nowhere"]), "nowhere", reason="DialogNotFound", **REPORT
@@ -234,6 +249,20 @@ CASES: list[Case] = [
         ),
         "no-redis",
         reason="SecretNotFound",
+        **REPORT,
+    ),
+    _vd(
+        "console-missing-secret",
+        put("console", {"enabled": True, "tokenSecretRef": {"name": "no-token", "key": "t"}}),
+        "(used by spec.console.tokenSecretRef) not found",
+        reason="SecretNotFound",
+        **REPORT,
+    ),
+    _vd(
+        "console-weak-token",  # fuzz-secret's k is "v"
+        put("console", {"enabled": True, "tokenSecretRef": {"name": "fuzz-secret", "key": "k"}}),
+        "(spec.console.tokenSecretRef) is no usable bearer token: it is shorter than 16",
+        reason="InvalidTokenSecret",
         **REPORT,
     ),
     _vd(

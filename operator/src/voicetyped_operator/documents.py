@@ -9,6 +9,7 @@ in place.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -188,12 +189,20 @@ def integration_config_map(
     )
 
 
+_INNER_PATH = re.compile(r"^([A-Za-z][\w\-]*(?:\[\d+\])*(?:\.[\w\-]+(?:\[\d+\])*)*): ")
+"""A model validator's message that starts with the path of the field it is about."""
+
+
 def pydantic_issues(exc: ValidationError, prefix: str) -> list[str]:
     """``spec.auth.secretRef.name: String should match pattern ...`` lines."""
     issues = []
     for err in exc.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
+        inner = _INNER_PATH.match(msg) if err["type"] == "value_error" else None
+        if inner is not None:  # "tokenSecretRef: required..." from a model's own check
+            loc = f"{loc}.{inner.group(1)}"
+            msg = msg[inner.end() :]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":

@@ -12,6 +12,9 @@ Outcomes, the kstatus way:
   the client CA unreadable): ``Stalled`` (InvalidTLSSecret) naming the Secret and the
   problem, nothing applied (the broken certificate is not rolled out), retried like a
   missing Secret so a fixed Secret recovers by itself;
+* the console's or browser calling's bearer token (``spec.console.tokenSecretRef``,
+  ``spec.webrtc.tokenSecretRef``) empty, short or not a token: ``Stalled``
+  (InvalidTokenSecret) naming the Secret, key and field, never the value; retried likewise;
 * a served Dialog in a language the speech model cannot recognise (tiny.en and a German
   Dialog): ``Stalled`` (LanguageNotSupported) saying to set ``spec.speech.modelName: base``;
 * a dependency still being processed: ``Reconciling`` (WaitingForDependencies), short retry;
@@ -55,6 +58,7 @@ from voicetyped_operator.render import (
     render,
 )
 from voicetyped_operator.render.common import HTTP_PORT
+from voicetyped_operator.render.console import token_problem, token_refs
 from voicetyped_operator.render.sip_edge import TLS_KEYS
 from voicetyped_operator.state import Key, OperatorState, Reconciled
 from voicetyped_operator.tls import check_ca_bundle, check_server_pair
@@ -402,6 +406,8 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
         needed.setdefault(ref.name, []).append((ref.key, "spec.media.digestAuth.secretRef"))
     for field, secret, key in sip_edge_secrets(spec):
         needed.setdefault(secret, []).append((key, field))
+    for field, ref in token_refs(spec):
+        needed.setdefault(ref.name, []).append((ref.key, field))
     redis = spec.runtime.store.redis if spec.runtime.store.type == "redis" else None
     if redis is not None:
         ref = redis.url_secret_ref
@@ -436,6 +442,7 @@ async def resolve(state: OperatorState, namespace: str, spec: VoiceDeploymentSpe
     if problems:
         raise DependencyError(problems)
     tls_hash = await _check_tls(state, namespace, spec)
+    await _check_tokens(state, namespace, spec)
     return Dependencies(dialogs=tuple(served_d), integrations=tuple(served_i), tls_hash=tls_hash)
 
 
@@ -491,6 +498,29 @@ async def _check_tls(state: OperatorState, namespace: str, spec: VoiceDeployment
     if problems:
         raise DependencyError(problems)
     return checked.digest
+
+
+async def _check_tokens(state: OperatorState, namespace: str, spec: VoiceDeploymentSpec) -> None:
+    """Each enabled bearer token is usable (the services would refuse or be guessable with an
+    empty or short one), or DependencyError naming the Secret, key and field, never the value."""
+    problems = []
+    for field, ref in token_refs(spec):
+        values = await state.kube.secret_values(namespace, ref.name, [ref.key])
+        if values is None:  # deleted since it was found: the next attempt says so
+            problems.append(Problem("SecretNotFound", f"Secret {namespace}/{ref.name} gone", True))
+            continue
+        problem = token_problem(values.get(ref.key, b""))
+        if problem:
+            problems.append(
+                Problem(
+                    "InvalidTokenSecret",
+                    f"Secret {namespace}/{ref.name} key {ref.key!r} ({field}) is no usable "
+                    f"bearer token: {problem}",
+                    stalled=True,
+                )
+            )
+    if problems:
+        raise DependencyError(problems)
 
 
 async def _document(

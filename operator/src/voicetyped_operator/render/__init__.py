@@ -18,8 +18,10 @@ Rollout rules:
   ``terminationGracePeriodSeconds`` covers both.
 
 One module per kind of object: ``services`` (each service's pod plan), ``deployment``,
-``service``, ``hpa``, ``redis``, ``network_policy``; ``common`` holds what they share and
-``voicedeployment`` puts them together.
+``service``, ``hpa``, ``redis``, ``network_policy``; ``sip_edge`` and ``console`` (the live
+call console and browser calling, when enabled: their environment, token file, the
+``<name>-webrtc`` Service and NetworkPolicy rules) add to the pod plans; ``common`` holds what
+they share and ``voicedeployment`` puts them together.
 """
 
 from voicetyped_operator.render.common import (

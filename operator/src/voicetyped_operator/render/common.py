@@ -13,8 +13,10 @@ from lightkube.models.core_v1 import (
     ContainerPort,
     EnvVar,
     EnvVarSource,
+    KeyToPath,
     ObjectFieldSelector,
     ResourceRequirements,
+    SecretVolumeSource,
     Sysctl,
     Toleration,
     Volume,
@@ -175,6 +177,17 @@ class PodPlan:
     host_network: bool = False
     sysctls: list[Sysctl] = field(default_factory=list)
     startup_failures: int = 30
+
+
+def secret_files(pod: PodPlan, volume: str, secret: str, items: list[KeyToPath], path: str) -> None:
+    """Keys of a Secret as read-only files in ``path`` (never environment variables)."""
+    pod.volumes.append(
+        Volume(
+            name=volume,
+            secret=SecretVolumeSource(secretName=secret, items=items, defaultMode=0o440),
+        )
+    )
+    pod.mounts.append(VolumeMount(name=volume, mountPath=path, readOnly=True))
 
 
 def image(settings: OperatorSettings, component: str, workload: Workload) -> str:

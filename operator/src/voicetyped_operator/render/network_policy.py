@@ -25,6 +25,7 @@ from voicetyped_operator.render.common import (
     Owner,
     object_meta,
 )
+from voicetyped_operator.render.console import console_rules, webrtc_rules
 
 
 def _from_components(owner: Owner, *components: str) -> list[NetworkPolicyPeer]:
@@ -102,6 +103,7 @@ def network_policies_for(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]
                 NetworkPolicyIngressRule(from_=callers, ports=[*signalling, rtp]),
                 *_metrics_rule(spec, HTTP_PORT["media"]),
                 *_trunk_status_rule(spec),
+                *webrtc_rules(spec),
             ],
         )
     ]
@@ -131,6 +133,7 @@ def network_policies_for(owner: Owner, spec: VoiceDeploymentSpec) -> list[Child]
             [
                 NetworkPolicyIngressRule(from_=media_peers, ports=grpc["runtime"]),
                 *_metrics_rule(spec, HTTP_PORT["runtime"]),
+                *console_rules(spec),
             ],
         )
     )

@@ -15,7 +15,6 @@ from lightkube.models.core_v1 import (
     KeyToPath,
     ProjectedVolumeSource,
     SecretKeySelector,
-    SecretVolumeSource,
     Sysctl,
     Volume,
     VolumeMount,
@@ -43,7 +42,9 @@ from voicetyped_operator.render.common import (
     Owner,
     PodPlan,
     field_env,
+    secret_files,
 )
+from voicetyped_operator.render.console import add_console, add_webrtc
 from voicetyped_operator.render.sip_edge import add_sip_edge
 
 
@@ -102,18 +103,11 @@ def media_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> Po
         ref = media.digest_auth.secret_ref
         config["digest_users_file"] = f"{DIGEST_DIR}/users"
         config["digest_realm"] = media.digest_auth.realm
-        pod.volumes.append(
-            Volume(
-                name="digest-users",
-                secret=SecretVolumeSource(
-                    secretName=ref.name,
-                    items=[KeyToPath(key=ref.key, path="users")],
-                    defaultMode=0o440,
-                ),
-            )
+        secret_files(
+            pod, "digest-users", ref.name, [KeyToPath(key=ref.key, path="users")], DIGEST_DIR
         )
-        pod.mounts.append(VolumeMount(name="digest-users", mountPath=DIGEST_DIR, readOnly=True))
     add_sip_edge(pod, media, deps.tls_hash)
+    add_webrtc(pod, spec)
     return pod
 
 
@@ -191,18 +185,12 @@ def _store(
     if redis.password_secret_ref is not None:
         ref = redis.password_secret_ref
         config["redis_password_file"] = f"{REDIS_PASSWORD_DIR}/password"
-        pod.volumes.append(
-            Volume(
-                name="redis-password",
-                secret=SecretVolumeSource(
-                    secretName=ref.name,
-                    items=[KeyToPath(key=ref.key, path="password")],
-                    defaultMode=0o440,
-                ),
-            )
-        )
-        pod.mounts.append(
-            VolumeMount(name="redis-password", mountPath=REDIS_PASSWORD_DIR, readOnly=True)
+        secret_files(
+            pod,
+            "redis-password",
+            ref.name,
+            [KeyToPath(key=ref.key, path="password")],
+            REDIS_PASSWORD_DIR,
         )
 
 
@@ -232,6 +220,7 @@ def runtime_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> 
         deps,
     )
     _store(owner, spec, 0, config, pod)
+    add_console(pod, spec)
     return pod
 
 
@@ -265,17 +254,12 @@ def integration_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies)
     pod.mounts.append(VolumeMount(name="integrations", mountPath=INTEGRATIONS_DIR, readOnly=True))
     for index, integration in enumerate(deps.integrations):
         for number, mount in enumerate(integration.mounts):
-            volume = f"secret-{index}-{number}"
-            pod.volumes.append(
-                Volume(
-                    name=volume,
-                    secret=SecretVolumeSource(
-                        secretName=mount.secret,
-                        items=[KeyToPath(key=k, path=k) for k in mount.keys],
-                        defaultMode=0o440,
-                    ),
-                )
+            secret_files(
+                pod,
+                f"secret-{index}-{number}",
+                mount.secret,
+                [KeyToPath(key=k, path=k) for k in mount.keys],
+                mount.path,
             )
-            pod.mounts.append(VolumeMount(name=volume, mountPath=mount.path, readOnly=True))
     _store(owner, spec, 1, config, pod)
     return pod

@@ -12,17 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightkube.models.core_v1 import (
-    ContainerPort,
-    KeyToPath,
-    SecretVolumeSource,
-    Volume,
-    VolumeMount,
-)
+from lightkube.models.core_v1 import ContainerPort, KeyToPath
 from voicetyped_specs.resources.voicedeployment import MediaSpec, Trunk
 
 from voicetyped_operator import naming
-from voicetyped_operator.render.common import SECRETS_DIR, PodPlan
+from voicetyped_operator.render.common import SECRETS_DIR, PodPlan, secret_files
 
 TLS_DIR = f"{SECRETS_DIR}/sip-tls"
 TLS_CLIENT_CA_DIR = f"{SECRETS_DIR}/sip-tls-client-ca"
@@ -100,18 +94,6 @@ def edge_settings(media: MediaSpec) -> dict[str, Any]:
     return config
 
 
-def _secret_volume(
-    pod: PodPlan, volume: str, secret: str, items: list[KeyToPath], path: str
-) -> None:
-    pod.volumes.append(
-        Volume(
-            name=volume,
-            secret=SecretVolumeSource(secretName=secret, items=items, defaultMode=0o440),
-        )
-    )
-    pod.mounts.append(VolumeMount(name=volume, mountPath=path, readOnly=True))
-
-
 def add_sip_edge(pod: PodPlan, media: MediaSpec, tls_hash: str) -> None:
     """Settings, Secret volumes and the TLS port of the media pod. ``tls_hash`` (the checked
     certificate's, :mod:`voicetyped_operator.tls`) on the pod template rolls the pods when the
@@ -119,7 +101,7 @@ def add_sip_edge(pod: PodPlan, media: MediaSpec, tls_hash: str) -> None:
     pod.config.update(edge_settings(media))
     tls = media.tls
     if tls is not None:
-        _secret_volume(
+        secret_files(
             pod,
             "sip-tls",
             tls.secret_ref.name,
@@ -128,7 +110,7 @@ def add_sip_edge(pod: PodPlan, media: MediaSpec, tls_hash: str) -> None:
         )
         ca = tls.client_ca_secret_ref
         if ca is not None:
-            _secret_volume(
+            secret_files(
                 pod,
                 "sip-tls-client-ca",
                 ca.name,
@@ -140,7 +122,7 @@ def add_sip_edge(pod: PodPlan, media: MediaSpec, tls_hash: str) -> None:
             pod.annotations[naming.TLS_HASH] = tls_hash
     for index, trunk in enumerate(media.trunks):
         ref = trunk.password_secret_ref
-        _secret_volume(
+        secret_files(
             pod,
             f"trunk-{index}",
             ref.name,

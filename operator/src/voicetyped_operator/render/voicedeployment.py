@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from lightkube.models.meta_v1 import LabelSelector
 from lightkube.models.policy_v1 import PodDisruptionBudgetSpec
-from lightkube.resources.core_v1 import ConfigMap, ServiceAccount
+from lightkube.resources.core_v1 import ConfigMap, Service, ServiceAccount
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from voicetyped_specs.resources.voicedeployment import (
     SERVICES,
@@ -24,6 +24,7 @@ from voicetyped_operator.render.common import (
     image,
     object_meta,
 )
+from voicetyped_operator.render.console import WEBRTC, webrtc_service
 from voicetyped_operator.render.deployment import deployment_for
 from voicetyped_operator.render.hpa import hpa_for
 from voicetyped_operator.render.network_policy import network_policies_for
@@ -59,6 +60,7 @@ def possible_children(owner: Owner) -> list[tuple[ChildKind, str]]:
     for component in (*SERVICES, REDIS):
         name = naming.child_name(owner.name, component)
         out.extend((kind, name) for kind in CHILD_KINDS)
+    out.append((Service, naming.child_name(owner.name, WEBRTC)))
     return out
 
 
@@ -78,6 +80,8 @@ def _service_children(
     )
     deployment = deployment_for(owner, spec, pod, settings, labels, naming.digest(config_text))
     children: list[Child] = [account, config_map, deployment, service_for(owner, spec, pod, labels)]
+    if component == "media" and spec.webrtc.enabled:
+        children.append(webrtc_service(owner, spec, labels))
     children.append(
         PodDisruptionBudget(
             metadata=object_meta(owner, name, labels),

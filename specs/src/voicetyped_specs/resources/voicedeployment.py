@@ -630,6 +630,87 @@ class NetworkPolicySpec(Spec):
     )
 
 
+TOKEN_REQUIRED = "required when enabled (a bearer token from a Secret)"
+
+
+class TokenAccess(Spec):
+    """A web page of a service, off by default, behind a bearer token from a Secret; and who
+    the NetworkPolicy lets reach its HTTP port besides ``kubectl port-forward`` (which
+    NetworkPolicies do not filter): the browsers' networks, an ingress controller's namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.enabled || has(self.tokenSecretRef)",
+                f"tokenSecretRef is {TOKEN_REQUIRED}",
+                ".tokenSecretRef",
+            ),
+            cel(
+                "self.allowedSourceCIDRs.all(c, isCIDR(c))",
+                "allowedSourceCIDRs entries must be CIDRs such as 10.0.0.0/8",
+                ".allowedSourceCIDRs",
+            ),
+        )
+    )
+
+    enabled: bool = Field(False, description="Serve it (off by default).")
+    token_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="The bearer token: a Secret key, mounted read-only as a file (never an "
+        "environment variable). Required when enabled.",
+    )
+    allowed_source_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        alias="allowedSourceCIDRs",
+        max_length=64,
+        description="Networks allowed to reach the HTTP port (NetworkPolicy).",
+    )
+    namespace_selector: dict[str, str] | None = Field(
+        None,
+        description="Namespaces (by labels) whose pods may reach the HTTP port, e.g. the ingress "
+        "controller's {kubernetes.io/metadata.name: ingress-nginx}; unset: none.",
+    )
+
+    @model_validator(mode="after")
+    def _token(self) -> TokenAccess:
+        if self.enabled and self.token_secret_ref is None:
+            raise ValueError(f"tokenSecretRef: {TOKEN_REQUIRED}")
+        return self
+
+
+class ConsoleSpec(TokenAccess):
+    """The live call console, read-only, on the runtime's HTTP port (``/console/``). Off by
+    default: it shows transcripts and caller numbers. Always behind a bearer token, also behind
+    an auth proxy (the proxy sends it): the runtime's HTTP port also serves its probes, so the
+    console cannot be bound to the pod's loopback instead."""
+
+    mask_caller_numbers: bool = Field(
+        True, description="Show caller numbers masked (last digits only)."
+    )
+
+
+class WebRtcSpec(TokenAccess):
+    """Browser calling through the media gateway: the call page on its HTTP port (``/call/``),
+    signalling at ``/v1/webrtc/``, media over ICE host candidates on the pod's address (UDP,
+    ephemeral ports, no TURN): browsers must reach the pod IP. Off by default."""
+
+    token_ttl_seconds: int = Field(
+        60, ge=10, le=3600, description="How long a browser call token stays valid."
+    )
+    dialog: str = Field(
+        "",
+        max_length=253,
+        description="Dialog for browser calls (one of spec.dialogs); empty: the media dialog.",
+    )
+    max_calls: int = Field(10, ge=1, le=100000, description="Browser calls at once per media pod.")
+
+
+WEBRTC_CIDRS = (
+    "list the browsers' networks when networkPolicy is enabled (their UDP media reaches the "
+    "media pods directly)"
+)
+
+
 class VoiceDeploymentSpec(Spec):
     """A voicetyped pipeline serving the given Dialogs with the given Integrations."""
 
@@ -654,6 +735,18 @@ class VoiceDeploymentSpec(Spec):
                 "self.media.trunks.all(t, !has(t.dialog) || t.dialog in self.dialogs)",
                 "media.trunks[].dialog must be one of spec.dialogs",
                 ".media.trunks",
+            ),
+            cel(
+                "!has(self.webrtc) || self.webrtc.dialog == '' "
+                "|| self.webrtc.dialog in self.dialogs",
+                "webrtc.dialog must be one of spec.dialogs",
+                ".webrtc.dialog",
+            ),
+            cel(
+                "!has(self.webrtc) || !self.webrtc.enabled || !self.networkPolicy.enabled "
+                "|| size(self.webrtc.allowedSourceCIDRs) > 0",
+                WEBRTC_CIDRS,
+                ".webrtc.allowedSourceCIDRs",
             ),
         )
     )
@@ -682,6 +775,16 @@ class VoiceDeploymentSpec(Spec):
     image_pull_secrets: list[ObjectName] = Field(
         default_factory=list, max_length=16, description="Secrets for pulling the images."
     )
+    console: ConsoleSpec = Field(
+        default_factory=ConsoleSpec,
+        description="The live call console on the runtime's HTTP port (/console/), read-only, "
+        "behind a bearer token; off by default (docs/console-in-cluster.md).",
+    )
+    webrtc: WebRtcSpec = Field(
+        default_factory=WebRtcSpec,
+        description="Browser calling on the media gateway's HTTP port (/call/, Service "
+        "<name>-webrtc); media over UDP to the pod's address; off by default.",
+    )
 
     @model_validator(mode="after")
     def _dialogs(self) -> VoiceDeploymentSpec:
@@ -700,6 +803,11 @@ class VoiceDeploymentSpec(Spec):
                 raise ValueError(
                     f"media.trunks[{i}].dialog: {trunk.dialog!r} is not in spec.dialogs"
                 )
+        webrtc = self.webrtc
+        if webrtc.dialog and webrtc.dialog not in self.dialogs:
+            raise ValueError(f"webrtc.dialog: {webrtc.dialog!r} is not in spec.dialogs")
+        if webrtc.enabled and self.network_policy.enabled and not webrtc.allowed_source_cidrs:
+            raise ValueError(f"webrtc.allowedSourceCIDRs: {WEBRTC_CIDRS}")
         return self
 
     def default_dialog(self) -> str:
