@@ -192,6 +192,11 @@ class Stack:
                 copied.append(dest)
         return copied
 
+    @property
+    def browser_calls(self) -> str:
+        """The call page (WebRTC into the dialog), served by the media gateway."""
+        return f"http://127.0.0.1:{self.ports['media'].http}/call/"
+
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service].grpc}"
 
@@ -223,6 +228,8 @@ class Stack:
                 "VOICETYPED_SPEECH_TARGET": self.target("speech"),
                 "VOICETYPED_RUNTIME_TARGET": self.target("runtime"),
                 "VOICETYPED_DIALOG": c.dialog,
+                # Browser calls (the page at /call/): loopback only, so minting tokens is open.
+                "VOICETYPED_WEBRTC__ENABLED": "true",
             },
         }
         out = {}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from aiortc import RTCRtpSender
 from voicetyped.v1 import runtime_pb2
 from voicetyped_testkit.processes import eventually
@@ -35,7 +34,9 @@ def base(gw: Any) -> str:
     return f"http://127.0.0.1:{gw.http_port}"
 
 
-async def post(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+async def post(
+    url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     return await asyncio.to_thread(http_json, "POST", url, body, headers)
 
 
@@ -56,21 +57,22 @@ async def test_a_browser_call_goes_through_the_same_pipeline(start_gateway: Any)
         assert record.started.caller.caller_id == "webrtc:127.0.0.1"
         assert record.started.dialog == "order-status"
         (stream,) = await gw.speech.wait_stream()
-        assert stream.playback_rate == 48000 and record.started.speech_endpoint
+        assert stream.playback_rate == 16000 and record.started.speech_endpoint
 
         # Up: what the caller says reaches the speech stream, 16 kHz, loud while said.
         peer.say(tone(16000, 0.6))
         await peer.said()
         loud = await eventually(
-            lambda: sum(np.abs(np.frombuffer(c.pcm, "<i2")).max() > 3000 for c in stream.chunks)
-            >= 20,
+            lambda: (
+                sum(np.abs(np.frombuffer(c.pcm, "<i2")).max() > 3000 for c in stream.chunks) >= 20
+            ),
             5,
             "the caller's tone at the speech gateway",
         )
         assert loud
         # Down: the bot's audio reaches the browser.
         sent = asyncio.get_running_loop().time()
-        gw.speech.play(peer.session_id, "prompt-1", tone(48000, 0.5, 330))
+        gw.speech.play(peer.session_id, "prompt-1", tone(16000, 0.5, 330))
         await eventually(lambda: peer.first_loud_after(0), 5, "the prompt at the browser")
         assert asyncio.get_running_loop().time() - sent < 2
         # Keys from the page's keypad (the data channel) to the runtime.
@@ -118,6 +120,9 @@ async def test_the_browser_hanging_up_ends_the_call(start_gateway: Any) -> None:
         await peer.close()
 
 
+OPUS_ATTRIBUTES = ("rtpmap", "fmtp", "rtcp-fb")
+
+
 def pcmu_only(sdp: str) -> str:
     """The offer with Opus taken out of its audio m-line (PCMU left)."""
     lines = sdp.splitlines()
@@ -127,7 +132,7 @@ def pcmu_only(sdp: str) -> str:
         if line.startswith("m=audio"):
             head, formats = line.split()[:3], line.split()[3:]
             line = " ".join(head + [f for f in formats if f not in opus])
-        elif any(line.startswith(f"a={a}:{pt} ") for a in ("rtpmap", "fmtp", "rtcp-fb") for pt in opus):
+        elif any(line.startswith(f"a={a}:{pt} ") for a in OPUS_ATTRIBUTES for pt in opus):
             continue
         kept.append(line)
     return "\r\n".join(kept) + "\r\n"
@@ -138,7 +143,7 @@ def fake_codec_only(sdp: str) -> str:
     out = []
     for line in sdp.splitlines():
         if line.startswith("m=audio"):
-            line = " ".join(line.split()[:3] + ["120"])
+            line = " ".join([*line.split()[:3], "120"])
         elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
             continue
         out.append(line)

@@ -52,7 +52,7 @@ def test_spent_tokens_are_forgotten_once_expired() -> None:
 
 
 def test_enabled_on_a_non_loopback_port_needs_a_token_file(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="webrtc.token_file is required"):
+    with pytest.raises(ValidationError, match=r"webrtc\.token_file is required"):
         MediaSettings(http_host="0.0.0.0", webrtc={"enabled": True})
     secret = tmp_path / "token"
     secret.write_text("x")

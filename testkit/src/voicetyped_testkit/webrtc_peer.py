@@ -26,8 +26,10 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+
+from voicetyped_testkit.processes import eventually
 
 RATE = 48_000
 FRAME = 960
@@ -61,6 +63,8 @@ class Mouth(MediaStreamTrack):
         self._pts = 0
         self.stopped_at: float | None = None
         """Wall time (time.time()) the last frame of what was said went out."""
+        self.done = asyncio.Event()
+        """Set while nothing is left to say."""
 
     def say(self, pcm16k: bytes) -> None:
         samples = np.frombuffer(pcm16k, dtype="<i2")
@@ -70,6 +74,7 @@ class Mouth(MediaStreamTrack):
         for i in range(0, len(raw), step):
             self._pending.append(raw[i : i + step].ljust(step, b"\0"))
         self.stopped_at = None
+        self.done.clear()
 
     @property
     def speaking(self) -> bool:
@@ -88,6 +93,7 @@ class Mouth(MediaStreamTrack):
             pcm = self._pending.popleft()
             if not self._pending:
                 self.stopped_at = time.time() + FRAME / RATE
+                self.done.set()
         else:
             pcm = bytes(FRAME * 2)
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
@@ -113,6 +119,7 @@ class WebRtcPeer:
     mouth: Mouth = field(default_factory=Mouth)
     heard: list[Heard] = field(default_factory=list)
     session_id: str = ""
+    dtmf: RTCDataChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def offer(self) -> str:
@@ -154,22 +161,27 @@ class WebRtcPeer:
         await self.connected()
 
     async def connected(self, timeout_s: float = 15.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while self.pc.connectionState != "connected":
-                await asyncio.sleep(0.05)
-            while self.dtmf.readyState != "open":
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: (
+                self.pc.connectionState == "connected"
+                and self.dtmf is not None
+                and self.dtmf.readyState == "open"
+            ),
+            timeout_s,
+            "the call connected (ICE, DTLS, the dtmf data channel)",
+        )
 
     def say(self, pcm16k: bytes) -> None:
         self.mouth.say(pcm16k)
 
     async def said(self) -> float:
         """Once what was said has all gone out: the wall time its last frame went."""
-        while self.mouth.speaking or self.mouth.stopped_at is None:
-            await asyncio.sleep(0.02)
+        await self.mouth.done.wait()
+        assert self.mouth.stopped_at is not None
         return self.mouth.stopped_at
 
     def press(self, digit: str) -> None:
+        assert self.dtmf is not None, "no call placed"
         self.dtmf.send(digit)
 
     def first_loud_after(self, since: float) -> float | None:

@@ -17,7 +17,6 @@ clock, as for SIP) into :class:`.outbound.OutboundTrack`. Keys: digits on the da
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.stats import RTCTransportStats
 from opentelemetry import trace
 from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
@@ -51,6 +51,11 @@ ENDED = runtime_pb2.CallEnded
 Reason: TypeAlias = runtime_pb2.CallEnded.Reason.ValueType
 CONNECT_TIMEOUT_S = 20.0
 """From the answer to ICE and DTLS connected; beyond, the call is ended (FAILED, 408)."""
+LIVENESS_POLL_S = 2.0
+GONE_AFTER_SILENT_S = 10.0
+"""DTLS closed after this long without a packet from the browser: it went away (ICE consent
+expires after 6 unanswered checks 4-6 s apart), not hung up (a close_notify comes right
+after its last packet; a browser sends RTCP every second or so while a call is up)."""
 UPLINK_RATE = 16_000
 REANCHOR_MS = 200
 """Caller audio arriving this much later than its sample count says (the page sent nothing
@@ -91,6 +96,7 @@ class WebRtcCall:
         self.span: trace.Span | None = None
         self.trace: tracing.Context | None = None
         self.connected = asyncio.Event()
+        self._last_heard = time.monotonic()
         self.ended = False
         self.end_reason = ""
         self._started = time.monotonic()
@@ -127,7 +133,8 @@ class WebRtcCall:
         )
         try:
             await self.speech.open()
-        except SpeechUnavailable:
+        except SpeechUnavailable as exc:
+            log.warning("no speech stream; refusing the browser call", error=str(exc))
             self.services.metrics.refused.labels("speech_unavailable").inc()
             await self.end(ENDED.REASON_FAILED, 503)
             raise
@@ -157,9 +164,32 @@ class WebRtcCall:
             if state == "connected" and not self.connected.is_set():
                 self.connected.set()
                 self._start_runtime()
-            elif state in ("failed", "closed") and not self.ended:
-                reason = ENDED.REASON_FAILED if state == "failed" else ENDED.REASON_CALLER_HANGUP
-                self._spawn(self.end(reason, 408 if state == "failed" else 200))
+                self._spawn(self._watch_liveness())
+            elif state == "failed" and not self.ended:
+                self._spawn(self.end(ENDED.REASON_FAILED, 408))
+            elif state == "closed" and not self.ended:
+                self._spawn(self._peer_closed())
+
+    async def _peer_closed(self) -> None:
+        """DTLS closed under us: the page closed the connection (its close_notify: the caller
+        hung up), or the browser went away and ICE consent expired (it had sent nothing for
+        half a minute)."""
+        silent_s = time.monotonic() - self._last_heard
+        if silent_s > GONE_AFTER_SILENT_S:
+            log.info("browser gone (ICE consent expired)", silent_s=round(silent_s, 1))
+            await self.end(ENDED.REASON_FAILED, 408)
+        else:
+            await self.end(ENDED.REASON_CALLER_HANGUP, 200)
+
+    async def _watch_liveness(self) -> None:
+        """Note when the browser last sent anything (media, RTCP, data channel)."""
+        received = -1
+        while not self.ended:
+            for stats in (await self.pc.getStats()).values():
+                if isinstance(stats, RTCTransportStats) and stats.packetsReceived != received:
+                    received = stats.packetsReceived
+                    self._last_heard = time.monotonic()
+            await asyncio.sleep(LIVENESS_POLL_S)
 
     def _start_runtime(self) -> None:
         """ICE and DTLS are up: the bot may speak now (its first words are not lost)."""
@@ -232,7 +262,7 @@ class WebRtcCall:
             log.info("data channel ignored", label=channel.label)
             return
 
-        @channel.on("message")  # type: ignore[untyped-decorator]
+        @channel.on("message")
         def on_message(message: str | bytes) -> None:
             digit = message.decode(errors="replace") if isinstance(message, bytes) else message
             if digit not in DIGITS:

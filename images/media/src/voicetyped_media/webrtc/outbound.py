@@ -3,7 +3,7 @@
 The call's :class:`~voicetyped_media.rtp.pacer.Playout` (the same one SIP calls use: 20 ms
 frames, barge-in flush, playout drain before a hangup, the first-frame span) hands each tick's
 frame here instead of to an RTP stream; aiortc's sender takes it from a bounded queue, encodes
-it as Opus and sends it (SRTP). Between prompts the clock sends silence, so the browser's
+it as Opus (48 kHz) and sends it (SRTP). Between prompts the clock sends silence, so the browser's
 stream never stalls. If aiortc stops taking frames (ICE not connected yet), the oldest go.
 """
 
@@ -18,15 +18,17 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-RATE = 48_000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+RATE = 16_000
+"""The bot's audio as the speech gateway synthesises it (its playback rates are 8 and 16 kHz);
+aiortc's Opus encoder takes it to 48 kHz."""
+FRAME_SAMPLES = 320  # 20 ms
 MAX_QUEUED_FRAMES = 10  # 200 ms: beyond, the oldest frames are dropped
 TIME_BASE = fractions.Fraction(1, RATE)
 
 
 @dataclass(frozen=True)
 class Pcm48k:
-    """The playout's view of the track's "codec": 20 ms of 48 kHz s16 mono PCM per frame."""
+    """The playout's view of the track's "codec": 20 ms of 16 kHz s16 mono PCM per frame."""
 
     frame_samples: int = FRAME_SAMPLES
 

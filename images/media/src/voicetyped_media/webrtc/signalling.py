@@ -138,8 +138,7 @@ class WebRtcIngress:
             offer = CallOffer.model_validate_json(await request.read())
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
             )
             return _error(400, f"malformed call request: {problems}")
         try:
