@@ -52,7 +52,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 def microphone_wav(voices: Voices, path: Path) -> Path:
     """What the browser's microphone says: the order number (Piper), 16 kHz mono."""
-    pcm = voices._piper(NUMBER)
+    pcm = np.frombuffer(voices.speak_16k(NUMBER), dtype="<i2")
     silence = np.zeros(RATE // 2, dtype=np.int16)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)

@@ -220,7 +220,11 @@ class Stack:
                 "VOICETYPED_STORE_URL": store,
                 "VOICETYPED_INTEGRATION_TARGET": self.target("integration"),
             },
-            "speech": {"VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir)},
+            "speech": {
+                "VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir),
+                # G.711 calls play at 8 kHz; browser (and Opus SIP) calls at 16 kHz.
+                "VOICETYPED_TTS__WARMUP_RATES": "[8000, 16000]",
+            },
             "media": {
                 "VOICETYPED_SIP_HOST": "127.0.0.1",
                 "VOICETYPED_SIP_PORT": str(self.sip_port),

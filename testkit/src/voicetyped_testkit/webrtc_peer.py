@@ -184,6 +184,11 @@ class WebRtcPeer:
         assert self.dtmf is not None, "no call placed"
         self.dtmf.send(digit)
 
+    @property
+    def hung_up(self) -> bool:
+        """The gateway closed the call (a bot hangup)."""
+        return bool(self.pc.connectionState in ("closed", "failed"))
+
     def first_loud_after(self, since: float) -> float | None:
         return next((h.at for h in self.heard if h.loud and h.at > since), None)
 
