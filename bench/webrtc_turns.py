@@ -24,12 +24,19 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import Listen, ListenStep, Say, Step
-from voicetyped_dev.caller.stages import COMPLETE, load_spans, session_trace, turn_stages
+from voicetyped_dev.caller.stages import (
+    COMPLETE,
+    await_stages,
+    load_spans,
+    session_trace,
+    turn_stages,
+)
 from voicetyped_dev.stack import Stack, StackConfig
 from voicetyped_testkit.processes import eventually
 from voicetyped_testkit.stats import pct
@@ -56,20 +63,25 @@ async def webrtc_call(stack: Stack, voices: Voices) -> list[dict[str, Any]]:
         for text, pcm in zip(SAID, speech, strict=True):
             peer.say(pcm)
             stopped = await peer.said()
-            heard = await eventually(lambda: peer.first_loud_after(stopped), 20, "a reply")
+            heard = await eventually(partial(peer.first_loud_after, stopped), 20, "a reply")
             timed.append((text, stopped, heard))
-            await eventually(
-                lambda: peer.quiet_after(heard, REPLY_DONE_S) or peer.hung_up, 30, "its end"
-            )
+            await eventually(partial(reply_over, peer, heard), 30, "its end")
     finally:
         await peer.close()
     out = []
     for text, stopped, heard in timed:
         stages = await eventually(
-            lambda: _stages(stack, peer.session_id, stopped, heard), 10, "the turn's spans"
+            partial(_stages, stack, peer.session_id, stopped, heard),
+            10,
+            "the turn's spans",
         )
         out.append({"caller": text, "latency_s": heard - stopped, "stages": stages})
     return out
+
+
+def reply_over(peer: WebRtcPeer, began: float) -> bool:
+    """The bot's reply that began at ``began`` is over (or the bot hung up)."""
+    return peer.quiet_after(began, REPLY_DONE_S) is not None or peer.hung_up
 
 
 def _stages(stack: Stack, session_id: str, stopped: float, heard: float) -> dict[str, float] | None:
@@ -79,12 +91,8 @@ def _stages(stack: Stack, session_id: str, stopped: float, heard: float) -> dict
 
 
 async def sip_call(stack: Stack, voices: Voices) -> list[dict[str, Any]]:
-    from voicetyped_dev.caller.stages import await_stages
-
     steps: list[Step] = [ListenStep(listen=Listen()), *(Say(say=text) for text in SAID)]
-    log = await run_call(
-        f"sip:bot@127.0.0.1:{stack.sip_port}", steps, voices, transcribe=False
-    )
+    log = await run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", steps, voices, transcribe=False)
     await await_stages(log, stack.trace_dir)
     return [
         {"caller": t.caller, "latency_s": t.latency_s, "stages": t.stages or {}}
