@@ -118,6 +118,21 @@ async def test_the_browser_hanging_up_ends_the_call(start_gateway: Any) -> None:
         assert (status, body) == (404, {"error": "no such call"})
     finally:
         await peer.close()
+    # A page that just closes its peer connection (DTLS close_notify) hangs up at once too.
+    closing = WebRtcPeer()
+    try:
+        await closing.call(base(gw))
+        record = (await gw.runtime.wait_call(count=2))[-1]
+        assert record.session_id == closing.session_id
+    finally:
+        await closing.close()
+    (ended,) = await record.wait_for("ended", timeout_s=5)
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    await eventually(
+        lambda: metric(gw, "voicetyped_media_calls_ended_total", 'reason="caller_hangup"') == 2,
+        5,
+        "both calls counted as hung up by the caller",
+    )
 
 
 OPUS_ATTRIBUTES = ("rtpmap", "fmtp", "rtcp-fb")
