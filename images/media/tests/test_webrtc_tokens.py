@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,43 @@ def test_enabled_on_a_non_loopback_port_needs_a_token_file(tmp_path: Path) -> No
     assert settings.webrtc_dialog() == "main"
     assert MediaSettings(http_host="127.0.0.1", webrtc={"enabled": True}).webrtc.token_ttl_s == 60
     assert MediaSettings(webrtc={"dialog": "web"}).webrtc_dialog() == "web"
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        (
+            {"VOICETYPED_HTTP_HOST": "0.0.0.0"},
+            "webrtc.token_file is required",
+        ),
+        (
+            {"VOICETYPED_WEBRTC__TOKEN_FILE": "/nonexistent/webrtc-token"},
+            "webrtc.token_file /nonexistent/webrtc-token: No such file or directory",
+        ),
+        ({"VOICETYPED_WEBRTC__TOKEN_FILE": "EMPTY"}, "is empty"),
+    ],
+)
+def test_the_gateway_refuses_to_start_without_a_usable_token(
+    env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    if env.get("VOICETYPED_WEBRTC__TOKEN_FILE") == "EMPTY":
+        env = {**env, "VOICETYPED_WEBRTC__TOKEN_FILE": str(empty)}
+    done = subprocess.run(
+        [sys.executable, "-m", "voicetyped_media"],
+        env={
+            **os.environ,
+            "VOICETYPED_HTTP_HOST": "127.0.0.1",
+            "VOICETYPED_HTTP_PORT": "0",
+            "VOICETYPED_GRPC_PORT": "0",
+            "VOICETYPED_SIP_PORT": "0",
+            "VOICETYPED_WEBRTC__ENABLED": "true",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert said in done.stderr, done.stderr[-2000:]

@@ -25,6 +25,7 @@ from typing import Literal
 from aiohttp import web
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from voicetyped.service.config import ConfigError
 from voicetyped.service.logs import get_logger
 from voicetyped.v1 import runtime_pb2
 
@@ -40,6 +41,20 @@ log = get_logger("voicetyped.media.webrtc")
 ENDED = runtime_pb2.CallEnded
 PAGE_FILES = {"": "index.html", "call.js": "call.js"}
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript"}
+
+
+def read_access_token(path: Path | None) -> str | None:
+    """The access token (None: no file); a missing, unreadable or empty file stops the start
+    with one line naming it (never its content)."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"webrtc.token_file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"webrtc.token_file {path} is empty")
+    return token
 
 
 class CallOffer(BaseModel):
@@ -61,11 +76,8 @@ class WebRtcIngress:
         w = settings.webrtc
         self.settings = settings
         self.metrics = metrics
-        access = w.token_file.read_text().strip() if w.token_file is not None else None
-        if access is not None and not access:
-            raise ValueError(f"webrtc.token_file {w.token_file} is empty")
-        self._access = access
-        self.tokens = CallTokens(derive_key(access), w.token_ttl_s)
+        self._access = read_access_token(w.token_file)
+        self.tokens = CallTokens(derive_key(self._access), w.token_ttl_s)
         self.calls: dict[str, WebRtcCall] = {}
         self._setting_up = 0
         self.services: Services | None = None
