@@ -127,6 +127,7 @@ bench: install system-deps
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/media_tls_srtp.py --out bench/results/media_tls_srtp.json
 	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/webrtc_turns.py --out bench/results/webrtc_turns.json
 	$(PY) bench/sip_flood.py --out bench/results/sip_flood.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json
 	$(PY) bench/barge_in.py --out bench/results/barge_in.json

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 from voicetyped_specs.dialog.spoken import spoken_digits
@@ -24,6 +27,14 @@ def test_voicetyped_up_then_call_then_ctrl_c(tmp_path: Path) -> None:
     sip_port = free_sip_port()
     with VoicetypedUp(["--sip-port", str(sip_port)], REPO, env) as up:
         assert "already prepared" in up.output, up.output
+        # The call page for browser calls (WebRTC), served by the media gateway.
+        deadline = time.monotonic() + 10  # the line after "voicetyped is up"
+        while "/call/" not in up.output and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page = re.search(r"browser calls: (http://127\.0\.0\.1:\d+/call/)", up.output)
+        assert page is not None, up.output[-3000:]
+        with urllib.request.urlopen(page.group(1), timeout=5) as reply:
+            assert b"Call this dialog" in reply.read()
         call = subprocess.run(
             [
                 *VOICETYPED,

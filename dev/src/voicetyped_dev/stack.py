@@ -192,6 +192,11 @@ class Stack:
                 copied.append(dest)
         return copied
 
+    @property
+    def browser_calls(self) -> str:
+        """The call page (WebRTC into the dialog), served by the media gateway."""
+        return f"http://127.0.0.1:{self.ports['media'].http}/call/"
+
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service].grpc}"
 
@@ -215,7 +220,11 @@ class Stack:
                 "VOICETYPED_STORE_URL": store,
                 "VOICETYPED_INTEGRATION_TARGET": self.target("integration"),
             },
-            "speech": {"VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir)},
+            "speech": {
+                "VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir),
+                # G.711 calls play at 8 kHz; browser (and Opus SIP) calls at 16 kHz.
+                "VOICETYPED_TTS__WARMUP_RATES": "[8000, 16000]",
+            },
             "media": {
                 "VOICETYPED_SIP_HOST": "127.0.0.1",
                 "VOICETYPED_SIP_PORT": str(self.sip_port),
@@ -223,6 +232,8 @@ class Stack:
                 "VOICETYPED_SPEECH_TARGET": self.target("speech"),
                 "VOICETYPED_RUNTIME_TARGET": self.target("runtime"),
                 "VOICETYPED_DIALOG": c.dialog,
+                # Browser calls (the page at /call/): loopback only, so minting tokens is open.
+                "VOICETYPED_WEBRTC__ENABLED": "true",
             },
         }
         out = {}

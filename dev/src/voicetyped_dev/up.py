@@ -179,6 +179,7 @@ async def _run(config: StackConfig) -> int:
         f"call [bold]{record.target}[/bold] (e.g. `{call}`); runtime admin "
         f"{record.runtime_admin}; logs and traces in {escape(str(stack.run_dir))}; Ctrl-C stops."
     )
+    out.print(f"  browser calls: {stack.browser_calls}")
     watch = asyncio.ensure_future(_watch(stack))
     try:
         await asyncio.wait(

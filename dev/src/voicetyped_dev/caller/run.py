@@ -87,6 +87,12 @@ class Voices:
         with self._lock:
             return self._speak_8k(text)
 
+    def speak_16k(self, text: str) -> bytes:
+        """``text`` as 16 kHz s16le without the silence around it (a browser's microphone,
+        a WebRTC caller; blocking: Piper)."""
+        with self._lock:
+            return trim(self._speaker(text)).tobytes()
+
     def _piper(self, text: str) -> np.ndarray[Any, np.dtype[np.int16]]:
         from piper import SynthesisConfig
         from voicetyped_speech.models.verify import synthesize_16k

@@ -119,9 +119,17 @@ def turn_stages(
 
 def call_trace(spans: list[Span], call_id: str) -> str | None:
     """The trace of the call with SIP Call-ID ``call_id`` (the media gateway's root span)."""
+    return _root_trace(spans, "sip.call_id", call_id)
+
+
+def session_trace(spans: list[Span], session_id: str) -> str | None:
+    """The trace of the call with this session id (a browser call's ``webrtc-...``)."""
+    return _root_trace(spans, "session_id", session_id)
+
+
+def _root_trace(spans: list[Span], attribute: str, value: str) -> str | None:
     root = next(
-        (s for s in spans if s.name == "call" and s.attributes.get("sip.call_id") == call_id),
-        None,
+        (s for s in spans if s.name == "call" and s.attributes.get(attribute) == value), None
     )
     return root.trace_id if root is not None else None
 

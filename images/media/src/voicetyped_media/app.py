@@ -35,6 +35,7 @@ from voicetyped_media.sip.transport import (
 )
 from voicetyped_media.sip.trunks import Sender, TrunkClient, Trunks
 from voicetyped_media.sip.validate import Problem
+from voicetyped_media.webrtc.signalling import WebRtcIngress
 
 SERVICE_NAME = "media"
 
@@ -79,8 +80,12 @@ class MediaGateway:
         self._answering: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set whenever no call is in progress
         self._idle.set()
+        self.webrtc = WebRtcIngress(settings, self.metrics) if settings.webrtc.enabled else None
         self.metrics.capacity.set(settings.max_calls)
-        self.metrics.track(lambda: len(self.calls), lambda: self.pacer.stats.late_ticks)
+        self.metrics.track(
+            lambda: len(self.calls) + (len(self.webrtc.calls) if self.webrtc else 0),
+            lambda: self.pacer.stats.late_ticks,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -129,6 +134,8 @@ class MediaGateway:
         await self._start_sip(transports)
         self._pacer_task = asyncio.create_task(self.pacer.run(), name="playout-clock")
         self._start_trunks()
+        if self.webrtc is not None:
+            self.webrtc.start(self.services)
         log.info(
             "SIP listening",
             sip_port=self.sip_port,
@@ -187,6 +194,7 @@ class MediaGateway:
         log.info("draining", calls=len(self.calls))
         # Unregister first (beside the calls' drain): the carrier stops sending calls here.
         trunks = asyncio.create_task(self.trunks.stop(min(remaining_s / 2, 5.0)))
+        browser = asyncio.create_task(self.webrtc.drain(remaining_s) if self.webrtc else _noop())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(remaining_s - 1.0, 0.0)):
                 await self._idle.wait()
@@ -197,6 +205,7 @@ class MediaGateway:
                 return_exceptions=True,
             )
         await trunks
+        await browser
 
     async def _hang_up(self, call: MediaCall) -> None:
         await call.hang_up()
@@ -204,6 +213,8 @@ class MediaGateway:
 
     async def stop(self) -> None:
         await self.trunks.stop(1.0)  # (after a drain there is nothing left to unregister)
+        if self.webrtc is not None:
+            await self.webrtc.stop()
         for call in list(self.calls.values()):
             await call.end(ENDED.REASON_FAILED, 503)
         if self._pacer_task is not None:
@@ -340,8 +351,15 @@ class MediaGateway:
         return await self.sip.send_in_dialog(call, method, headers, body)
 
 
+async def _noop() -> None:
+    return None
+
+
 def build_app(settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -> ServiceApp:
     gateway = MediaGateway(settings, registry)
+    routes = gateway.trunks.routes(settings.admin_token_file)
+    if gateway.webrtc is not None:
+        routes += gateway.webrtc.routes()
     return ServiceApp(
         name=SERVICE_NAME,
         settings=settings,
@@ -349,7 +367,7 @@ def build_app(settings: MediaSettings, registry: CollectorRegistry = REGISTRY) -
         on_startup=[gateway.start],
         on_drain=[gateway.drain],
         on_shutdown=[gateway.stop],
-        http_routes=gateway.trunks.routes(settings.admin_token_file),
+        http_routes=routes,
         # RTP is thousands of datagrams a second: libuv's loop handles them for ~17 % less CPU
         # per call than asyncio's selector loop (bench/media.py measures both in one run).
         loop_factory=uvloop.new_event_loop if settings.event_loop == "uvloop" else None,

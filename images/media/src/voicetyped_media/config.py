@@ -55,6 +55,28 @@ class SipRateLimit(BaseModel):
     )
 
 
+class WebRtcSettings(BaseModel):
+    """Browser calls over WebRTC (``VOICETYPED_WEBRTC__*``; the guide is
+    docs/browser-calling.md): the page at ``/call/`` and the signalling under ``/v1/webrtc/``
+    on the media gateway's HTTP port."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = Field(False, description="Serve the call page and WebRTC signalling.")
+    token_file: Path | None = Field(
+        None,
+        description="Bearer token (Secret mount) needed to mint call tokens; the call tokens' "
+        "HMAC key is derived from it (every replica accepts them). Required when enabled and "
+        "http_host is not loopback; None (loopback only): minting is open.",
+    )
+    token_ttl_s: int = Field(60, ge=5, le=3600, description="A call token's lifetime.")
+    dialog: str = Field("", description="Dialog for browser calls; empty: the `dialog` setting.")
+    max_calls: int = Field(20, ge=1, description="Browser calls at once; beyond: 503.")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 class MediaSettings(ServiceSettings):
     # Distinct default ports let all four services run side by side on one machine.
     http_port: int = Field(8081, ge=0, le=65535)
@@ -159,6 +181,7 @@ class MediaSettings(ServiceSettings):
     admin_token_file: Path | None = Field(
         None, description="Bearer token (Secret mount) required by GET /v1/trunks; None: open."
     )
+    webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
 
     @model_validator(mode="after")
     def _ports(self) -> MediaSettings:
@@ -178,7 +201,18 @@ class MediaSettings(ServiceSettings):
                 raise ValueError(
                     f"trunks.{i}.transport: {trunk.transport} is not in sip_transports"
                 )
+        w = self.webrtc
+        if w.enabled and w.token_file is None and self.http_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "webrtc.enabled with http_host "
+                f"{self.http_host!r} (not loopback): webrtc.token_file is required, or anyone "
+                "who reaches the port could place calls"
+            )
         return self
+
+    def webrtc_dialog(self) -> str:
+        """The dialog browser calls go to."""
+        return self.webrtc.dialog or self.dialog
 
     def srtp_for(self, dialog: str) -> SrtpPolicy:
         """The SRTP policy of calls routed to ``dialog``."""

@@ -20,6 +20,8 @@ SOURCE = {
     "rfc4733": runtime_pb2.DtmfReceived.SOURCE_RFC4733,
     "sip_info": runtime_pb2.DtmfReceived.SOURCE_SIP_INFO,
     "inband": runtime_pb2.DtmfReceived.SOURCE_INBAND,
+    # A browser call's keypad (digits on its data channel): no value of its own in the API.
+    "webrtc": runtime_pb2.DtmfReceived.SOURCE_UNSPECIFIED,
 }
 
 

@@ -55,10 +55,6 @@ tracer = tracing.tracer("voicetyped.media")
 ENDED = runtime_pb2.CallEnded
 Reason: TypeAlias = runtime_pb2.CallEnded.Reason.ValueType
 MAX_HELD_PLAYBACK_FRAMES = 1500  # 30 s of bot audio kept while the caller holds
-MAX_PLAYOUT_WAIT_S = 10.0  # the longest a BYE or REFER waits for queued audio to go out
-# After the last packet of a prompt, before BYE/REFER: the caller's jitter buffer still holds
-# up to a few frames, which a phone drops when the BYE arrives right behind them.
-PLAYOUT_TAIL_S = 0.2
 
 
 def session_id_for(call: IncomingCall) -> str:
@@ -298,16 +294,12 @@ class MediaCall:
             await self._transfer.start(command)
 
     async def _let_playout_finish(self) -> None:
-        """The caller hears the end of the last prompt: the speech gateway reports a prompt
-        played once it has handed its audio over, and part of it is still queued here
-        (more when this process runs late). Bounded: a BYE is never held up for long."""
+        """The caller hears the end of the last prompt (:meth:`Playout.let_finish`)."""
         if self.playout is None:
             return
         queued_s = self.playout.queued_frames * FRAME_S
-        if not await self.playout.drain(min(queued_s + 1.0, MAX_PLAYOUT_WAIT_S)):
+        if not await self.playout.let_finish():
             log.warning("playout not finished before leaving the call", queued_s=queued_s)
-        elif queued_s > 0:
-            await asyncio.sleep(PLAYOUT_TAIL_S)
 
     # -- ending ------------------------------------------------------------------------------
 

@@ -24,10 +24,35 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from voicetyped_media.rtp.stream import MediaStream
+from typing import Protocol
 
 FRAME_S = 0.020
+MAX_PLAYOUT_WAIT_S = 10.0  # the longest a hangup or transfer waits for queued audio to go out
+# After the last packet of a prompt, before BYE/REFER: the caller's jitter buffer still holds
+# up to a few frames, which a phone drops when the BYE arrives right behind them.
+PLAYOUT_TAIL_S = 0.2
+
+
+class FrameCodec(Protocol):
+    @property
+    def frame_samples(self) -> int: ...
+
+    def silence(self) -> bytes: ...
+
+
+class FrameSink(Protocol):
+    """Where a playout's frames go: a call's RTP stream
+    (:class:`~voicetyped_media.rtp.stream.MediaStream`), or a browser call's outbound track
+    (:class:`~voicetyped_media.webrtc.outbound.OutboundTrack`)."""
+
+    @property
+    def codec(self) -> FrameCodec: ...
+
+    def send_pcm(self, pcm: bytes) -> None: ...
+
+    def send_payload(self, payload: bytes) -> None: ...
+
+    def skip_frame(self) -> None: ...
 
 
 @dataclass
@@ -44,7 +69,7 @@ class Playout:
 
     def __init__(
         self,
-        stream: MediaStream,
+        stream: FrameSink,
         on_played: Callable[[str], None] | None = None,
         on_started: Callable[[str], None] | None = None,
     ) -> None:
@@ -76,6 +101,18 @@ class Playout:
                 await self._empty.wait()
         except TimeoutError:
             return False
+        return True
+
+    async def let_finish(self) -> bool:
+        """The caller hears the end of the last prompt: the speech gateway reports a prompt
+        played once it has handed its audio over, and part of it is still queued here (more
+        when this process runs late). Bounded: a hangup is never held up for long. False: it
+        did not finish in time."""
+        queued_s = self.queued_frames * FRAME_S
+        if not await self.drain(min(queued_s + 1.0, MAX_PLAYOUT_WAIT_S)):
+            return False
+        if queued_s > 0:
+            await asyncio.sleep(PLAYOUT_TAIL_S)
         return True
 
     def add(self, request_id: str, pcm: bytes, last: bool) -> None:
