@@ -134,6 +134,7 @@ def up(
         store_url=store,
         dialog=dialog_name if dialog_name is not None else ("" if dialogs else "order-status"),
         prepare_models=prepare,
+        console=True,
         # Files an Integration names (its API key) are relative to where the services run:
         # the checkout for the example ones (./examples/backend/demo-api-key), else here.
         cwd=Path.cwd() if integrations else examples.parent.resolve(),
@@ -179,6 +180,7 @@ async def _run(config: StackConfig) -> int:
         f"call [bold]{record.target}[/bold] (e.g. `{call}`); runtime admin "
         f"{record.runtime_admin}; logs and traces in {escape(str(stack.run_dir))}; Ctrl-C stops."
     )
+    out.print(f"console: {stack.console_url}", highlight=False)
     watch = asyncio.ensure_future(_watch(stack))
     try:
         await asyncio.wait(
