@@ -3,8 +3,10 @@
 The same stages ``voicetyped call`` prints (voicetyped_dev.caller.stages), measured here from
 what reaches the runtime instead of from trace spans:
 
-- ``end_of_speech``: the transcript's end of speech -> the VAD's end (both call time, from the
-  speech gateway: its hangover);
+- ``end_of_speech``: the caller's last speech (the VAD end's call time) -> the VAD end reached
+  the runtime (its hangover). Call time is the speech gateway's clock: its offset to ours is
+  learnt from the playback events it stamps with the call time of sending (finished,
+  cancelled), the least delayed one;
 - ``final``: the VAD end arrived -> the final transcript arrived;
 - ``decision``: the transcript (or key) arrived -> the engine stepped, the state was saved and
   the effects were sent;
@@ -39,9 +41,17 @@ class _Reply:
 @dataclass
 class TurnClock:
     utterances: OrderedDict[str, _Utterance] = field(default_factory=OrderedDict)
-    finals: OrderedDict[str, tuple[int, int, int | None]] = field(default_factory=OrderedDict)
-    """utterance id -> (transcript end_ms, arrival ns, VAD end arrival ns)."""
+    finals: OrderedDict[str, tuple[int, int | None]] = field(default_factory=OrderedDict)
+    """utterance id -> (arrival ns, VAD end arrival ns)."""
     replies: OrderedDict[str, _Reply] = field(default_factory=OrderedDict)
+    offset_ms: float | None = None
+    """Our wall clock minus the speech gateway's call time (ms), when known."""
+
+    def call_time_sample(self, at_ms: int, now_ns: int) -> None:
+        """An update stamped with the call time it was sent at arrived at ``now_ns``."""
+        offset = now_ns / 1e6 - at_ms
+        if self.offset_ms is None or offset < self.offset_ms:
+            self.offset_ms = offset
 
     @staticmethod
     def _bound(d: OrderedDict[str, Any]) -> None:
@@ -52,9 +62,9 @@ class TurnClock:
         self.utterances[utterance_id] = _Utterance(at_ms, now_ns)
         self._bound(self.utterances)
 
-    def final(self, utterance_id: str, end_ms: int, now_ns: int) -> None:
+    def final(self, utterance_id: str, now_ns: int) -> None:
         u = self.utterances.get(utterance_id)
-        self.finals[utterance_id] = (end_ms, now_ns, None if u is None else u.vad_end_ns)
+        self.finals[utterance_id] = (now_ns, None if u is None else u.vad_end_ns)
         self._bound(self.finals)
 
     def decided(
@@ -73,10 +83,11 @@ class TurnClock:
         if utterance_id is not None:
             u = self.utterances.get(utterance_id)
             final = self.finals.get(utterance_id)
-            if u is not None and final is not None and u.vad_end_at_ms is not None:
-                stages["end_of_speech"] = max(u.vad_end_at_ms - final[0], 0)
-            if final is not None and final[2] is not None:
-                stages["final"] = max(final[1] - final[2], 0) / 1e6
+            if u is not None and u.vad_end_ns is not None and self.offset_ms is not None:
+                declared = u.vad_end_ns / 1e6 - self.offset_ms  # in call time
+                stages["end_of_speech"] = max(declared - (u.vad_end_at_ms or 0), 0)
+            if final is not None and final[1] is not None:
+                stages["final"] = max(final[0] - final[1], 0) / 1e6
         stages["decision"] = max(sent_ns - arrived_ns, 0) / 1e6
         self.replies[speak_ids[0]] = _Reply(stages, sent_ns, trigger)
         self._bound(self.replies)

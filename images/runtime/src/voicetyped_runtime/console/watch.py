@@ -147,7 +147,7 @@ class CallWatch:
             t = update.transcript
             final = t.kind == speech_pb2.TranscriptEvent.KIND_FINAL
             if final:
-                self.clock.final(t.utterance_id, t.speech.timing.end_ms, now)
+                self.clock.final(t.utterance_id, now)
             self.feed.publish(
                 "transcript",
                 utterance_id=t.utterance_id,
@@ -185,6 +185,7 @@ class CallWatch:
                     self.feed.publish("turn", trigger=trigger, stages=dict(stages))
             else:
                 self._prompts.pop(p.request_id, None)
+                self.clock.call_time_sample(p.at_ms, now)
 
     # -- helpers --
 

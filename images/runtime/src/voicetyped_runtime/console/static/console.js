@@ -148,8 +148,9 @@ function showSummary(call) {
   const note = $("call-note");
   note.hidden = !call.note;
   note.textContent = call.note ? `This call ${call.note}.` : "";
-  if (selected && selected.graph) highlight(call.state);
+  // A live call's graph follows its steps (the event stream); an ended one its summary.
   if (call.data === "dropped") clearCallData();
+  if (selected && selected.graph && call.status !== "live") highlight(call.state);
 }
 
 function clearCallData() {
