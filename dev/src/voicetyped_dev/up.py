@@ -9,6 +9,9 @@ Dialogs and integrations are the YAML you would ``kubectl apply`` (plain documen
 phone at ``sip:bot@127.0.0.1:<sip port>``: ``voicetyped call`` finds the stack it dials (its
 traces, runtime and backend) by that port, or with ``--run-dir``.
 
+The runtime's live call console is on (loopback only, no token): ``up`` prints its address,
+``http://127.0.0.1:<runtime http port>/console/`` (docs/console.md).
+
 Before anything starts, the dialogs and integrations are validated, every ``call_hook`` must
 name a loaded Integration and operation, and ``--dialog-name`` a loaded dialog (with more
 than one dialog loaded it is required); otherwise ``up`` names the problems and exits 2.
