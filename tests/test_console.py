@@ -20,7 +20,7 @@ import yaml
 from playwright.async_api import Page
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import load_script
-from voicetyped_dev.caller.stages import call_trace, load_spans
+from voicetyped_dev.caller.stages import decided_states
 from voicetyped_dev.stack import Stack, StackConfig
 from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_testkit.browser import chromium
@@ -63,17 +63,6 @@ async def shoot(page: Page, tmp_path: Path, name: str) -> str:
         shutil.copy(path, REPO / "docs" / "images" / path.name)
     assert path.stat().st_size > 10_000  # a real render, not an empty page
     return await page.inner_text("body")
-
-
-def decided_states(stack: Stack, call_id: str) -> list[str]:
-    """The states the runtime moved to (its runtime.decision spans), in order."""
-    spans = load_spans(stack.trace_dir)
-    trace_id = call_trace(spans, call_id)
-    return [
-        s.attributes["state_to"]
-        for s in spans
-        if s.trace_id == trace_id and s.name == "runtime.decision"
-    ]
 
 
 async def final_texts(page: Page) -> list[str]:
@@ -135,7 +124,9 @@ async def test_the_console_follows_a_call_live(stack: Stack, tmp_path: Path) -> 
                 call.cancel()
         assert not log.failures, log.failures
         path = await eventually(
-            lambda: (got := decided_states(stack, log.call_id))[-1:] == ["goodbye"] and got,
+            lambda: (
+                (got := decided_states(stack.trace_dir, log.call_id))[-1:] == ["goodbye"] and got
+            ),
             10,
             "the runtime's decision spans",
         )

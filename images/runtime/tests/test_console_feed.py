@@ -20,12 +20,10 @@ from voicetyped_runtime.console.feed import (
     mask,
 )
 from voicetyped_runtime.console.watch import CallWatch
-from voicetyped_runtime.dialogs import prepare
 from voicetyped_runtime.store.sqlite import SqliteStore
-from voicetyped_specs.dialog.compiled import load_dialog, parse_yaml
 from voicetyped_testkit.processes import eventually
 
-from images.runtime.tests.test_call_isolation import Ports, _state
+from images.runtime.tests.test_transcripts_ephemeral import order_status_actor
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dialogs" / "order-status.yaml"
 WORDS = "my order number is four eight two one three"
@@ -75,26 +73,33 @@ def test_masking_keeps_the_last_two_characters() -> None:
 async def run_watched_call(
     tmp_path: Path, feeds: CallFeeds, **settings: Any
 ) -> tuple[CallActor, SqliteStore, CallWatch]:
-    document = parse_yaml(EXAMPLE.read_text())
-    document["settings"] = {**document["settings"], **settings}
-    version = prepare(load_dialog(document), "test")
-    store = SqliteStore(tmp_path / "sessions.db")
-    await store.open()
-    state = _state(version, "call-1")
-    watch = CallWatch(feeds, state, version.content_hash, mask_callers=True)
-    ports = Ports(order="48213")
-    actor = CallActor(state, version, ports, store, watch=watch)
-    ports.actor = actor
+    store, actor, ports = await order_status_actor(tmp_path, feeds, **settings)
+    watch = actor.watch
+    assert watch is not None
     task = actor.start(resume=False)
     await eventually(lambda: ports.spoken, 10, "the greeting")
     # What the speech gateway would send: VAD start/end, the final, the greeting playing.
     speech = watch.speech
     # The greeting finished at call time 2400 ms (the gateway's clock, learnt from this)...
-    done = speech_pb2.PlaybackEvent(kind=2, request_id="call-1:p1", at_ms=2400)
+    done = speech_pb2.PlaybackEvent(
+        kind=speech_pb2.PlaybackEvent.KIND_FINISHED, request_id="call-1:p1", at_ms=2400
+    )
     speech(speech_pb2.SpeechUpdate(playback=done))
     # ...and the caller had stopped speaking at 2100 ms: the VAD end arrives now (300 ms on).
-    speech(speech_pb2.SpeechUpdate(vad=speech_pb2.VadEvent(kind=1, utterance_id="u1", at_ms=900)))
-    speech(speech_pb2.SpeechUpdate(vad=speech_pb2.VadEvent(kind=2, utterance_id="u1", at_ms=2100)))
+    speech(
+        speech_pb2.SpeechUpdate(
+            vad=speech_pb2.VadEvent(
+                kind=speech_pb2.VadEvent.KIND_SPEECH_START, utterance_id="u1", at_ms=900
+            )
+        )
+    )
+    speech(
+        speech_pb2.SpeechUpdate(
+            vad=speech_pb2.VadEvent(
+                kind=speech_pb2.VadEvent.KIND_SPEECH_END, utterance_id="u1", at_ms=2100
+            )
+        )
+    )
     final = speech_pb2.TranscriptEvent(
         kind=speech_pb2.TranscriptEvent.KIND_FINAL, utterance_id="u1"
     )
@@ -108,7 +113,9 @@ async def run_watched_call(
     replies = [
         x for x in watch.feed.events if x["kind"] == "prompt" and "look up" in str(x["text"])
     ]
-    started = speech_pb2.PlaybackEvent(kind=1, request_id=str(replies[0]["request_id"]))
+    started = speech_pb2.PlaybackEvent(
+        kind=speech_pb2.PlaybackEvent.KIND_STARTED, request_id=str(replies[0]["request_id"])
+    )
     speech(speech_pb2.SpeechUpdate(playback=started))
     actor.post(e.CallerHangup())
     await asyncio.wait_for(task, 20)
@@ -158,7 +165,7 @@ async def test_the_feed_records_what_the_console_shows(tmp_path: Path) -> None:
         (n, edge) for n in ("max_duration", "no_input") for edge in ("armed", "cleared")
     }
     (turn,) = [x for x in events if x["kind"] == "turn"]
-    stages = turn["stages"]
+    stages: Any = turn["stages"]
     assert isinstance(stages, dict)
     assert 300 <= stages["end_of_speech"] < 350, stages  # 2400 - 2100 call ms, and our delay
     assert set(stages) == {"end_of_speech", "final", "decision", "tts"}

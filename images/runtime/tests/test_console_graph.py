@@ -55,8 +55,8 @@ def check_layout(graph: dict[str, Any], dialog: CompiledDialog) -> None:
     boxes = [(n["x"], n["y"]) for n in nodes.values()]
     assert len(set(boxes)) == len(boxes), "two states drawn on one spot"
     for n in nodes.values():
-        assert 0 <= n["x"] and n["x"] + NODE_W <= graph["width"]
-        assert 0 <= n["y"] and n["y"] + NODE_H <= graph["height"]
+        assert n["x"] >= 0 and n["x"] + NODE_W <= graph["width"]
+        assert n["y"] >= 0 and n["y"] + NODE_H <= graph["height"]
     paths = [t.path for s in dialog.states.values() for t in s.transitions]
     paths += [t.path for t in dialog.global_transitions if t.target]
     assert sorted(e["id"] for e in graph["edges"]) == sorted(paths)
@@ -72,7 +72,7 @@ def test_example_dialogs(path: Path) -> None:
 
 def test_order_status_edges_say_event_and_condition() -> None:
     dialog = load_dialog_file(next(p for p in EXAMPLES if p.stem == "order-status"))
-    graph = dialog_graph(dialog)
+    graph: dict[str, Any] = dialog_graph(dialog)
     edges = {e["id"]: e for e in graph["edges"]}
     first = edges["states.greet.transitions[0]"]
     assert (first["from"], first["to"], first["event"]) == ("greet", "lookup", "speech")
@@ -92,7 +92,7 @@ def test_order_status_edges_say_event_and_condition() -> None:
 
 def test_global_transitions_timers_and_self_loops() -> None:
     dialog = load(UNUSUAL)
-    graph = dialog_graph(dialog)
+    graph: dict[str, Any] = dialog_graph(dialog)
     check_layout(graph, dialog)
     edges = {e["id"]: e for e in graph["edges"]}
     nudge = edges["states.menu.transitions[0]"]  # no target: stays, a self-loop

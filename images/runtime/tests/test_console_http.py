@@ -98,8 +98,10 @@ async def test_the_data_needs_the_token_the_page_does_not(console: Console) -> N
     async with httpx.AsyncClient(base_url=console.url, timeout=5) as http:
         page = await http.get("/console/")
         assert page.status_code == 200 and "live calls" in page.text  # no data in it
-        assert (await http.get("/console/console.js")).headers["content-type"].startswith(
-            "text/javascript"
+        assert (
+            (await http.get("/console/console.js"))
+            .headers["content-type"]
+            .startswith("text/javascript")
         )
         for path in ("/v1/console/calls", "/v1/console/calls/call-here/events"):
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
