@@ -192,3 +192,29 @@ async def test_an_archived_call_is_dropped_when_its_retention_passes(tmp_path: P
     assert feed is not None and not feed.has_data and list(feed.events) == []
     assert feed.summary["note"] == EXPIRED_NOTE
     await store.close()
+
+
+def test_a_call_handed_over_to_another_replica_leaves_the_list() -> None:
+    feeds = CallFeeds()
+    feed = feeds.open(summary())
+    stream = feed.subscribe()
+    listing = feeds.subscribe_list()
+    feeds.forget("call-1")
+    assert feeds.get("call-1") is None and feeds.summaries() == []
+    assert [stream.queue.get_nowait() for _ in range(2)] == [{"kind": "closed"}, None]
+    assert listing.queue.get_nowait() == {"kind": "removed", "session_id": "call-1"}
+
+
+async def test_partials_then_the_final_of_an_utterance(tmp_path: Path) -> None:
+    feeds = CallFeeds()
+    store, actor, _ = await order_status_actor(tmp_path, feeds, partials=True)
+    assert actor.watch is not None
+    for kind, text in (("KIND_PARTIAL", "my order"), ("KIND_FINAL", "my order is late")):
+        t = speech_pb2.TranscriptEvent(
+            kind=speech_pb2.TranscriptEvent.Kind.Value(kind), utterance_id="u7"
+        )
+        t.speech.transcript = text
+        actor.watch.speech(speech_pb2.SpeechUpdate(transcript=t))
+    said = [(x["utterance_id"], x["text"], x["final"]) for x in actor.watch.feed.events]
+    assert said == [("u7", "my order", False), ("u7", "my order is late", True)]
+    await store.close()

@@ -18,6 +18,7 @@ from voicetyped_runtime.grpc_service import register
 from voicetyped_runtime.store.factory import store_from_url
 
 SERVICE_NAME = "runtime"
+CONSOLE_PRUNE_S = 30.0
 
 log = get_logger("voicetyped.runtime")
 
@@ -43,6 +44,13 @@ def build_app(settings: RuntimeSettings) -> ServiceApp:
             except OSError as exc:
                 log.error("dialog directory unreadable", error=str(exc))
 
+    async def prune_console() -> None:
+        """Forget archived calls' console events once their retention passes, read or not."""
+        assert feeds is not None
+        while True:
+            await asyncio.sleep(CONSOLE_PRUNE_S)
+            feeds.prune()
+
     async def startup() -> None:
         await store.open()
         if settings.dialogs_dir is not None:
@@ -50,6 +58,8 @@ def build_app(settings: RuntimeSettings) -> ServiceApp:
             background.append(asyncio.create_task(watch_dialogs()))
         await calls.resume_all()
         background.append(asyncio.create_task(calls.run_lease_renewal()))
+        if feeds is not None:
+            background.append(asyncio.create_task(prune_console()))
 
     async def drain(remaining_s: float) -> None:
         await calls.drain(remaining_s)
