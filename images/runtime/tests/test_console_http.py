@@ -25,6 +25,7 @@ from voicetyped_runtime.console.watch import CallWatch
 from voicetyped_runtime.dialogs import DialogRegistry
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.sqlite import SqliteStore
+from voicetyped_testkit.browser import chromium
 from voicetyped_testkit.processes import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dialogs" / "order-status.yaml"
@@ -213,3 +214,32 @@ def test_a_console_beyond_loopback_needs_a_token(
     monkeypatch.setenv("VOICETYPED_CONSOLE__RECENT_CALLS", "7")
     console = RuntimeSettings.load().console
     assert (console.mask_callers, console.recent_calls) == (True, 7)
+
+
+async def test_the_page_asks_for_the_token_and_follows_the_call_with_it(console: Console) -> None:
+    """A real headless Chromium: no token, the page asks for one; with it, the list and the
+    call's event stream (fetch() with the Authorization header) work, callers masked."""
+    sent: list[str] = []
+    async with chromium() as browser:
+        page = await browser.new_page()
+        page.on("request", lambda r: sent.append(r.url))
+        await page.goto(console.url + "/console/")
+        await page.locator("#login").wait_for(state="visible")
+        await page.fill("#token", "wrong")
+        await page.click("#login button")
+        await page.wait_for_function(
+            "document.getElementById('login-error').textContent.includes('refused')"
+        )
+        await page.fill("#token", TOKEN)
+        await page.click("#login button")
+        row = page.locator('#calls tr[data-session="call-here"]')
+        await row.wait_for()
+        assert await row.locator(".caller").inner_text() == "•••56"
+        await row.click()
+        console.watch.feed.publish("dtmf", digit="7")  # live, after the page opened the call
+        await page.locator("#conversation li.key").wait_for()
+        assert await page.locator("#conversation li.key .text").inner_text() == "7"
+        assert "•••54" in await page.inner_text("#elsewhere")
+        body = await page.inner_text("body")
+    assert CALLER[3:] not in body and OTHER_CALLER[3:] not in body
+    assert not [url for url in sent if TOKEN in url]  # never in an address

@@ -382,15 +382,19 @@ function route() {
   if (match) openCall(decodeURIComponent(match[1]));
 }
 
+let timers = false;
+
 function start() {
   $("login").hidden = true;
   $("main").hidden = false;
   followList();
   refreshElsewhere();
+  route();
+  if (timers) return; // a second start (after a refused token) reuses them
+  timers = true;
   setInterval(refreshElsewhere, 5000);
   setInterval(() => { document.querySelectorAll("#calls td.duration").forEach((td, i) => {
     const call = [...calls.values()][i]; if (call) td.textContent = duration(call); }); }, 1000);
-  route();
 }
 
 $("login").addEventListener("submit", (ev) => {
