@@ -15,7 +15,7 @@ import pytest
 from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import WALL_OFFSET, CallLog, Turn, load_script
-from voicetyped_dev.caller.stages import await_stages, call_trace, load_spans
+from voicetyped_dev.caller.stages import await_stages, call_trace, decided_states, load_spans
 from voicetyped_dev.stack import SERVICES, Stack, StackConfig
 from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_testkit.processes import eventually
@@ -69,16 +69,6 @@ def spans_report(stack: Stack, log: CallLog) -> str:
     return "\n".join(lines)
 
 
-def fsm_path(stack: Stack, call_id: str) -> list[str]:
-    spans = load_spans(stack.trace_dir)
-    trace_id = call_trace(spans, call_id)
-    return [
-        s.attributes["state_to"]
-        for s in spans
-        if s.trace_id == trace_id and s.name == "runtime.decision"
-    ]
-
-
 async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) -> None:
     heard = Heard(f"http://127.0.0.1:{stack.ports['runtime'].http}")
     log = await run_call(
@@ -99,8 +89,9 @@ async def test_the_demo_call_goes_the_right_way(stack: Stack, voices: Voices) ->
     ]
     assert await await_stages(log, stack.trace_dir), spans_report(stack, log)
     # The last decision's span may follow the audio it caused by an export interval.
+    trace_dir = stack.trace_dir
     path = await eventually(
-        lambda: (got := fsm_path(stack, log.call_id))[-1:] == ["goodbye"] and got,
+        lambda: (got := decided_states(trace_dir, log.call_id))[-1:] == ["goodbye"] and got,
         10,
         "the runtime's decision spans",
     )

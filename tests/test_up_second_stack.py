@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import textwrap
+import urllib.request
 from pathlib import Path
 
 from voicetyped_speech.models.prepare import default_models_dir, prepare_models
@@ -68,5 +69,15 @@ def test_up_with_base_port_and_dialog_name_then_call_finds_its_traces(tmp_path: 
         assert "bye" in said["bot"].lower() and "second" in said["bot"].lower(), said
         assert "network" in said["stages_ms"], said
         assert said["heard"], said  # from its runtime's admin API (base + 2)
+        # Its live call console, on the runtime's HTTP port, printed by `up`, listed the call.
+        console = f"http://127.0.0.1:{base + 2}/console/"
+        assert f"console: {console}" in up.output, up.output[-3000:]
+        with urllib.request.urlopen(console, timeout=5) as page:
+            assert b"live calls" in page.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + 2}/v1/console/calls") as listing:
+            calls = json.loads(listing.read())["calls"]
+        assert [(c["dialog"], c["status"], c["data"]) for c in calls] == [
+            ("second", "ended", "dropped")
+        ], calls
     assert up.exit_code == 0, up.output[-5000:]
     assert not (run_dir / "stack.json").exists()  # unregistered on the way out

@@ -71,6 +71,8 @@ class StackConfig:
     """Run ``voicetyped models prepare`` (a no-op once done) before any service starts: the
     speech gateway refuses to start without its prepared model."""
     log_format: str = "json"
+    console: bool = False
+    """Serve the runtime's live call console (``console_url``; loopback like every service)."""
     env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Extra environment per service (``{"speech": {"VOICETYPED_VAD__HANGOVER_MS": "250"}}``)."""
     cwd: Path = field(default_factory=Path.cwd)
@@ -83,6 +85,7 @@ class StackConfig:
         dialogs: list[Path] | None = None,
         env: dict[str, dict[str, str]] | None = None,
         store_url: str = "",
+        console: bool = False,
     ) -> StackConfig:
         """A stack for tests and benchmarks: free ports, the repository's example backend and
         shop integration (the integration gateway is ready only with one loaded), and
@@ -96,6 +99,7 @@ class StackConfig:
             backend_key_file=examples / "backend" / "demo-api-key",
             fixed_ports=False,
             store_url=store_url,
+            console=console,
             env=env or {},
             cwd=repo,
         )
@@ -197,6 +201,11 @@ class Stack:
         """The call page (WebRTC into the dialog), served by the media gateway."""
         return f"http://127.0.0.1:{self.ports['media'].http}/call/"
 
+    @property
+    def console_url(self) -> str:
+        """The live call console's page (served when ``config.console``)."""
+        return f"http://127.0.0.1:{self.ports['runtime'].http}/console/"
+
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service].grpc}"
 
@@ -219,6 +228,7 @@ class Stack:
                 "VOICETYPED_DIALOGS_DIR": str(self.dialogs_dir),
                 "VOICETYPED_STORE_URL": store,
                 "VOICETYPED_INTEGRATION_TARGET": self.target("integration"),
+                "VOICETYPED_CONSOLE__ENABLED": "true" if c.console else "false",
             },
             "speech": {
                 "VOICETYPED_TTS__WARMUP_DIALOGS_DIR": str(self.dialogs_dir),

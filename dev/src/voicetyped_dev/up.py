@@ -9,6 +9,9 @@ Dialogs and integrations are the YAML you would ``kubectl apply`` (plain documen
 phone at ``sip:bot@127.0.0.1:<sip port>``: ``voicetyped call`` finds the stack it dials (its
 traces, runtime and backend) by that port, or with ``--run-dir``.
 
+The runtime's live call console is on (loopback only, no token): ``up`` prints its address,
+``http://127.0.0.1:<runtime http port>/console/`` (docs/console.md).
+
 Before anything starts, the dialogs and integrations are validated, every ``call_hook`` must
 name a loaded Integration and operation, and ``--dialog-name`` a loaded dialog (with more
 than one dialog loaded it is required); otherwise ``up`` names the problems and exits 2.
@@ -134,6 +137,7 @@ def up(
         store_url=store,
         dialog=dialog_name if dialog_name is not None else ("" if dialogs else "order-status"),
         prepare_models=prepare,
+        console=True,
         # Files an Integration names (its API key) are relative to where the services run:
         # the checkout for the example ones (./examples/backend/demo-api-key), else here.
         cwd=Path.cwd() if integrations else examples.parent.resolve(),
@@ -179,7 +183,8 @@ async def _run(config: StackConfig) -> int:
         f"call [bold]{record.target}[/bold] (e.g. `{call}`); runtime admin "
         f"{record.runtime_admin}; logs and traces in {escape(str(stack.run_dir))}; Ctrl-C stops."
     )
-    out.print(f"  browser calls: {stack.browser_calls}")
+    out.print(f"browser calls: {stack.browser_calls}", highlight=False)
+    out.print(f"console: {stack.console_url}", highlight=False)
     watch = asyncio.ensure_future(_watch(stack))
     try:
         await asyncio.wait(

@@ -22,6 +22,8 @@ import structlog
 from voicetyped.service.logs import configure_logging
 from voicetyped_runtime import engine as e
 from voicetyped_runtime.call import CallActor
+from voicetyped_runtime.console.feed import CallFeeds
+from voicetyped_runtime.console.watch import CallWatch
 from voicetyped_runtime.dialogs import prepare
 from voicetyped_runtime.store.sqlite import SqliteStore
 from voicetyped_specs.dialog.compiled import load_dialog, parse_yaml
@@ -44,16 +46,26 @@ def logging_at(level: str) -> Iterator[None]:
         logging.getLogger().handlers = []
 
 
-async def run_call(tmp_path: Path, **settings: Any) -> tuple[SqliteStore, CallActor, Ports]:
+async def order_status_actor(
+    tmp_path: Path, feeds: CallFeeds | None = None, **settings: Any
+) -> tuple[SqliteStore, CallActor, Ports]:
+    """Call "call-1" of the order-status example (with ``settings``) on a SQLite store in
+    ``tmp_path``, not started; watched by the console's ``feeds`` when given."""
     document = parse_yaml(EXAMPLE.read_text())
     document["settings"] = {**document["settings"], **settings}
     version = prepare(load_dialog(document), "test")
     store = SqliteStore(tmp_path / "sessions.db")
     await store.open()
     state = _state(version, "call-1")
+    watch = None if feeds is None else CallWatch(feeds, state, version.content_hash, True)
     ports = Ports(order="48213")
-    actor = CallActor(state, version, ports, store)
+    actor = CallActor(state, version, ports, store, watch=watch)
     ports.actor = actor
+    return store, actor, ports
+
+
+async def run_call(tmp_path: Path, **settings: Any) -> tuple[SqliteStore, CallActor, Ports]:
+    store, actor, ports = await order_status_actor(tmp_path, **settings)
     task = actor.start(resume=False)
     await asyncio.sleep(0.1)
     actor.post(e.SpeechStarted("u1"))

@@ -43,6 +43,7 @@ async def demo(script: Path) -> int:
         backend_key_file=examples / "backend" / "demo-api-key",
         fixed_ports=False,
         dialog="order-status",
+        console=True,
     )
     out.print(
         "[bold]voicetyped demo[/bold]: preparing the speech models, then starting media, "
@@ -72,7 +73,8 @@ async def demo(script: Path) -> int:
     voices = await voices_task
     out.print(
         f"[green]✓[/green] up in {time.perf_counter() - started:.1f} s; calling "
-        f"sip:bot@127.0.0.1:{stack.sip_port} with {escape(str(script))}\n"
+        f"sip:bot@127.0.0.1:{stack.sip_port} with {escape(str(script))}; watch it live in the "
+        f"console: {stack.console_url}\n"
     )
     call_started = time.time()
     try:

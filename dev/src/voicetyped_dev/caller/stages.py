@@ -162,3 +162,14 @@ async def await_stages(log: CallLog, trace_dir: Path, timeout_s: float = 10.0) -
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(0.1)
+
+
+def decided_states(trace_dir: Path, call_id: str) -> list[str]:
+    """The states the runtime moved the call to, in order (its ``runtime.decision`` spans)."""
+    spans = load_spans(trace_dir)
+    trace_id = call_trace(spans, call_id)
+    return [
+        s.attributes["state_to"]
+        for s in spans
+        if s.trace_id == trace_id and s.name == "runtime.decision"
+    ]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ParamSpec, Protocol
 
 from opentelemetry import context as otel_context
 from voicetyped.recognition import RecognitionContext
@@ -25,12 +25,14 @@ from voicetyped.service import tracing
 from voicetyped.service.logs import get_logger, session_context
 
 from voicetyped_runtime import engine_io as e
+from voicetyped_runtime.console.watch import CallWatch
 from voicetyped_runtime.dialogs import DialogVersion
 from voicetyped_runtime.recognition import recognition_context
 from voicetyped_runtime.state import CallState
 from voicetyped_runtime.store.base import SessionStore, StoreError
 
 log = get_logger("voicetyped.runtime.call")
+P = ParamSpec("P")
 tracer = tracing.tracer("voicetyped.runtime")
 
 INBOX_LIMIT = 1000
@@ -79,8 +81,11 @@ class CallActor:
         store: SessionStore,
         settings: ActorSettings = ActorSettings(),
         clock: Callable[[], int] = wall_ms,
+        watch: CallWatch | None = None,
     ) -> None:
         self.state = state
+        self.watch = watch
+        """The live console's view of this call (None: the console is off)."""
         self.version = version
         self.ports = ports
         self.store = store
@@ -130,7 +135,10 @@ class CallActor:
                     await self._resume()
                 else:
                     log.info("call started", state=self.state.fsm_state)
-                    await self._apply(self.version.engine.start(self.state, self.clock()))
+                    effects = self.version.engine.start(self.state, self.clock())
+                    await self._apply(effects)
+                    if self.watch is not None:
+                        self._watched(self.watch.stepped, self.state, e.Tick(), effects, None)
                 await self._loop()
             except asyncio.CancelledError:
                 await self._hand_over()
@@ -163,10 +171,14 @@ class CallActor:
             if isinstance(item, e.Transcript) and item.final and self.version.matcher is not None:
                 item = await self._with_intent(item)
             before = self.state.fsm_state
+            if self.watch is not None:
+                self._watched(self.watch.input, item)
             effects = engine.step(self.state, item, self.clock())
             if not isinstance(item, e.Tick):
                 effects += engine.step(self.state, e.Tick(), self.clock())
             await self._apply(effects)
+            if self.watch is not None:
+                self._watched(self.watch.stepped, self.state, item, effects, posted)
             if posted is not None:
                 # Input arrived -> (intent, engine step, state saved) -> effects sent.
                 tracing.record(
@@ -218,6 +230,15 @@ class CallActor:
                 case e.Warn():
                     log.warning(effect.message, **effect.detail)
 
+    @staticmethod
+    def _watched(show: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Tell the console what happened (a :attr:`watch` method); its failure is logged,
+        never the call's."""
+        try:
+            show(*args, **kwargs)
+        except Exception:
+            log.exception("console watch failed", what=show.__name__)
+
     def _expect(self, effects: list[e.Effect]) -> None:
         """On entering a state (also the first step after a resume), tell the speech gateway
         what the caller is expected to say, with the prompts just played as the question."""
@@ -259,6 +280,7 @@ class CallActor:
             ok=answer.ok,
             error_code=answer.error_code or None,
         )
+        took_ms = (time.perf_counter() - started) * 1000
         log.info(
             "call hook answered",
             key=effect.key,
@@ -266,8 +288,10 @@ class CallActor:
             method=effect.method,
             ok=answer.ok,
             error_code=answer.error_code,
-            took_ms=round((time.perf_counter() - started) * 1000, 1),
+            took_ms=round(took_ms, 1),
         )
+        if self.watch is not None:
+            self._watched(self.watch.backend_answered, effect, answer, took_ms)
         self.post(answer)
 
     async def _llm(self, effect: e.AskLlm) -> None:
@@ -301,6 +325,8 @@ class CallActor:
             effects += engine.step(self.state, e.PlaybackDone(playback.request_id), self.clock())
         effects += engine.step(self.state, e.Tick(), self.clock())
         await self._apply(effects)
+        if self.watch is not None:
+            self._watched(self.watch.stepped, self.state, e.Tick(), effects, None)
         # Backend and LLM requests still unanswered are sent again with the same keys.
         for pending in list(self.state.pending.values()):
             if pending.kind == "call_hook":
@@ -333,19 +359,27 @@ class CallActor:
             # complete (at-least-once), within a bound.
             await asyncio.wait(set(self._requests), timeout=PENDING_GRACE_S)
         settings = self.version.compiled.spec.settings
+        archived = False
         try:
             if settings.persist_transcripts:
                 await self.store.archive(
                     self.session_id, self.document(), settings.transcript_retention_s
                 )
+                archived = True
             await self.store.delete(self.session_id)
         except StoreError as exc:
             log.error("ended session not removed; it expires with its TTL", error=str(exc))
+        # The console keeps the call's events exactly as long as the store keeps its data.
+        retention = settings.transcript_retention_s
+        if self.watch is not None:
+            self._watched(self.watch.finished, self.state, archived, retention)
         await self.ports.close()
 
     async def _hand_over(self) -> None:
         """Stop driving the call but keep it stored, for another replica (or our restart)."""
         self.handed_over = True
+        if self.watch is not None:
+            self._watched(self.watch.handed_over)
         for task in list(self._requests):
             task.cancel()
         with contextlib.suppress(Exception):

@@ -22,6 +22,8 @@ from voicetyped_specs.dialog.compiled import DialogError
 from voicetyped_runtime import engine_io as e
 from voicetyped_runtime.call import ActorSettings, CallActor, wall_ms
 from voicetyped_runtime.config import RuntimeSettings
+from voicetyped_runtime.console.feed import CallFeeds
+from voicetyped_runtime.console.watch import CallWatch
 from voicetyped_runtime.dialogs import DialogRegistry, DialogVersion
 from voicetyped_runtime.integration_client import IntegrationClient
 from voicetyped_runtime.links import ConverseStream, MediaLink, command_for
@@ -98,9 +100,15 @@ class _Call:
 
 class CallManager:
     def __init__(
-        self, settings: RuntimeSettings, store: SessionStore, registry: DialogRegistry
+        self,
+        settings: RuntimeSettings,
+        store: SessionStore,
+        registry: DialogRegistry,
+        feeds: CallFeeds | None = None,
     ) -> None:
         self.settings = settings
+        self.feeds = feeds
+        """The live console's (None: the console is off)."""
         self.store = store
         self.registry = registry
         self.integration = IntegrationClient(settings.integration_target)
@@ -221,7 +229,11 @@ class CallManager:
     def _start(self, state: CallState, version: DialogVersion, resume: bool) -> _Call:
         media = MediaLink()
         ports = LivePorts(media, self.integration, self._llm_for(version))
-        actor = CallActor(state, version, ports, self.store, self._actor_settings)
+        watch = None
+        if self.feeds is not None:
+            mask_callers = self.settings.console.mask_callers
+            watch = CallWatch(self.feeds, state, version.content_hash, mask_callers)
+        actor = CallActor(state, version, ports, self.store, self._actor_settings, watch=watch)
         settings = version.compiled.spec.settings
         speech = ConverseStream(
             state.session_id,
@@ -229,6 +241,7 @@ class CallManager:
             settings.partials,
             actor.post,
             language=settings.language,
+            observe=watch.speech if watch is not None else None,
         )
         ports.speech = speech
         speech.start()

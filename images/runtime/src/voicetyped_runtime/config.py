@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from voicetyped.service.config import ServiceSettings
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class ConsoleSettings(BaseModel):
+    """The live call console (``/console/``, ``/v1/console/...`` on the HTTP port): read-only,
+    off by default. See docs/console.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Serve the console on the HTTP port.")
+    token_file: Path | None = Field(
+        None,
+        description="Bearer token the console's JSON and event stream require (a Secret "
+        "mount). Required when enabled and http_host is not a loopback address.",
+    )
+    mask_callers: bool = Field(
+        False, description="Show only the last 2 characters of caller ids in the console."
+    )
+    recent_calls: int = Field(50, ge=0, le=10_000, description="Ended calls kept listed.")
 
 
 class RuntimeSettings(ServiceSettings):
@@ -47,3 +68,15 @@ class RuntimeSettings(ServiceSettings):
     admin_token_file: Path | None = Field(
         None, description="Bearer token for the admin API; unset: no authentication."
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+
+    @model_validator(mode="after")
+    def _console_guarded(self) -> Self:
+        c = self.console
+        if c.enabled and c.token_file is None and self.http_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"the console is enabled on http_host {self.http_host!r}, which is not a "
+                "loopback address: set console.token_file (VOICETYPED_CONSOLE__TOKEN_FILE, a "
+                "bearer token from a Secret) or bind http_host to 127.0.0.1"
+            )
+        return self

@@ -91,6 +91,7 @@ class ConverseStream:
         partials: bool,
         deliver: Callable[[e.Input], None],
         language: str = "",
+        observe: Callable[[speech_pb2.SpeechUpdate], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.endpoint = endpoint
@@ -98,6 +99,8 @@ class ConverseStream:
         self.language = language
         """The call's recognition language (its dialog's settings.language)."""
         self._deliver = deliver
+        self._observe = observe
+        """Sees every update first (the live console: partials, VAD and playback times)."""
         self._outbox: asyncio.Queue[speech_pb2.SpeechCommand] = asyncio.Queue()
         self._unfinished: dict[str, speech_pb2.SpeechCommand] = {}  # request id -> its speak
         self._context: speech_pb2.SpeechCommand | None = None  # the dialog state's, resent
@@ -210,6 +213,11 @@ class ConverseStream:
 
     def _update(self, update: speech_pb2.SpeechUpdate) -> None:
         self._heard = True
+        if self._observe is not None:
+            try:
+                self._observe(update)
+            except Exception:
+                log.exception("console watch failed")
         inp = _input_for(update)
         if isinstance(inp, e.PlaybackDone):
             self._unfinished.pop(inp.request_id, None)
