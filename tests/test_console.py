@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -85,7 +86,8 @@ async def test_the_console_follows_a_call_live(stack: Stack, tmp_path: Path) -> 
         page = await browser.new_page(viewport={"width": 1500, "height": 1100})
         await page.add_init_script(WATCH_HIGHLIGHTS)
         await page.goto(stack.console_url)
-        await page.wait_for_function("document.getElementById('connection').textContent === 'live'")
+        # Locators, not wait_for_function: the console's CSP (no eval) refuses string predicates.
+        await page.locator("#connection", has_text=re.compile(r"^live$")).wait_for()
         call = asyncio.ensure_future(
             run_call(f"sip:bot@127.0.0.1:{stack.sip_port}", load_script(SCRIPT), voices)
         )
@@ -110,9 +112,7 @@ async def test_the_console_follows_a_call_live(stack: Stack, tmp_path: Path) -> 
             await page.locator('#graph .node[data-state="shipped"][aria-current="step"]').wait_for(
                 timeout=30_000
             )
-            await page.wait_for_function(
-                "document.getElementById('call-summary').dataset.state === 'shipped'"
-            )
+            await page.locator('#call-summary[data-state="shipped"]').wait_for()
             assert not call.done()
             text = await shoot(page, tmp_path, "graph")
             assert "state shipped" in text and said in text

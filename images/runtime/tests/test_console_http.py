@@ -227,9 +227,8 @@ async def test_the_page_asks_for_the_token_and_follows_the_call_with_it(console:
         await page.locator("#login").wait_for(state="visible")
         await page.fill("#token", "wrong")
         await page.click("#login button")
-        await page.wait_for_function(
-            "document.getElementById('login-error').textContent.includes('refused')"
-        )
+        # A locator, not wait_for_function: the page's CSP (no eval) refuses string predicates.
+        await page.locator("#login-error", has_text="refused").wait_for()
         await page.fill("#token", TOKEN)
         await page.click("#login button")
         row = page.locator('#calls tr[data-session="call-here"]')
