@@ -22,6 +22,7 @@ from voicetyped_speech.models.verify import synthesize_16k
 from voicetyped_testkit.media import (
     SIPP_OFFER,
     SIPP_PCAP,
+    SpeechPeer,
     best_correlation,
     exchange,
     heard_pieces,
@@ -469,6 +470,25 @@ async def test_at_capacity_new_calls_get_503_with_retry_after(start_gateway: Any
     assert "Retry-After: 7" in replies[-1]
     await peer
     assert 'voicetyped_media_calls_refused_total{reason="capacity"} 1.0' in gw.metrics()
+
+
+async def test_speech_at_capacity_gets_the_new_call_503_and_the_running_one_goes_on(
+    start_gateway: Any,
+) -> None:
+    gw = await start_gateway(speech=SpeechPeer(max_streams=1), VOICETYPED_RETRY_AFTER_S="6")
+    peer = asyncio.ensure_future(pjsua(gw, seconds=6, actions=[{"at": 5.0, "do": "hangup"}]))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    replies = await asyncio.to_thread(exchange, gw.sip_port, sip_invite(gw.sip_port, "beyond"))
+    final = replies[-1]
+    assert final.startswith("SIP/2.0 503 "), replies
+    assert "Retry-After: 6" in final
+    assert 'Warning: 399 voicetyped "speech recognition at capacity"' in final
+    out = await peer
+    assert out.code == 0
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    assert len(gw.runtime.calls) == 1, "the refused call never reached the runtime"
+    assert 'voicetyped_media_calls_refused_total{reason="speech_capacity"} 1.0' in gw.metrics()
 
 
 async def test_sigterm_refuses_new_calls_and_lets_active_ones_finish(start_gateway: Any) -> None:

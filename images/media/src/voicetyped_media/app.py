@@ -296,6 +296,7 @@ class MediaGateway:
                 speech_restore_s=s.speech_restore_s,
                 srtp=s.srtp_for(dialog),
                 encrypted_signalling=encrypted(sip_call),
+                retry_after_s=s.retry_after_s,
             ),
             self.services,
             self._call_ended,

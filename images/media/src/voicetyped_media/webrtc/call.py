@@ -41,7 +41,7 @@ from voicetyped_media.call.keys import KeyRelay
 from voicetyped_media.call.media_call import Services
 from voicetyped_media.rtp.pacer import Playout
 from voicetyped_media.runtime_link import RuntimeLink
-from voicetyped_media.speech_audio import SpeechAudioStream, SpeechUnavailable
+from voicetyped_media.speech_audio import SpeechAtCapacity, SpeechAudioStream, SpeechUnavailable
 from voicetyped_media.webrtc.outbound import RATE, OutboundTrack
 
 log = get_logger("voicetyped.media.webrtc")
@@ -135,7 +135,9 @@ class WebRtcCall:
             await self.speech.open()
         except SpeechUnavailable as exc:
             log.warning("no speech stream; refusing the browser call", error=str(exc))
-            self.services.metrics.refused.labels("speech_unavailable").inc()
+            capacity = isinstance(exc, SpeechAtCapacity)
+            reason = "speech_capacity" if capacity else "speech_unavailable"
+            self.services.metrics.refused.labels(reason).inc()
             await self.end(ENDED.REASON_FAILED, 503)
             raise
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
