@@ -72,6 +72,8 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
         self.streams: dict[str, AudioStream] = {}
         self.record = record
         self.max_streams = max_streams
+        self.refused = 0
+        """New streams refused at max_streams."""
         self.server = grpc.aio.server()
         speech_pb2_grpc.add_SpeechGatewayServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port(f"{host}:0")
@@ -93,6 +95,7 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
         start = first.start
         open_now = sum(1 for s in self.streams.values() if not s.ended.is_set())
         if self.max_streams and not start.resumed and open_now >= self.max_streams:
+            self.refused += 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "at capacity (max_streams)")
         stream = AudioStream(
             start.session_id, start.playback_format.sample_rate_hz, resumed=start.resumed

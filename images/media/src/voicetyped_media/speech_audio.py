@@ -38,6 +38,26 @@ class SpeechAtCapacity(SpeechUnavailable):
     and it keeps its running calls' latency. The caller is answered 503 with Retry-After."""
 
 
+async def open_new_call(
+    new_stream: Callable[[], SpeechAudioStream], attempts: int
+) -> SpeechAudioStream:
+    """Open a new call's stream: if its replica is at capacity, try again up to ``attempts``
+    times (the speech channel is round-robin: each attempt goes to the next replica). Raises
+    :class:`SpeechAtCapacity` when every attempt was refused, :class:`SpeechUnavailable` for
+    any other failure."""
+    attempt = 1
+    while True:
+        stream = new_stream()
+        try:
+            await stream.open()
+            return stream
+        except SpeechAtCapacity as exc:
+            if attempt >= attempts:
+                raise
+            log.info("speech replica at capacity; trying another", attempt=attempt, error=str(exc))
+            attempt += 1
+
+
 class SpeechAudioStream:
     """The media gateway's end of one call's ``StreamAudio`` (the runtime's end of the same
     call's speech is ``voicetyped_runtime.links.ConverseStream``)."""

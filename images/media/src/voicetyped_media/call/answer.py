@@ -30,7 +30,12 @@ from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, answer_offer, make_offer
 from voicetyped_media.sip.server import via_transport
-from voicetyped_media.speech_audio import SpeechAtCapacity, SpeechUnavailable
+from voicetyped_media.speech_audio import (
+    SpeechAtCapacity,
+    SpeechAudioStream,
+    SpeechUnavailable,
+    open_new_call,
+)
 
 if TYPE_CHECKING:
     from voicetyped_media.call.media_call import MediaCall
@@ -153,9 +158,13 @@ async def _open_media(
     call.unopened = None
     await call.stream.start(rtp_sock, rtcp_sock)
     call.keys.listen_inband(call.config.inband_dtmf, negotiated.telephone_event)
-    call.speech = call.new_speech_stream()
+
+    def attempt() -> SpeechAudioStream:
+        call.speech = call.new_speech_stream()  # (so that a CANCEL meanwhile closes it)
+        return call.speech
+
     try:
-        return await call.speech.open()
+        return (await open_new_call(attempt, call.config.speech_attempts)).endpoint
     except SpeechAtCapacity as exc:
         log.warning("speech at capacity; refusing the call", error=str(exc))
         m.refused.labels("speech_capacity").inc()

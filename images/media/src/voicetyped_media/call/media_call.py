@@ -86,6 +86,8 @@ class CallConfig:
     """The INVITE came over TLS (so an SDES key in the SDP was not sent in clear)."""
     retry_after_s: int = 5
     """Retry-After of a 503 (speech at capacity)."""
+    speech_attempts: int = 3
+    """Speech replicas a new call's stream is tried on when one is at capacity."""
 
 
 @dataclass

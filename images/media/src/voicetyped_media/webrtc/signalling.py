@@ -175,7 +175,7 @@ class WebRtcIngress:
         call = WebRtcCall(remote, self.settings.webrtc_dialog(), self.services, self._ended)
         self._setting_up += 1
         try:
-            answer = await call.answer(sdp)
+            answer = await call.answer(sdp, self.settings.speech_attempts)
         except SpeechAtCapacity:
             retry = {"Retry-After": str(self.settings.retry_after_s)}
             return _error(503, "speech recognition at capacity", retry)
