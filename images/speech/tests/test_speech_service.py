@@ -535,6 +535,13 @@ def metric(gw: Gateway, name: str, labels: str = "") -> float:
     return 0.0
 
 
+def capacity_gateway(prepared: PrepareResult, tmp: Path, **capacity: str) -> Gateway:
+    """A gateway refusing new calls by the ``capacity`` settings given only (others off)."""
+    settings = {"load_threshold": "0", "queue_threshold": "0"} | capacity
+    env = {f"VOICETYPED_CAPACITY__{k.upper()}": v for k, v in settings.items()}
+    return start_gateway(tmp, prepared.models_dir, **env)
+
+
 async def refused_open(channel: grpc.aio.Channel, session_id: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await MediaSide(channel, session_id).open(timeout_s=5)
@@ -544,13 +551,7 @@ async def refused_open(channel: grpc.aio.Channel, session_id: str) -> grpc.aio.A
 async def test_at_max_streams_new_calls_are_refused_and_running_ones_are_served(
     prepared: PrepareResult, tmp_path: Path, voice: PiperVoice
 ) -> None:
-    gw = start_gateway(
-        tmp_path,
-        prepared.models_dir,
-        VOICETYPED_CAPACITY__MAX_STREAMS="2",
-        VOICETYPED_CAPACITY__LOAD_THRESHOLD="0",
-        VOICETYPED_CAPACITY__QUEUE_THRESHOLD="0",
-    )
+    gw = capacity_gateway(prepared, tmp_path, max_streams="2")
     try:
         async with grpc.aio.insecure_channel(gw.target) as ch:
             calls = [await open_call(ch) for _ in range(2)]
@@ -595,13 +596,8 @@ async def test_at_max_streams_new_calls_are_refused_and_running_ones_are_served(
 async def test_a_loaded_replica_refuses_new_calls_until_the_load_has_passed(
     prepared: PrepareResult, tmp_path: Path, voice: PiperVoice
 ) -> None:
-    gw = start_gateway(
-        tmp_path,
-        prepared.models_dir,
-        VOICETYPED_CAPACITY__LOAD_THRESHOLD="0.001",  # any final decoded in the window
-        VOICETYPED_CAPACITY__QUEUE_THRESHOLD="0",
-        VOICETYPED_CAPACITY__WINDOW_S="3",
-    )
+    # Any final decoded in the window is load enough.
+    gw = capacity_gateway(prepared, tmp_path, load_threshold="0.001", window_s="3")
     try:
         async with grpc.aio.insecure_channel(gw.target) as ch:
             assert metric(gw, "voicetyped_speech_load") == 0
