@@ -18,7 +18,7 @@ import pytest
 from voicetyped_dev.caller.heard import Heard
 from voicetyped_dev.caller.phone import Phone
 from voicetyped_dev.caller.run import Voices, run_call
-from voicetyped_dev.caller.script import CallLog, Expect, load_script
+from voicetyped_dev.caller.script import CallLog, Expect, Step, load_script
 from voicetyped_dev.stack import Stack, StackConfig
 from voicetyped_specs.dialog.spoken import spoken_digits
 from voicetyped_testkit.media import exchange, sip_invite
@@ -60,7 +60,7 @@ async def test_beyond_speech_capacity_a_new_call_gets_503_and_running_calls_go_o
     voices = await asyncio.to_thread(Voices)
     # The caller checks what the runtime heard instead of transcribing the bot itself: two
     # callers' own Whisper would compete with the speech gateway for the two cores.
-    steps = [s for s in load_script(SCRIPT) if not isinstance(s, Expect)]
+    steps: list[Step] = [s for s in load_script(SCRIPT) if not isinstance(s, Expect)]
     runtime_admin = f"http://127.0.0.1:{stack.ports['runtime'].http}"
     speech_metrics = f"http://127.0.0.1:{stack.ports['speech'].http}/metrics"
     media_metrics = f"http://127.0.0.1:{stack.ports['media'].http}/metrics"
