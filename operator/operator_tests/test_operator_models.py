@@ -126,6 +126,8 @@ def test_speech_gpu_target_needs_gpu(vd_spec: dict[str, Any]) -> None:
         VoiceDeploymentSpec.model_validate(spec)
     with pytest.raises(ValidationError, match="set targetGPUUtilization and/or"):
         VoiceDeploymentSpec.model_validate(_with(vd_spec, "speech.autoscaling", {"maxReplicas": 2}))
+    load_only = _with(vd_spec, "speech.autoscaling", {"maxReplicas": 2, "targetLoad": 0.5})
+    assert VoiceDeploymentSpec.model_validate(load_only).speech.autoscaling is not None
 
 
 BASE = {"baseURL": "https://shop/api", "operations": {"get": {"path": "/x"}}}

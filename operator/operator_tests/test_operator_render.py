@@ -268,6 +268,45 @@ def test_media_options(vd_spec: dict[str, Any]) -> None:
     assert hpa["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "30"}
 
 
+def test_speech_scales_on_its_recognition_load_and_refuses_calls_beyond_it(
+    vd_spec: dict[str, Any], tmp_path: Path
+) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["speech"] = {
+        "backend": "whispercpp",
+        "workers": 2,
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetLoad": 0.5},
+        "capacity": {"maxCalls": 10, "loadThreshold": 0.75},
+    }
+    objects = _render(spec)
+    hpa = objects[("HorizontalPodAutoscaler", "order-status-speech")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "voicetyped_speech_load"},
+                "target": {"type": "AverageValue", "averageValue": "500m"},
+            },
+        }
+    ]
+    text = objects[("ConfigMap", "order-status-speech")]["data"]["config.yaml"]
+    capacity = _load(SpeechSettings, text, tmp_path).capacity
+    assert (capacity.max_streams, capacity.load_threshold, capacity.queue_threshold) == (
+        10,
+        0.75,
+        2,
+    )
+    # With CPU as well the HPA takes whichever asks for more pods; the metric can be renamed.
+    spec["speech"]["autoscaling"] |= {"targetCPUUtilization": 80, "loadMetric": "speech_load"}
+    hpa = _render(spec)[("HorizontalPodAutoscaler", "order-status-speech")]["spec"]
+    assert [m["type"] for m in hpa["metrics"]] == ["Pods", "Resource"]
+    assert hpa["metrics"][0]["pods"]["metric"] == {"name": "speech_load"}
+    spec["speech"]["autoscaling"] = {"maxReplicas": 6, "targetLoad": 1.5}
+    with pytest.raises(ValidationError, match="targetLoad"):
+        VoiceDeploymentSpec.model_validate(spec)
+
+
 def test_low_sip_port_gets_the_unprivileged_port_sysctl(vd_spec: dict[str, Any]) -> None:
     spec = copy.deepcopy(vd_spec)
     spec["media"]["sip"] = {"port": 506, "transports": ["udp"]}

@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from piper import SynthesisConfig
@@ -22,6 +23,7 @@ from voicetyped_speech.models.verify import synthesize_16k
 from voicetyped_testkit.media import (
     SIPP_OFFER,
     SIPP_PCAP,
+    SpeechPeer,
     best_correlation,
     exchange,
     heard_pieces,
@@ -38,6 +40,7 @@ from voicetyped_testkit.media import (
 )
 from voicetyped_testkit.processes import eventually, free_sip_port
 from voicetyped_testkit.speech import resample, to_pcm
+from voicetyped_testkit.speech_client import MediaSide
 
 ENDED = runtime_pb2.CallEnded
 SOURCE = runtime_pb2.DtmfReceived
@@ -469,6 +472,53 @@ async def test_at_capacity_new_calls_get_503_with_retry_after(start_gateway: Any
     assert "Retry-After: 7" in replies[-1]
     await peer
     assert 'voicetyped_media_calls_refused_total{reason="capacity"} 1.0' in gw.metrics()
+
+
+async def test_speech_at_capacity_gets_the_new_call_503_and_the_running_one_goes_on(
+    start_gateway: Any,
+) -> None:
+    gw = await start_gateway(speech=SpeechPeer(max_streams=1), VOICETYPED_RETRY_AFTER_S="6")
+    peer = asyncio.ensure_future(pjsua(gw, seconds=6, actions=[{"at": 5.0, "do": "hangup"}]))
+    (call,) = await gw.runtime.wait_call(timeout_s=15)
+    replies = await asyncio.to_thread(exchange, gw.sip_port, sip_invite(gw.sip_port, "beyond"))
+    final = replies[-1]
+    assert final.startswith("SIP/2.0 503 "), replies
+    assert "Retry-After: 6" in final
+    assert 'Warning: 399 voicetyped "speech recognition at capacity"' in final
+    out = await peer
+    assert out.code == 0
+    (ended,) = await call.wait_for("ended")
+    assert ended.ended.reason == ENDED.REASON_CALLER_HANGUP
+    assert len(gw.runtime.calls) == 1, "the refused call never reached the runtime"
+    assert 'voicetyped_media_calls_refused_total{reason="speech_capacity"} 1.0' in gw.metrics()
+
+
+async def test_a_new_call_refused_by_a_full_speech_replica_goes_to_another(
+    start_gateway: Any,
+) -> None:
+    full, roomy = SpeechPeer(max_streams=1), SpeechPeer(max_streams=2)
+    await roomy.server.start()
+    try:
+        gw = await start_gateway(
+            speech=full, VOICETYPED_SPEECH_TARGET=f"ipv4:{full.endpoint},{roomy.endpoint}"
+        )
+        async with grpc.aio.insecure_channel(full.endpoint) as channel:
+            filler = MediaSide(channel, "already-here")
+            await filler.open()  # the first replica is at capacity from now on
+            statuses = []
+            for n in range(3):
+                invite = sip_invite(gw.sip_port, f"spread-{n}")
+                replies = await asyncio.to_thread(exchange, gw.sip_port, invite)
+                statuses.append(replies[-1].split("\r\n", 1)[0] if replies else "")
+            # Round-robin over the two: an attempt that met the full one went on to the other.
+            assert statuses == ["SIP/2.0 200 OK"] * 2 + ["SIP/2.0 503 Service Unavailable"]
+            assert list(full.streams) == ["already-here"]
+            assert len(roomy.streams) == 2
+            assert full.refused >= 1 and roomy.refused >= 1, "the third call tried both"
+            await filler.close()
+    finally:
+        await roomy.server.stop(0)
+    assert 'voicetyped_media_calls_refused_total{reason="speech_capacity"} 1.0' in gw.metrics()
 
 
 async def test_sigterm_refuses_new_calls_and_lets_active_ones_finish(start_gateway: Any) -> None:

@@ -65,6 +65,7 @@ async def test_speech_replica_lost_the_stream_reopens_on_another_and_the_call_go
         assert moved.speech_moved.speech_endpoint == second.endpoint != first.endpoint
         (after,) = await second.wait_stream()
         assert after.session_id == before.session_id == call.session_id
+        assert after.resumed and not before.resumed, "a capacity check must not refuse it"
         await eventually(lambda: len(after.chunks) > 25, 10, "caller audio at the new replica")
         assert "ended" not in call.kinds()
 

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from aiortc import RTCRtpSender
 from voicetyped.v1 import runtime_pb2
+from voicetyped_testkit.media import SpeechPeer
 from voicetyped_testkit.processes import eventually
 from voicetyped_testkit.webrtc_peer import WebRtcPeer, http_json
 
@@ -253,6 +258,35 @@ async def test_beyond_max_calls_a_browser_call_gets_503(start_gateway: Any) -> N
         token = await second.token(base(gw))
         status, body = await second.place(base(gw), token, await second.offer())
         assert (status, body) == (503, {"error": "at browser call capacity"})
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_browser_call_refused_by_speech_at_capacity_gets_503_with_retry_after(
+    start_gateway: Any,
+) -> None:
+    speech = SpeechPeer(max_streams=1)
+    gw = await start_gateway(speech=speech, **WEBRTC, VOICETYPED_RETRY_AFTER_S="9")
+    first, second = WebRtcPeer(), WebRtcPeer()
+    try:
+        await first.call(base(gw))
+        await gw.runtime.wait_call()
+        token = await second.token(base(gw))
+        offer = await second.offer()
+        request = urllib.request.Request(
+            f"{base(gw)}/v1/webrtc/calls",
+            data=json.dumps({"token": token, "sdp": offer, "type": "offer"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        assert refused.value.code == 503
+        assert refused.value.headers["Retry-After"] == "9"
+        assert json.loads(refused.value.read()) == {"error": "speech recognition at capacity"}
+        assert metric(gw, "voicetyped_media_calls_refused_total", 'reason="speech_capacity"') == 1
+        assert len(gw.runtime.calls) == 1, "the refused call never reached the runtime"
     finally:
         await first.close()
         await second.close()

@@ -101,8 +101,9 @@ def _mark(n: int) -> Audio:
 
 async def test_pool_order_fairness_and_partials() -> None:
     log: list[str] = []
+    shed: list[str] = []
     gate = threading.Event()
-    pool = RecognitionPool(lambda: _Slow(log, gate), workers=1)
+    pool = RecognitionPool(lambda: _Slow(log, gate), workers=1, on_shed=shed.append)
     try:
         busy = asyncio.ensure_future(pool.final("a", _mark(0)))
         await asyncio.sleep(0.05)  # the worker is now held on job 0
@@ -120,6 +121,7 @@ async def test_pool_order_fairness_and_partials() -> None:
         assert (await fresh) is not None
         # finals first, call b's final taken before call a's second one; the partial last
         assert log == ["0", "1", "3", "2", "8"]
+        assert shed == ["replaced"], "the stale partial, counted as shed under load"
     finally:
         gate.set()
         pool.close()
@@ -175,8 +177,8 @@ class _Abortable:
 
 
 async def test_a_running_partial_yields_to_a_final() -> None:
-    release, log = threading.Event(), list[str]()
-    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1)
+    release, log, shed = threading.Event(), list[str](), list[str]()
+    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1, on_shed=shed.append)
     try:
         partial = asyncio.ensure_future(pool.partial("a", _mark(1)))
         await asyncio.sleep(0.05)
@@ -185,6 +187,7 @@ async def test_a_running_partial_yields_to_a_final() -> None:
         release.set()
         assert (await final).text == "2"
         assert log == ["aborted 1", "done 2"]
+        assert shed == ["aborted"]
     finally:
         release.set()
         pool.close()

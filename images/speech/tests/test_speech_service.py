@@ -474,6 +474,9 @@ async def test_metrics_cover_recognition_and_synthesis(gateway: Gateway) -> None
         "voicetyped_speech_tts_time_to_first_audio_seconds_bucket",
         "voicetyped_speech_tts_rtf_bucket",
         "voicetyped_speech_active_streams",
+        "voicetyped_speech_load",
+        "voicetyped_speech_asr_busy_ratio",
+        "voicetyped_speech_saturated",
     ):
         assert name in text, name
 
@@ -519,6 +522,100 @@ async def test_sigterm_lets_calls_finish_and_refuses_new_ones(
             await runtime.wait_closed()
         code = await asyncio.to_thread(gw.process.proc.wait, 10)
         assert code == 0
+    finally:
+        gw.process.stop()
+
+
+def metric(gw: Gateway, name: str, labels: str = "") -> float:
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in gw.metrics().splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
+
+
+def capacity_gateway(prepared: PrepareResult, tmp: Path, **capacity: str) -> Gateway:
+    """A gateway refusing new calls by the ``capacity`` settings given only (others off)."""
+    settings = {"load_threshold": "0", "queue_threshold": "0"} | capacity
+    env = {f"VOICETYPED_CAPACITY__{k.upper()}": v for k, v in settings.items()}
+    return start_gateway(tmp, prepared.models_dir, **env)
+
+
+async def refused_open(channel: grpc.aio.Channel, session_id: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await MediaSide(channel, session_id).open(timeout_s=5)
+    return info.value
+
+
+async def test_at_max_streams_new_calls_are_refused_and_running_ones_are_served(
+    prepared: PrepareResult, tmp_path: Path, voice: PiperVoice
+) -> None:
+    gw = capacity_gateway(prepared, tmp_path, max_streams="2")
+    try:
+        async with grpc.aio.insecure_channel(gw.target) as ch:
+            calls = [await open_call(ch) for _ in range(2)]
+            refused = await refused_open(ch, "one-too-many")
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "at capacity (max_streams)" in (refused.details() or "")
+            moved = MediaSide(ch, "moved-here", resumed=True)
+            await moved.open()  # a running call's stream moving here is always taken
+            await eventually(
+                lambda: metric(gw, "voicetyped_speech_saturated") == 1, 5, "saturated", gw.process
+            )
+            await moved.close()
+            # The calls it holds are served as usual, at the same time.
+            caller = conversation(voice, [PERSON]).tobytes()
+            await asyncio.gather(*(media.stream(caller) for media, _ in calls))
+            for _, runtime in calls:
+                final = await runtime.updates.wait_for(
+                    lambda m: (
+                        m.HasField("transcript") and m.transcript.kind == TRANSCRIPT.KIND_FINAL
+                    ),
+                    15,
+                )
+                heard = final.message.transcript.speech.transcript
+                assert word_errors(PERSON, heard)[0] <= 1, heard
+            await calls[0][0].close()
+            newcomer = MediaSide(ch, "room-again")
+            await newcomer.open()  # one call ended: room for a new one
+            await newcomer.close()
+            await calls[1][0].close()
+            await eventually(
+                lambda: metric(gw, "voicetyped_speech_saturated") == 0, 5, "not saturated"
+            )
+        streams_refused = "voicetyped_speech_streams_refused_total"
+        assert metric(gw, streams_refused, 'reason="max_streams"') == 1
+        assert [r["reason"] for r in gw.logged("new call refused: recognition at capacity")] == [
+            "max_streams"
+        ]
+    finally:
+        gw.process.stop()
+
+
+async def test_a_loaded_replica_refuses_new_calls_until_the_load_has_passed(
+    prepared: PrepareResult, tmp_path: Path, voice: PiperVoice
+) -> None:
+    # Any final decoded in the window is load enough.
+    gw = capacity_gateway(prepared, tmp_path, load_threshold="0.001", window_s="3")
+    try:
+        async with grpc.aio.insecure_channel(gw.target) as ch:
+            assert metric(gw, "voicetyped_speech_load") == 0
+            heard = await heard_in_a_call(ch, conversation(voice, [PERSON]), 15)
+            assert word_errors(PERSON, heard)[0] <= 1, heard
+            refused = await refused_open(ch, "while-loaded")
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "at capacity (load)" in (refused.details() or ""), refused.details()
+            await eventually(
+                lambda: metric(gw, "voicetyped_speech_load") > 0.001, 5, "the load gauge"
+            )
+            await eventually(
+                lambda: metric(gw, "voicetyped_speech_load") == 0, 10, "the load to pass"
+            )
+            later = MediaSide(ch, "after-the-load")
+            await later.open()
+            await later.close()
+        assert metric(gw, "voicetyped_speech_streams_refused_total", 'reason="load"') == 1
     finally:
         gw.process.stop()
 

@@ -41,6 +41,8 @@ class Chunk:
 class AudioStream:
     session_id: str
     playback_rate: int
+    resumed: bool = False
+    """AudioStreamStart.resumed: a running call's stream moved here."""
     chunks: list[Chunk] = field(default_factory=list)
     outbox: asyncio.Queue[speech_pb2.AudioDownlink | None] = field(default_factory=asyncio.Queue)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,11 +57,23 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
 
     With ``service_port`` it is one replica behind a Service: it also listens on that port,
     which other peers share (SO_REUSEPORT, gRPC's default), and names its own port in
-    AudioStreamReady; stopping it leaves the others to take new connections there."""
+    AudioStreamReady; stopping it leaves the others to take new connections there.
 
-    def __init__(self, host: str = "127.0.0.1", record: bool = True, service_port: int = 0) -> None:
+    With ``max_streams`` it answers a new call's stream beyond that many open with
+    RESOURCE_EXHAUSTED, as a speech gateway at capacity does (a resumed one is taken)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        record: bool = True,
+        service_port: int = 0,
+        max_streams: int = 0,
+    ) -> None:
         self.streams: dict[str, AudioStream] = {}
         self.record = record
+        self.max_streams = max_streams
+        self.refused = 0
+        """New streams refused at max_streams."""
         self.server = grpc.aio.server()
         speech_pb2_grpc.add_SpeechGatewayServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port(f"{host}:0")
@@ -78,7 +92,14 @@ class SpeechPeer(speech_pb2_grpc.SpeechGatewayServicer):
     ) -> AsyncIterator[speech_pb2.AudioDownlink]:
         requests = aiter(request_iterator)
         first = await anext(requests)
-        stream = AudioStream(first.start.session_id, first.start.playback_format.sample_rate_hz)
+        start = first.start
+        open_now = sum(1 for s in self.streams.values() if not s.ended.is_set())
+        if self.max_streams and not start.resumed and open_now >= self.max_streams:
+            self.refused += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "at capacity (max_streams)")
+        stream = AudioStream(
+            start.session_id, start.playback_format.sample_rate_hz, resumed=start.resumed
+        )
         self.streams[stream.session_id] = stream
         self.changed.set()
 

@@ -55,10 +55,17 @@ class MediaSide:
     """The media gateway's ``StreamAudio``: sends caller PCM (16 kHz), receives playback."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, session_id: str, playback_rate: int = 8000
+        self,
+        channel: grpc.aio.Channel,
+        session_id: str,
+        playback_rate: int = 8000,
+        *,
+        resumed: bool = False,
     ) -> None:
         self.session_id = session_id
         self.playback_rate = playback_rate
+        self.resumed = resumed
+        """Open as a running call's stream moving here (AudioStreamStart.resumed)."""
         self._stub = speech_pb2_grpc.SpeechGatewayStub(channel)
         self._outbox: asyncio.Queue[speech_pb2.AudioUplink | None] = asyncio.Queue()
         self.downlink: _Inbox[speech_pb2.AudioDownlink] = _Inbox()
@@ -78,6 +85,7 @@ class MediaSide:
                     playback_format=common_pb2.AudioFormat(
                         sample_rate_hz=self.playback_rate, channels=1
                     ),
+                    resumed=self.resumed,
                 )
             )
         )

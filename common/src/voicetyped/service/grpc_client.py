@@ -68,11 +68,16 @@ class DefaultDeadlineInterceptor(_UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
-def create_channel(target: str, *, default_timeout_s: float = 5.0) -> grpc.aio.Channel:
-    """An insecure channel (in-cluster traffic; mTLS is the service mesh's job)."""
+def create_channel(
+    target: str, *, default_timeout_s: float = 5.0, round_robin: bool = False
+) -> grpc.aio.Channel:
+    """An insecure channel (in-cluster traffic; mTLS is the service mesh's job). With
+    ``round_robin`` calls go to each address the target resolves to in turn (gRPC's default
+    keeps to the first that connects)."""
+    options = CHANNEL_OPTIONS + ([("grpc.lb_policy_name", "round_robin")] if round_robin else [])
     return grpc.aio.insecure_channel(
         target,
-        options=CHANNEL_OPTIONS,
+        options=options,
         interceptors=cast(Any, [DefaultDeadlineInterceptor(default_timeout_s)]),
     )
 

@@ -58,9 +58,16 @@ class AudioStreamStart(_message.Message):
     INPUT_FORMAT_FIELD_NUMBER: _builtins.int
     PLAYBACK_FORMAT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     language: _builtins.str
     """BCP 47 language hint for recognition, e.g. "en"; empty means the default."""
+    resumed: _builtins.bool
+    """The call is running already and its stream moves here (its replica went
+    away). A replica at capacity refuses new calls' streams with
+    RESOURCE_EXHAUSTED (the media gateway answers the INVITE with 503), never
+    a resumed one: that would end a call in progress.
+    """
     @_builtins.property
     def input_format(self) -> _common_pb2.AudioFormat:
         """The format of the AudioChunks that follow (16 kHz mono)."""
@@ -76,10 +83,11 @@ class AudioStreamStart(_message.Message):
         input_format: _common_pb2.AudioFormat | None = ...,
         playback_format: _common_pb2.AudioFormat | None = ...,
         language: _builtins.str = ...,
+        resumed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_format", b"input_format", "playback_format", b"playback_format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_format", b"input_format", "language", b"language", "playback_format", b"playback_format", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_format", b"input_format", "language", b"language", "playback_format", b"playback_format", "resumed", b"resumed", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

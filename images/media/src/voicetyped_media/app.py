@@ -91,7 +91,7 @@ class MediaGateway:
 
     async def start(self) -> None:
         s = self.settings
-        speech = create_channel(s.speech_target)
+        speech = create_channel(s.speech_target, round_robin=True)
         runtime = create_channel(s.runtime_target)
         self._channels = [speech, runtime]
         self.services = Services(
@@ -296,6 +296,8 @@ class MediaGateway:
                 speech_restore_s=s.speech_restore_s,
                 srtp=s.srtp_for(dialog),
                 encrypted_signalling=encrypted(sip_call),
+                retry_after_s=s.retry_after_s,
+                speech_attempts=s.speech_attempts,
             ),
             self.services,
             self._call_ended,

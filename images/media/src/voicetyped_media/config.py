@@ -158,7 +158,19 @@ class MediaSettings(ServiceSettings):
         default_factory=dict,
         description="Called user part (Request-URI user) -> dialog name; others use `dialog`.",
     )
-    speech_target: str = Field("127.0.0.1:50062", description="Speech gateway host:port.")
+    speech_target: str = Field(
+        "127.0.0.1:50062",
+        description="Speech gateway host:port, or a gRPC target naming several replicas "
+        "(dns:///<headless service>:50062, ipv4:a:p,b:p): new calls' streams are spread over "
+        "them round-robin.",
+    )
+    speech_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Replicas a new call's speech stream is tried on when one refuses it at "
+        "capacity (the next attempt goes to the next replica of speech_target); then 503.",
+    )
     speech_restore_s: float = Field(
         10.0,
         ge=0,

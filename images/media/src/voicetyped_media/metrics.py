@@ -40,7 +40,9 @@ class MediaMetrics:
         )
         self.refused = Counter(
             "voicetyped_media_calls_refused_total",
-            "INVITEs refused: capacity, draining, forbidden, unauthenticated, bad SDP...",
+            "INVITEs (and browser calls) refused: capacity, draining, forbidden, unauthenticated, "
+            "bad SDP, speech_unavailable, speech_capacity (the speech gateway at capacity "
+            "refused a new call: 503 with Retry-After)...",
             ["reason"],
             registry=registry,
         )

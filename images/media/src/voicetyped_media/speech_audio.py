@@ -33,6 +33,31 @@ class SpeechUnavailable(Exception):  # noqa: N818 - a condition the caller answe
     """No speech stream could be opened for the call."""
 
 
+class SpeechAtCapacity(SpeechUnavailable):
+    """The speech replica refused a new call (RESOURCE_EXHAUSTED): recognition is at capacity
+    and it keeps its running calls' latency. The caller is answered 503 with Retry-After."""
+
+
+async def open_new_call(
+    new_stream: Callable[[], SpeechAudioStream], attempts: int
+) -> SpeechAudioStream:
+    """Open a new call's stream: if its replica is at capacity, try again up to ``attempts``
+    times (the speech channel is round-robin: each attempt goes to the next replica). Raises
+    :class:`SpeechAtCapacity` when every attempt was refused, :class:`SpeechUnavailable` for
+    any other failure."""
+    attempt = 1
+    while True:
+        stream = new_stream()
+        try:
+            await stream.open()
+            return stream
+        except SpeechAtCapacity as exc:
+            if attempt >= attempts:
+                raise
+            log.info("speech replica at capacity; trying another", attempt=attempt, error=str(exc))
+            attempt += 1
+
+
 class SpeechAudioStream:
     """The media gateway's end of one call's ``StreamAudio`` (the runtime's end of the same
     call's speech is ``voicetyped_runtime.links.ConverseStream``)."""
@@ -46,6 +71,7 @@ class SpeechAudioStream:
         on_stop: StopSink,
         *,
         language: str = "",
+        resumed: bool = False,
         max_queued: int = 100,
         metadata: tuple[tuple[str, str], ...] = (),
         on_forwarded: Callable[[float], None] | None = None,
@@ -57,6 +83,7 @@ class SpeechAudioStream:
         self._on_playback = on_playback
         self._on_stop = on_stop
         self._language = language
+        self._resumed = resumed
         self._queue: asyncio.Queue[speech_pb2.AudioUplink | None] = asyncio.Queue()
         self._max_queued = max_queued
         self._metadata = metadata
@@ -72,8 +99,10 @@ class SpeechAudioStream:
         self.failed: str | None = None
 
     async def open(self, timeout_s: float = 5.0, *, wait_for_ready: bool = False) -> str:
-        """Open the stream; the speech replica's endpoint (AudioStreamReady). With
-        ``wait_for_ready`` the attempt waits (within ``timeout_s``) for the channel to connect
+        """Open the stream; the speech replica's endpoint (AudioStreamReady). Raises
+        :class:`SpeechAtCapacity` when the replica takes no new call (never for a ``resumed``
+        stream), :class:`SpeechUnavailable` for other failures. With ``wait_for_ready`` the
+        attempt waits (within ``timeout_s``) for the channel to connect
         rather than failing at once while it is reconnecting."""
         self._queue.put_nowait(
             speech_pb2.AudioUplink(
@@ -84,6 +113,7 @@ class SpeechAudioStream:
                         sample_rate_hz=self._playback_rate, channels=1
                     ),
                     language=self._language,
+                    resumed=self._resumed,
                 )
             )
         )
@@ -95,8 +125,11 @@ class SpeechAudioStream:
                 first = await self._call.read()
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             self._call.cancel()
-            detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timed out"
-            raise SpeechUnavailable(f"speech gateway: {detail}") from None
+            if isinstance(exc, grpc.aio.AioRpcError):
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise SpeechAtCapacity(f"speech gateway: {exc.details()}") from None
+                raise SpeechUnavailable(f"speech gateway: {exc.details()}") from None
+            raise SpeechUnavailable("speech gateway: timed out") from None
         if first is _EOF or not first.HasField("ready"):
             self._call.cancel()
             raise SpeechUnavailable("speech gateway ended the stream before AudioStreamReady")

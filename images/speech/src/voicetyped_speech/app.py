@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import grpc
 from prometheus_client import REGISTRY, CollectorRegistry
 from voicetyped.service import tracing
 from voicetyped.service.app import ServiceApp
@@ -24,6 +25,7 @@ from voicetyped_speech.asr.whispercpp import route_whisper_logs
 from voicetyped_speech.calls import CallRegistry, SpeechCall
 from voicetyped_speech.config import SpeechSettings
 from voicetyped_speech.grpc_service import SpeechGatewayServicer, register
+from voicetyped_speech.load import LoadMonitor
 from voicetyped_speech.metrics import SpeechMetrics
 from voicetyped_speech.streaming import TurnEndSettings
 from voicetyped_speech.tts import Synthesizer, TTSHooks, VoiceRegistry
@@ -44,6 +46,7 @@ class SpeechService:
         self.metrics = SpeechMetrics(registry)
         self.calls = CallRegistry()
         self.pool: RecognitionPool | None = None
+        self.load: LoadMonitor | None = None
         self.languages: ModelLanguages | None = None
         self.synth: Synthesizer | None = None
         self.grpc_port = settings.grpc_port
@@ -83,8 +86,11 @@ class SpeechService:
                 s.asr.deadline_ms_per_audio_s / 1000,
                 s.asr.deadline_factor,
             ),
+            lambda reason: self.metrics.partials_shed.labels(reason).inc(),
         )
         self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
+        self.load = LoadMonitor(s.capacity.rule(), s.asr.workers)
+        self._background.append(asyncio.create_task(self._sample_load(), name="asr-load"))
         if s.turn.model:  # raises at once for a missing or altered model file
             smart_turn = await asyncio.to_thread(SmartTurn, threads=s.turn.threads)
             self.turn_model = TurnModelRunner(
@@ -134,8 +140,45 @@ class SpeechService:
             workers=s.asr.workers,
         )
 
+    async def _sample_load(self) -> None:
+        assert self.pool is not None and self.load is not None
+        m, pool, load = self.metrics, self.pool, self.load
+        while True:
+            load.sample(pool.waiting_finals, pool.busy_workers)
+            reading = load.reading(len(self.calls), not pool.can_accept_final())
+            m.load.set(round(reading.load, 4))
+            m.asr_busy_ratio.set(round(reading.busy_ratio, 4))
+            m.saturated.set(0 if reading.saturated is None else 1)
+            await asyncio.sleep(self.settings.capacity.sample_s)
+
+    def admit(self, start: speech_pb2.AudioStreamStart) -> tuple[grpc.StatusCode, str] | None:
+        """Whether a new audio stream is taken (see :mod:`.load`): a resumed call's always,
+        unless the replica is draining."""
+        if not self.accepting:
+            self.metrics.streams_refused.labels("draining").inc()
+            return grpc.StatusCode.UNAVAILABLE, "speech gateway is shutting down"
+        if start.resumed or self.pool is None or self.load is None:
+            return None
+        reading = self.load.reading(len(self.calls), not self.pool.can_accept_final())
+        if reading.saturated is None:
+            return None
+        self.metrics.streams_refused.labels(reading.saturated).inc()
+        log.info(
+            "new call refused: recognition at capacity",
+            session_id=start.session_id,
+            reason=reading.saturated,
+            calls=len(self.calls),
+            load=round(reading.load, 2),
+        )
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"speech recognition at capacity ({reading.saturated})",
+        )
+
     def _on_decode(self, stats: DecodeStats) -> None:
         # Called from a worker thread: prometheus-client metrics are thread-safe.
+        if self.load is not None:
+            self.load.decoded(stats.kind, stats.compute_s)
         if stats.audio_s > 0:
             self.metrics.asr_rtf.labels(self._backend, stats.kind).observe(
                 stats.compute_s / stats.audio_s
@@ -205,7 +248,7 @@ def build_app(settings: SpeechSettings, registry: CollectorRegistry = REGISTRY) 
         service.new_call,
         service.endpoint,
         settings.converse_wait_s,
-        lambda: service.accepting,
+        service.admit,
     )
 
     def listening(port: int) -> None:

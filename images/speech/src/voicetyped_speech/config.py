@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicetyped.service.config import ServiceSettings
 
 from voicetyped_speech.asr.guards import FALLBACK_TEMPERATURE
+from voicetyped_speech.load import CapacityRule
 from voicetyped_speech.models.catalog import DEFAULT_WHISPER, WhisperName
 from voicetyped_speech.streaming import StreamingSettings
 from voicetyped_speech.tts.voices import DEFAULT_VOICE
@@ -91,6 +92,40 @@ class AsrConfig(_Group):
     device: Literal["cpu", "cuda"] = Field("cpu", description="faster-whisper device.")
     compute_type: str = Field("int8", description="faster-whisper compute type.")
     beam_size: int = Field(1, ge=1, le=10, description="faster-whisper beam size.")
+
+
+class CapacityConfig(_Group):
+    """When this replica refuses new calls (StreamAudio RESOURCE_EXHAUSTED; the media gateway
+    answers 503) so that the calls it has keep their turn latency (see voicetyped_speech.load)."""
+
+    max_streams: int = Field(
+        0, ge=0, description="Calls at once on this replica (0: no fixed ceiling, load decides)."
+    )
+    load_threshold: float = Field(
+        0.8,
+        ge=0,
+        le=10,
+        description="Refuse new calls while finals' decode seconds per worker-second over "
+        "window_s reach this (0: never for load).",
+    )
+    queue_threshold: int = Field(
+        2,
+        ge=0,
+        description="Refuse new calls while at least this many finals waited for a worker "
+        "throughout sustain_s (0: never for the queue).",
+    )
+    window_s: float = Field(5.0, gt=0, le=300, description="Load averaging window.")
+    sustain_s: float = Field(2.0, gt=0, le=300, description="How long a backlog must last.")
+    sample_s: float = Field(0.25, gt=0, le=10, description="Pool sampling interval.")
+
+    def rule(self) -> CapacityRule:
+        return CapacityRule(
+            self.max_streams,
+            self.load_threshold,
+            self.queue_threshold,
+            self.window_s,
+            self.sustain_s,
+        )
 
 
 class VadConfig(_Group):
@@ -182,6 +217,7 @@ class SpeechSettings(ServiceSettings):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     converse_wait_s: float = Field(
         5.0, gt=0, description="How long a Converse stream waits for its call's audio stream."
     )

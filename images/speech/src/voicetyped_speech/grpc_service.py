@@ -33,6 +33,8 @@ _BARGE_IN = {
 """SpeakRequest.barge_in -> the player's mode (unknown values: the default, allow)."""
 
 CallFactory = Callable[[speech_pb2.AudioStreamStart, tracing.Context], SpeechCall]
+Admission = Callable[[speech_pb2.AudioStreamStart], tuple[grpc.StatusCode, str] | None]
+"""Whether a new audio stream is taken: None, or the status and message it is refused with."""
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -43,13 +45,13 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
         new_call: CallFactory,
         endpoint: Callable[[], str],
         converse_wait_s: float,
-        accepting: Callable[[], bool],
+        admit: Admission,
     ) -> None:
         self.calls = calls
         self._new_call = new_call
         self._endpoint = endpoint
         self._converse_wait_s = converse_wait_s
-        self._accepting = accepting
+        self._admit = admit
 
     async def StreamAudio(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[speech_pb2.AudioUplink], context: _Context
@@ -62,8 +64,9 @@ class SpeechGatewayServicer(speech_pb2_grpc.SpeechGatewayServicer):
         problem = _check_start(start)
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if not self._accepting():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "speech gateway is shutting down")
+        refused = self._admit(start)
+        if refused is not None:
+            await context.abort(*refused)
         with session_context(start.session_id):
             call = self._new_call(start, tracing.from_metadata(context.invocation_metadata()))
             await self.calls.add(call)

@@ -109,6 +109,38 @@ class SpeechMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.load = Gauge(
+            "voicetyped_speech_load",
+            "Recognition load: decode seconds of finals per worker-second over the capacity "
+            "window (0.8: finals keep the workers 80 % busy); the autoscaling signal",
+            registry=registry,
+        )
+        self.asr_busy_ratio = Gauge(
+            "voicetyped_speech_asr_busy_ratio",
+            "Fraction of recognition workers decoding (partials included), averaged over the "
+            "capacity window",
+            registry=registry,
+        )
+        self.saturated = Gauge(
+            "voicetyped_speech_saturated",
+            "1 while this replica refuses new calls because recognition is at capacity",
+            registry=registry,
+        )
+        self.streams_refused = Counter(
+            "voicetyped_speech_streams_refused_total",
+            "New audio streams (calls) refused: reason queue_full (finals refused already), "
+            "queue (finals kept waiting), load (finals' decode time near the workers'), "
+            "max_streams (capacity.max_streams calls open) or draining",
+            ["reason"],
+            registry=registry,
+        )
+        self.partials_shed = Counter(
+            "voicetyped_speech_partials_shed_total",
+            "Partial decodes given up under load: reason replaced (a newer one of the call "
+            "took its place while it waited) or aborted (stopped for a final)",
+            ["reason"],
+            registry=registry,
+        )
         self.streams = Gauge(
             "voicetyped_speech_active_streams", "Calls with an open audio stream", registry=registry
         )

@@ -1,5 +1,5 @@
-"""A service's HorizontalPodAutoscaler: CPU for most, active calls for media, recognition queue for
-speech.
+"""A service's HorizontalPodAutoscaler: CPU for most, active calls for media, recognition load
+(and/or GPU, CPU) for speech.
 """
 
 from __future__ import annotations
@@ -85,6 +85,18 @@ def hpa_for(
                         external=ExternalMetricSource(metric=identifier, target=value),
                     )
                 )
+        if speech.target_load is not None:
+            # A quantity in thousandths: 0.6 -> "600m" (how the API server writes it back).
+            milli = f"{round(speech.target_load * 1000)}m"
+            metrics.append(
+                MetricSpec(
+                    type="Pods",
+                    pods=PodsMetricSource(
+                        metric=MetricIdentifier(name=speech.load_metric),
+                        target=MetricTarget(type="AverageValue", averageValue=milli),
+                    ),
+                )
+            )
         if speech.target_cpu_utilization is not None:
             metrics.append(_cpu(speech.target_cpu_utilization))
     else:

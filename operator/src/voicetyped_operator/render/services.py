@@ -143,7 +143,12 @@ def speech_pod(spec: VoiceDeploymentSpec, deps: Dependencies) -> PodPlan:
     if speech.model:
         asr["model"] = speech.model
     config = _common_config("speech", speech, 20.0)
-    config.update({"asr": asr, "tts": {"warmup_dialogs_dir": DIALOGS_DIR}})
+    capacity = {
+        "max_streams": speech.capacity.max_calls,
+        "load_threshold": speech.capacity.load_threshold,
+        "queue_threshold": speech.capacity.queue_threshold,
+    }
+    config.update({"asr": asr, "tts": {"warmup_dialogs_dir": DIALOGS_DIR}, "capacity": capacity})
     pod = _serve_dialogs(
         PodPlan(
             component="speech",

@@ -114,15 +114,22 @@ class GpuMetric(Spec):
     name: str = Field("DCGM_FI_DEV_GPU_UTIL", max_length=253, description="Metric name.")
 
 
+_SPEECH_TARGETS = "set targetGPUUtilization and/or targetCPUUtilization, or targetLoad"
+
+
 class SpeechAutoscaling(_ReplicaRange):
-    """Scale the speech gateway on GPU utilization (GPU pools) and/or CPU utilization."""
+    """Scale the speech gateway on its recognition load (``targetLoad``: a Pods metric served
+    by a metrics adapter from ``voicetyped_speech_load``, docs/autoscaling.md), GPU utilization
+    (GPU pools) and/or CPU utilization; with several, the HPA takes the most replicas any asks
+    for."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             _range_rule(),
             cel(
-                "has(self.targetCPUUtilization) || has(self.targetGPUUtilization)",
-                "set targetGPUUtilization and/or targetCPUUtilization",
+                "has(self.targetCPUUtilization) || has(self.targetGPUUtilization) "
+                "|| has(self.targetLoad)",
+                _SPEECH_TARGETS,
             ),
         )
     )
@@ -138,11 +145,28 @@ class SpeechAutoscaling(_ReplicaRange):
         None, alias="targetGPUUtilization", ge=1, le=100, description="Average GPU utilization (%)."
     )
     gpu_metric: GpuMetric = Field(default_factory=GpuMetric, alias="gpuMetric")
+    target_load: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Average recognition load per pod to aim for: finals' decode seconds per "
+        "worker-second (voicetyped_speech_load). Keep it under capacity.loadThreshold (0.8), "
+        "where a pod starts refusing new calls: 0.5 adds pods well before calls are refused.",
+    )
+    load_metric: str = Field(
+        "voicetyped_speech_load",
+        max_length=253,
+        description="Pods metric with each pod's recognition load (as the adapter names it).",
+    )
 
     @model_validator(mode="after")
     def _targets(self) -> SpeechAutoscaling:
-        if self.target_cpu_utilization is None and self.target_gpu_utilization is None:
-            raise ValueError("set targetGPUUtilization and/or targetCPUUtilization")
+        if (
+            self.target_cpu_utilization is None
+            and self.target_gpu_utilization is None
+            and self.target_load is None
+        ):
+            raise ValueError(_SPEECH_TARGETS)
         return self
 
 
@@ -494,6 +518,29 @@ class Gpu(Spec):
     )
 
 
+class SpeechCapacity(Spec):
+    """When a speech pod refuses new calls (the media gateway answers them 503, Retry-After)."""
+
+    max_calls: int = Field(
+        0, ge=0, le=10000, description="Calls at once per pod (0: no fixed ceiling, load decides)."
+    )
+    load_threshold: float = Field(
+        0.8,
+        ge=0,
+        le=10,
+        description="Refuse new calls while the recognition load (finals' decode seconds per "
+        "worker-second over 5 s, voicetyped_speech_load) reaches this (0: never for load). "
+        "An autoscaling.targetLoad under it adds pods before calls are refused.",
+    )
+    queue_threshold: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="Refuse new calls while at least this many finals waited for a worker "
+        "throughout 2 s (0: never for the queue).",
+    )
+
+
 class SpeechSpec(Workload):
     """The speech gateway: VAD, ASR and TTS."""
 
@@ -514,7 +561,8 @@ class SpeechSpec(Workload):
     )
 
     autoscaling: SpeechAutoscaling | None = Field(
-        None, description="Scale on GPU and/or CPU utilization (replaces replicas)."
+        None,
+        description="Scale on recognition load, GPU and/or CPU utilization (replaces replicas).",
     )
     backend: Literal["whispercpp", "faster-whisper"] = Field(
         "whispercpp", description="Recognition backend."
@@ -539,6 +587,7 @@ class SpeechSpec(Workload):
     )
     workers: int = Field(1, ge=1, le=64, description="Recognition workers per pod.")
     gpu: Gpu = Field(default_factory=Gpu)
+    capacity: SpeechCapacity = Field(default_factory=SpeechCapacity)
 
     @model_validator(mode="after")
     def _gpu(self) -> SpeechSpec:

@@ -30,6 +30,12 @@ from voicetyped_media.rtp.stream import MediaStream
 from voicetyped_media.runtime_link import RuntimeLink
 from voicetyped_media.sdp import Negotiated, SdpError, accept_answer, answer_offer, make_offer
 from voicetyped_media.sip.server import via_transport
+from voicetyped_media.speech_audio import (
+    SpeechAtCapacity,
+    SpeechAudioStream,
+    SpeechUnavailable,
+    open_new_call,
+)
 
 if TYPE_CHECKING:
     from voicetyped_media.call.media_call import MediaCall
@@ -52,8 +58,12 @@ async def answer(call: MediaCall) -> None:
     _start_trace(call, negotiated)
     call.sip.ringing()
     endpoint = await _open_media(call, negotiated, rtp_sock, rtcp_sock)
-    if endpoint is None:
-        call.reject(503, "Service Unavailable", "speech recognition unavailable")
+    if isinstance(endpoint, SpeechUnavailable):
+        if isinstance(endpoint, SpeechAtCapacity):
+            retry = {"Retry-After": str(call.config.retry_after_s)}
+            call.reject(503, "Service Unavailable", "speech recognition at capacity", retry)
+        else:
+            call.reject(503, "Service Unavailable", "speech recognition unavailable")
         await call.end(ENDED.REASON_FAILED, 503)
         return
     if call.ended:  # CANCEL while we were setting up
@@ -105,7 +115,7 @@ async def _with_delayed_offer(
     if call.span is not None:
         call.span.set_attribute("codec", negotiated.codec.name)
     endpoint = await _open_media(call, negotiated, rtp_sock, rtcp_sock)
-    if endpoint is None:
+    if isinstance(endpoint, SpeechUnavailable):  # answered already: no 503 any more
         await call.hang_up()
         await call.end(ENDED.REASON_FAILED, 503)
         return
@@ -124,8 +134,9 @@ def _start_trace(call: MediaCall, negotiated: Negotiated | None) -> None:
 
 async def _open_media(
     call: MediaCall, negotiated: Negotiated, rtp_sock: socket.socket, rtcp_sock: socket.socket
-) -> str | None:
-    """Start RTP and open the speech stream: its replica's endpoint, None if unavailable."""
+) -> str | SpeechUnavailable:
+    """Start RTP and open the speech stream: its replica's endpoint, or why there is none
+    (:class:`SpeechAtCapacity`: the speech replica takes no new call)."""
     m = call.services.metrics
     call.negotiated = negotiated
     codec = open_codec(negotiated.codec)
@@ -147,13 +158,21 @@ async def _open_media(
     call.unopened = None
     await call.stream.start(rtp_sock, rtcp_sock)
     call.keys.listen_inband(call.config.inband_dtmf, negotiated.telephone_event)
-    call.speech = call.new_speech_stream()
+
+    def attempt() -> SpeechAudioStream:
+        call.speech = call.new_speech_stream()  # (so that a CANCEL meanwhile closes it)
+        return call.speech
+
     try:
-        return await call.speech.open()
+        return (await open_new_call(attempt, call.config.speech_attempts)).endpoint
+    except SpeechAtCapacity as exc:
+        log.warning("speech at capacity; refusing the call", error=str(exc))
+        m.refused.labels("speech_capacity").inc()
+        return exc
     except Exception as exc:
         log.warning("no speech stream; refusing the call", error=str(exc))
         m.refused.labels("speech_unavailable").inc()
-        return None
+        return exc if isinstance(exc, SpeechUnavailable) else SpeechUnavailable(str(exc))
 
 
 def _start_call(call: MediaCall, negotiated: Negotiated) -> None:

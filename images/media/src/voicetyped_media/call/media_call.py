@@ -84,6 +84,10 @@ class CallConfig:
     """The call's SRTP policy (its dialog's, else the deployment's)."""
     encrypted_signalling: bool = False
     """The INVITE came over TLS (so an SDES key in the SDP was not sent in clear)."""
+    retry_after_s: int = 5
+    """Retry-After of a 503 (speech at capacity)."""
+    speech_attempts: int = 3
+    """Speech replicas a new call's stream is tried on when one is at capacity."""
 
 
 @dataclass
@@ -194,18 +198,21 @@ class MediaCall:
         """BYE or CANCEL from the caller, or a SIP timeout: end without signalling."""
         self._spawn(self.end(reason, code))
 
-    def reject(self, status: int, reason: str, warning: str = "") -> None:
+    def reject(
+        self, status: int, reason: str, warning: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         """Refuse the call while it is not answered yet."""
         if self.answered:
             return
         with contextlib.suppress(Exception):
-            refuse(self.sip, status, reason, warning)
+            refuse(self.sip, status, reason, warning, headers)
         self.sip.dialog.terminate()
 
     # -- media -------------------------------------------------------------------------------
 
-    def new_speech_stream(self) -> SpeechAudioStream:
-        """The call's ``StreamAudio`` (not opened yet), at the playback rate of its codec."""
+    def new_speech_stream(self, *, resumed: bool = False) -> SpeechAudioStream:
+        """The call's ``StreamAudio`` (not opened yet), at the playback rate of its codec;
+        ``resumed``: the call runs already (its stream moves), no capacity check applies."""
         assert self.stream is not None
         return SpeechAudioStream(
             self.services.speech,
@@ -213,6 +220,7 @@ class MediaCall:
             self.stream.codec.pcm_rate,
             self.on_playback,
             self.on_stop,
+            resumed=resumed,
             on_forwarded=self.services.metrics.uplink_delay.observe,
             on_failed=self.speech_failed,
             metadata=tracing.metadata(self.trace),

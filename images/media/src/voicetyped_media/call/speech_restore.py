@@ -5,7 +5,8 @@ killed) or breaks it; not when the call closed it. The call then:
 
 1. drops the playback audio still queued from the failed stream (the caller hears silence);
 2. reopens ``StreamAudio`` for the same session through the speech channel, i.e. the speech
-   Service, which connects to a ready replica: attempts of at most ``ATTEMPT_TIMEOUT_S`` that
+   Service, which connects to a ready replica (marked ``resumed``: a replica at capacity
+   refuses new calls, never a running one's stream): attempts of at most ``ATTEMPT_TIMEOUT_S`` that
    wait for the channel to connect, with backoff from ``FIRST_BACKOFF_S`` to ``MAX_BACKOFF_S``,
    until ``speech_restore_s`` (media setting, 10 s by default) has passed;
 3. restored: caller audio goes to the new stream, and the runtime is told the new replica's
@@ -55,7 +56,7 @@ async def restore(call: MediaCall) -> None:
         attempts, backoff = 0, FIRST_BACKOFF_S
         while not call.ended and (left := deadline - time.monotonic()) > 0:
             attempts += 1
-            stream = call.new_speech_stream()
+            stream = call.new_speech_stream(resumed=True)
             try:
                 endpoint = await stream.open(min(ATTEMPT_TIMEOUT_S, left), wait_for_ready=True)
             except SpeechUnavailable as exc:

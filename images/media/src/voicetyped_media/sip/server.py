@@ -64,12 +64,20 @@ def via_transport(transport: SipTransport) -> str:
     return "TCP" if transport.reliable else "UDP"
 
 
-def refuse(call: IncomingCall, status: int, reason: str, warning: str = "") -> None:
+def refuse(
+    call: IncomingCall,
+    status: int,
+    reason: str,
+    warning: str = "",
+    headers: dict[str, str] | None = None,
+) -> None:
     """Refuse a call that was not answered yet, inside its dialog (aiosipua has no public way
     to send a final error response for an IncomingCall: this module is where its internals are
     touched)."""
-    headers = {"Warning": f'399 voicetyped "{warning}"'} if warning else None
-    call._send_response(status, reason, extra_headers=headers)
+    extra = dict(headers or {})
+    if warning:
+        extra["Warning"] = f'399 voicetyped "{warning}"'
+    call._send_response(status, reason, extra_headers=extra or None)
 
 
 def reply(

@@ -41,7 +41,12 @@ from voicetyped_media.call.keys import KeyRelay
 from voicetyped_media.call.media_call import Services
 from voicetyped_media.rtp.pacer import Playout
 from voicetyped_media.runtime_link import RuntimeLink
-from voicetyped_media.speech_audio import SpeechAudioStream, SpeechUnavailable
+from voicetyped_media.speech_audio import (
+    SpeechAtCapacity,
+    SpeechAudioStream,
+    SpeechUnavailable,
+    open_new_call,
+)
 from voicetyped_media.webrtc.outbound import RATE, OutboundTrack
 
 log = get_logger("voicetyped.media.webrtc")
@@ -113,29 +118,22 @@ class WebRtcCall:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Open the speech stream and answer the (checked) offer: the answer SDP, with every
-        host candidate. Raises :class:`SpeechUnavailable` (the call is ended then)."""
+    async def answer(self, offer_sdp: str, speech_attempts: int = 1) -> str:
+        """Open the speech stream (on up to ``speech_attempts`` replicas while they are at
+        capacity) and answer the (checked) offer: the answer SDP, with every host candidate.
+        Raises :class:`SpeechUnavailable` (the call is ended then)."""
         self.span = tracer.start_span(
             "call",
             attributes={"session_id": self.session_id, "codec": "opus", "transport": "webrtc"},
         )
         self.trace = trace.set_span_in_context(self.span)
-        self.speech = SpeechAudioStream(
-            self.services.speech,
-            self.session_id,
-            RATE,
-            self.on_playback,
-            self.on_stop,
-            on_forwarded=self.services.metrics.uplink_delay.observe,
-            on_failed=self._speech_failed,
-            metadata=tracing.metadata(self.trace),
-        )
         try:
-            await self.speech.open()
+            await open_new_call(self._new_speech_stream, speech_attempts)
         except SpeechUnavailable as exc:
             log.warning("no speech stream; refusing the browser call", error=str(exc))
-            self.services.metrics.refused.labels("speech_unavailable").inc()
+            capacity = isinstance(exc, SpeechAtCapacity)
+            reason = "speech_capacity" if capacity else "speech_unavailable"
+            self.services.metrics.refused.labels(reason).inc()
             await self.end(ENDED.REASON_FAILED, 503)
             raise
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -148,6 +146,19 @@ class WebRtcCall:
         await self.pc.setLocalDescription(await self.pc.createAnswer())  # gathers candidates
         self._spawn(self._connect_or_end())
         return self.pc.localDescription.sdp
+
+    def _new_speech_stream(self) -> SpeechAudioStream:
+        self.speech = SpeechAudioStream(
+            self.services.speech,
+            self.session_id,
+            RATE,
+            self.on_playback,
+            self.on_stop,
+            on_forwarded=self.services.metrics.uplink_delay.observe,
+            on_failed=self._speech_failed,
+            metadata=tracing.metadata(self.trace),
+        )
+        return self.speech
 
     async def _connect_or_end(self) -> None:
         try:

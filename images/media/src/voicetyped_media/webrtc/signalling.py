@@ -32,7 +32,7 @@ from voicetyped.v1 import runtime_pb2
 from voicetyped_media.call.media_call import Services
 from voicetyped_media.config import MediaSettings
 from voicetyped_media.metrics import MediaMetrics
-from voicetyped_media.speech_audio import SpeechUnavailable
+from voicetyped_media.speech_audio import SpeechAtCapacity, SpeechUnavailable
 from voicetyped_media.webrtc.call import WebRtcCall
 from voicetyped_media.webrtc.offer import MAX_SDP_BYTES, OfferError, check_offer
 from voicetyped_media.webrtc.tokens import CallTokens, TokenError, derive_key
@@ -65,8 +65,8 @@ class CallOffer(BaseModel):
     type: Literal["offer"]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 class WebRtcIngress:
@@ -175,7 +175,10 @@ class WebRtcIngress:
         call = WebRtcCall(remote, self.settings.webrtc_dialog(), self.services, self._ended)
         self._setting_up += 1
         try:
-            answer = await call.answer(sdp)
+            answer = await call.answer(sdp, self.settings.speech_attempts)
+        except SpeechAtCapacity:
+            retry = {"Retry-After": str(self.settings.retry_after_s)}
+            return _error(503, "speech recognition at capacity", retry)
         except SpeechUnavailable:
             return _error(503, "speech recognition unavailable")
         except (ValueError, InvalidAccessError, InvalidStateError) as exc:  # aiortc refused it

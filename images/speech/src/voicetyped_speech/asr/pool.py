@@ -12,7 +12,8 @@ Two classes of work:
   hypothesis is worth computing), run only when no final waits. A partial that is running when
   a final arrives is asked to abort (:data:`~.base.AbortCheck`), so partials delay finals as
   little as the backend allows, unless it was promoted to a final
-  (:meth:`RecognitionPool.promote`).
+  (:meth:`RecognitionPool.promote`). Each partial shed so (``replaced`` while it waited,
+  ``aborted`` for a final) is reported to ``on_shed``: under load, partials go first.
 
 A submitted job can be cancelled: if it waits it is dropped, if it runs its abort check turns
 true.
@@ -143,6 +144,7 @@ class RecognitionPool:
         max_waiting: int = 8,
         on_decode: Callable[[DecodeStats], None] | None = None,
         deadline: Deadline = Deadline(),
+        on_shed: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1 or max_waiting < 1:
             raise ValueError("workers and max_waiting must be >= 1")
@@ -155,6 +157,7 @@ class RecognitionPool:
         self._waiting_finals = 0
         self._max_waiting = max_waiting
         self._on_decode = on_decode
+        self._on_shed = on_shed
         self._closed = False
         self._threads: list[threading.Thread] = []
         self.workers = workers
@@ -178,6 +181,11 @@ class RecognitionPool:
         """Jobs waiting for a worker (finals and partials)."""
         with self._cond:
             return self._waiting_finals + len(self._partials)
+
+    @property
+    def waiting_finals(self) -> int:
+        with self._cond:
+            return self._waiting_finals
 
     @property
     def busy_workers(self) -> int:
@@ -206,6 +214,7 @@ class RecognitionPool:
         if old is not None:
             old.cancelled = True
             old.future.cancel()
+            self._shed("replaced")
         return job
 
     def promote(self, job: Job) -> bool:
@@ -319,11 +328,19 @@ class RecognitionPool:
         try:
             result = recognizer.transcribe(job.audio, partial(self._should_abort, job), job.options)
         except Aborted:
-            if job.timed_out and not job.cancelled and not self._closed:
+            if job.cancelled or self._closed:
+                raise
+            if job.timed_out:
                 return Transcription("", 0.0, time.perf_counter() - started, cut="deadline")
+            if job.kind == "partial":
+                self._shed("aborted")  # it gave way to a final
             raise
         self._observe(result.compute_s)
         return result
+
+    def _shed(self, reason: str) -> None:
+        if self._on_shed is not None:
+            self._on_shed(reason)
 
     def _observe(self, compute_s: float) -> None:
         # A race between two workers loses one sample of a moving average: harmless.
