@@ -13,6 +13,7 @@ import pytest
 from voicetyped_speech.models.verify import transcribe
 from voicetyped_speech.tts import DEFAULT_VOICE, FirstUnitPolicy, Synthesizer, VoiceRegistry
 from voicetyped_speech.tts.first_unit import OFF, cut_phonemes, first_cut, is_numeric
+from voicetyped_speech.tts.synth import trim_trailing_silence
 from voicetyped_testkit.speech import words
 
 if TYPE_CHECKING:
@@ -188,9 +189,11 @@ async def test_first_unit_only_for_live_uncached_text(synth: Synthesizer) -> Non
     assert report.synthesized == 1
     assert (synth.stats.units, synth.stats.first_cuts) == (3, 1)
     # So is the rest of a templated prompt after its cached opening.
-    await synth.warm_up(["Thanks for waiting {{ name }}."], DEFAULT_VOICE, 8000)
+    await synth.warm_up(["Thanks for waiting {{ name }}, your parcel..."], DEFAULT_VOICE, 8000)
     units = synth.stats.units
-    await pcm_of(synth, "Thanks for waiting, your parcel is on the van and comes today.", "p", 8000)
+    rendered = "Thanks for waiting Anna, your parcel is on the van and comes today."
+    assert first_cut(rendered.removeprefix("Thanks for waiting "), POLICY) is not None
+    await pcm_of(synth, rendered, "p", 8000)
     assert synth.stats.prefix_hits == 1
     assert synth.stats.first_cuts == 1
     assert synth.stats.units == units + 1
@@ -201,15 +204,14 @@ async def test_the_cut_is_part_of_the_cache_key(
 ) -> None:
     voice = registry.get(DEFAULT_VOICE)
     whole = Synthesizer(registry, first_unit=OFF)
+    off = Synthesizer(registry, first_unit=FirstUnitPolicy(max_words=0, min_rest_words=5))
     try:
-        assert whole.cache_key(REPLY, voice, 8000, None) != synth.cache_key(
-            REPLY, voice, 8000, None
-        )
-        assert whole.cache_key(REPLY, voice, 8000, None) == Synthesizer(
-            registry, first_unit=FirstUnitPolicy(max_words=0, min_rest_words=5)
-        ).cache_key(REPLY, voice, 8000, None)  # off is off, whatever the other numbers
+        key = whole.cache_key(REPLY, voice, 8000, None)
+        assert key != synth.cache_key(REPLY, voice, 8000, None)
+        assert key == off.cache_key(REPLY, voice, 8000, None)  # off is off, whatever the rest
     finally:
         await whole.aclose(wait=True)
+        await off.aclose(wait=True)
 
 
 async def test_cancel_during_the_opening_and_during_the_rest(synth: Synthesizer) -> None:
@@ -244,3 +246,13 @@ async def test_cut_reply_is_heard_whole(synth: Synthesizer, whisper_cpp: Model) 
     assert synth.stats.first_cuts == 1
     heard = transcribe(whisper_cpp, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768)
     assert words(heard) == words(text), heard
+
+
+def test_trim_trailing_silence_keeps_the_tail() -> None:
+    rate = 22050
+    sound = np.sin(np.linspace(0, 200, rate // 5)).astype(np.float32)  # 200 ms
+    quiet = np.full(rate // 10, 1e-5, dtype=np.float32)  # 100 ms
+    out = trim_trailing_silence(np.concatenate([quiet, sound, quiet]), rate, 40)
+    assert out.flags.c_contiguous
+    assert len(out) == pytest.approx(len(quiet) + len(sound) + rate * 40 // 1000, abs=2)
+    assert np.array_equal(out[: len(quiet) + len(sound)], np.concatenate([quiet, sound]))

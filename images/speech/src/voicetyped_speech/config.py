@@ -162,7 +162,7 @@ class TtsConfig(_Group):
         100, ge=20, le=2000, description="Audio handed to the media gateway ahead of playout."
     )
     first_unit_max_words: int = Field(
-        6,
+        4,
         ge=0,
         le=50,
         description="A new (uncached) reply's first sentence longer than this is cut after its "

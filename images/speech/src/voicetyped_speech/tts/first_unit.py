@@ -76,7 +76,7 @@ _PUNCT_TAIL: Final = ",;:.!?\u2014\u2013"
 class FirstUnitPolicy:
     """Where a new reply's first unit may end (see the module documentation)."""
 
-    max_words: int = 6
+    max_words: int = 4
     """Longest opening voiced on its own; 0 turns the first-unit cut off."""
     min_words: int = 2
     min_rest_words: int = 3
@@ -93,8 +93,10 @@ class FirstUnitPolicy:
 
     def settings(self) -> dict[str, int]:
         """What decides the cut: part of the prompt cache key."""
+        if not self.enabled:
+            return {"first_max_words": 0}
         return {
-            "first_max_words": self.max_words if self.enabled else 0,
+            "first_max_words": self.max_words,
             "first_min_words": self.min_words,
             "first_min_rest_words": self.min_rest_words,
         }
@@ -188,7 +190,9 @@ def _kind(here: str, after: str, then: str) -> CutKind | None:
     if here_number:  # "4 | at 3 pm" may still belong to the expression: only after punctuation
         return None
     if after_number:  # before a number, time, date or amount: "is | forty two dollars"
-        return None if _bare(here) in PHRASE_STARTS else "phrase"  # not "on | Monday 3rd"
+        if _bare(here) in PHRASE_STARTS or _bare(after) in _UNIT_WORDS:
+            return None  # not "on | Monday 3rd", nor "every | day"
+        return "phrase"
     word = _bare(after)
     if word in CONJUNCTIONS:
         if is_numeric(then):  # "two and three", "five or six"
