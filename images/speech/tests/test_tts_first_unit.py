@@ -241,7 +241,7 @@ async def test_cancel_during_the_opening_and_during_the_rest(synth: Synthesizer)
 
 
 async def test_cut_reply_is_heard_whole(synth: Synthesizer, whisper_cpp: Model) -> None:
-    text = "Your parcel was handed to the courier on December 4th, and it arrives by Friday."
+    text = "Your parcel was handed to the courier this morning, and it arrives by Friday."
     pcm = await pcm_of(synth, text, "heard")
     assert synth.stats.first_cuts == 1
     heard = transcribe(whisper_cpp, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768)
