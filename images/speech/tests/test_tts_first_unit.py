@@ -172,7 +172,7 @@ async def test_first_unit_only_for_live_uncached_text(synth: Synthesizer) -> Non
     units_at_first: list[int] = []
     stream = synth.synthesize(REPLY, DEFAULT_VOICE, 8000, "live")
     async with contextlib.aclosing(stream):
-        frames = []
+        frames: list[bytes] = []
         async for frame in stream:
             if not frames:
                 units_at_first.append(synth.stats.units)
@@ -244,7 +244,8 @@ async def test_cut_reply_is_heard_whole(synth: Synthesizer, whisper_cpp: Model) 
     text = "Your parcel was handed to the courier this morning, and it arrives by Friday."
     pcm = await pcm_of(synth, text, "heard")
     assert synth.stats.first_cuts == 1
-    heard = transcribe(whisper_cpp, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768)
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / np.float32(32768)
+    heard = transcribe(whisper_cpp, audio)
     assert words(heard) == words(text), heard
 
 

@@ -154,7 +154,7 @@ def first_cut(text: str, policy: FirstUnitPolicy) -> Cut | None:
     if len(words) <= policy.max_words:
         return None
     ranks: dict[CutKind, int] = {"punctuation": 0, "conjunction": 1, "phrase": 2}
-    best: tuple[int, int] | None = None  # (rank, index of the last word of the opening)
+    best: tuple[int, int, CutKind] | None = None  # (rank, last word of the opening, kind)
     count = 0
     for i in range(len(sentence) - 1):
         here, after = sentence[i].group(), sentence[i + 1].group()
@@ -168,15 +168,14 @@ def first_cut(text: str, policy: FirstUnitPolicy) -> Cut | None:
             continue
         kind = _kind(here, after, sentence[i + 2].group() if i + 2 < len(sentence) else "")
         if kind is not None and (best is None or ranks[kind] < best[0]):
-            best = (ranks[kind], i)
+            best = (ranks[kind], i, kind)
     if best is None:
         return None
-    i = best[1]
+    _, i, kind = best
     if sentence[i + 1].group() in _DASHES:  # a spaced dash ends the opening
         i += 1
     end = sentence[i].end()
     offset = sentence[i + 1].start()
-    kind = next(k for k, r in ranks.items() if r == best[0])
     return Cut(offset, text[:end], text[offset:], kind)
 
 
