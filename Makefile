@@ -122,6 +122,7 @@ bench: install system-deps
 	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
+	$(PY) bench/tts_first_audio.py --out bench/results/tts_first_audio.json  # and WAV pairs
 	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
 	$(PY) bench/biasing.py --out bench/results/biasing.json --models tiny.en,base
 	$(PY) bench/media.py --out bench/results/media.json

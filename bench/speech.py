@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from voicetyped_speech.vad import pcm16_to_float32
 from voicetyped_testkit.processes import ServiceProcess, free_port
 from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
 from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
-from voicetyped_testkit.stats import pct
+from voicetyped_testkit.stats import summary_ms
 
 TARGETS = {"eos_to_final_p50_ms": 250.0}
 QUIET = SynthesisConfig(noise_scale=0, noise_w_scale=0)
@@ -71,17 +70,6 @@ UTTERANCES = [  # about 1 s to 5 s of speech
 ]
 GAP_MS = 1200
 FINAL = speech_pb2.TranscriptEvent.KIND_FINAL
-
-
-def summary_ms(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {
-        "n": len(ms),
-        "p50": round(pct(ms, 0.5), 1),
-        "p95": round(pct(ms, 0.95), 1),
-        "mean": round(statistics.fmean(ms), 1),
-        "max": round(max(ms), 1),
-    }
 
 
 def trimmed(pcm: Pcm) -> Pcm:

@@ -31,6 +31,7 @@ from voicetyped_speech.tts import (
     VoiceRegistry,
     is_fixed_prompt,
 )
+from voicetyped_speech.tts.first_unit import OFF
 from voicetyped_speech.tts.prefix import PrefixIndex, fixed_prefix
 from voicetyped_speech.tts.synth import trim_leading_silence
 from voicetyped_speech.tts.units import split_sentence, split_units
@@ -149,6 +150,7 @@ async def test_output_rate_length_and_frames(
     synth: Synthesizer, registry: VoiceRegistry, rate: int
 ) -> None:
     synth.lead_in_ms = None  # Piper's audio untouched (trimming: see the lead-in tests)
+    synth.first_unit = OFF  # whole sentences, as Piper voices them (cut: test_tts_first_unit)
     run = await consume(synth, MULTI, rate, f"fmt-{rate}", options=EXACT)
     assert_framed(run.frames, rate)
     out = np.frombuffer(run.pcm, dtype="<i2")
@@ -192,7 +194,7 @@ async def test_first_sentence_streams_before_the_last_is_synthesized(synth: Synt
     total = time.perf_counter() - t0
     assert first is not None
     assert units_at_first_frame is not None
-    assert synth.stats.units == 5  # one unit per sentence
+    assert synth.stats.units == 6  # one unit per sentence, the first cut after "Hello,"
     assert units_at_first_frame < synth.stats.units
     assert first < total / 2, (first, total)
     assert synth.stats.ttfa_uncached[-1] == pytest.approx(first, abs=0.01)
@@ -331,7 +333,7 @@ async def test_synthesis_runs_at_most_max_ahead_of_the_consumer(registry: VoiceR
         assert s.stats.units == 1
         assert s.busy_workers == 0
         frames += [f async for f in stream]
-        assert s.stats.units == 5
+        assert s.stats.units == 6
         assert_framed(frames, 8000)
         assert len(s.cache) == 1
     finally:
@@ -365,7 +367,7 @@ async def test_cache_hit_is_fast_and_identical(synth: Synthesizer) -> None:
     kinds = [k for k, _ in events]
     assert kinds.count("miss") == 2
     assert kinds.count("hit") == 6
-    assert kinds.count("unit") == 10
+    assert kinds.count("unit") == 12
     assert ("ttfa", True) in events
     assert ("ttfa", False) in events
     assert ("unit", True) in events  # faster than real time

@@ -28,7 +28,7 @@ from voicetyped_speech.grpc_service import SpeechGatewayServicer, register
 from voicetyped_speech.load import LoadMonitor
 from voicetyped_speech.metrics import SpeechMetrics
 from voicetyped_speech.streaming import TurnEndSettings
-from voicetyped_speech.tts import Synthesizer, TTSHooks, VoiceRegistry
+from voicetyped_speech.tts import FirstUnitPolicy, Synthesizer, TTSHooks, VoiceRegistry
 from voicetyped_speech.turn.model import SmartTurn
 from voicetyped_speech.turn.runner import TurnModelRunner
 from voicetyped_speech.warmup import watch_and_warm
@@ -112,6 +112,11 @@ class SpeechService:
             cache_max_bytes=s.tts.cache_max_mb * 1024 * 1024,
             max_active=s.tts.max_active,
             lead_in_ms=s.tts.lead_in_ms,
+            first_unit=FirstUnitPolicy(
+                s.tts.first_unit_max_words,
+                s.tts.first_unit_min_words,
+                s.tts.first_unit_min_rest_words,
+            ),
             hooks=hooks,
         )
         if s.tts.warmup_dialogs_dir is not None:

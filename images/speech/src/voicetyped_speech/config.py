@@ -196,6 +196,19 @@ class TtsConfig(_Group):
     lead_ms: int = Field(
         100, ge=20, le=2000, description="Audio handed to the media gateway ahead of playout."
     )
+    first_unit_max_words: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="A new (uncached) reply's first sentence longer than this is cut after its "
+        "opening phrase of at most this many words, voiced first for fast first audio; the cut "
+        "falls at punctuation, a conjunction or a phrase start, never inside a number, time or "
+        "date (0: voice first sentences whole).",
+    )
+    first_unit_min_words: int = Field(2, ge=1, le=50, description="Shortest such opening.")
+    first_unit_min_rest_words: int = Field(
+        3, ge=1, le=50, description="Fewest words of the sentence left after the opening."
+    )
     warmup_dialogs_dir: Path | None = Field(
         None,
         description="Dialog documents (the Dialog ConfigMap mount) whose fixed prompts are "

@@ -4,6 +4,7 @@ See :mod:`.synth` for the streaming, threading, barge-in and caching design.
 """
 
 from voicetyped_speech.tts.cache import PromptCache, cache_key
+from voicetyped_speech.tts.first_unit import FirstUnitPolicy
 from voicetyped_speech.tts.synth import (
     DEFAULT_FRAME_MS,
     SUPPORTED_RATES,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_VOICE",
     "SUPPORTED_RATES",
     "DuplicateRequestError",
+    "FirstUnitPolicy",
     "InvalidVoiceError",
     "PromptCache",
     "SynthesisBusyError",

@@ -2,9 +2,15 @@
 
 ``Synthesizer.synthesize(text, voice, rate, request_id)`` returns an async iterator of 16-bit
 mono little-endian PCM frames at 8 or 16 kHz, each exactly ``frame_ms`` long except possibly the
-last. Audio arrives sentence by sentence: the first frame is ready once Piper has voiced the first
-sentence (~0.2 s), while later sentences are synthesized ahead of playback (at most
-``max_ahead_seconds`` of unconsumed audio) so the consumer can pace frames in real time.
+last. Audio arrives unit by unit: the first frame is ready once Piper has voiced the first unit,
+while later units are synthesized ahead of playback (at most ``max_ahead_seconds`` of unconsumed
+audio) so the consumer can pace frames in real time.
+
+First unit
+    A live request for text not in the cache cuts a long first sentence after its opening
+    phrase (``first_unit``, :mod:`.first_unit`): Piper voices those few words first, so the
+    first frame waits for a fraction of the sentence, and the rest of the sentence next. Warm-up
+    and the text after a cached opening are voiced without that cut (no latency to win there).
 
 Threads and the event loop
     Piper runs in a pool of ``workers`` threads; one job is one synthesis unit (a sentence, long
@@ -60,6 +66,7 @@ import numpy as np
 import soxr
 
 from voicetyped_speech.tts.cache import DEFAULT_MAX_BYTES, PromptCache, cache_key
+from voicetyped_speech.tts.first_unit import OFF, FirstUnitPolicy, cut_phonemes, first_cut
 from voicetyped_speech.tts.prefix import PrefixIndex, fixed_prefix
 from voicetyped_speech.tts.units import DEFAULT_MAX_PHONEMES, split_units
 from voicetyped_speech.tts.voices import DEFAULT_VOICE, Voice, VoiceRegistry, VoiceSpec
@@ -76,6 +83,9 @@ PIPELINE_VERSION: Final = 2
 """Bump when the audio produced for the same inputs changes (it is part of the cache key)."""
 DEFAULT_LEAD_IN_MS: Final = 10
 """Silence kept before the first sound of a synthesis; see :func:`trim_leading_silence`."""
+SEAM_LEAD_MS: Final = 10
+SEAM_TAIL_MS: Final = 40
+"""Silence kept each side of a first-unit cut (see ``_Pipeline._seam``)."""
 _ONSET_DBFS: Final = -40.0
 """A sample this far below the unit's peak (or quieter) counts as silence before the onset."""
 
@@ -165,6 +175,8 @@ class TTSStats:
     cache_misses: int = 0
     prefix_hits: int = 0
     """Cache misses whose opening came from the cache (a templated prompt's fixed part)."""
+    first_cuts: int = 0
+    """Uncached replies whose first sentence was cut after its opening (:mod:`.first_unit`)."""
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
@@ -282,8 +294,12 @@ class _Pipeline:
         max_unit_phonemes: int,
         lead_in_ms: int | None,
         carry: bytes = b"",
+        first_unit: FirstUnitPolicy = OFF,
     ) -> None:
         self._voice = voice
+        self._first_unit = first_unit
+        self.first_cut: str | None = None
+        """The kind of first-unit cut made (None: the first sentence voiced whole)."""
         self._lead_in_ms = lead_in_ms
         self._config = options.to_piper()
         self._frame_bytes = frame_bytes
@@ -300,8 +316,29 @@ class _Pipeline:
     def start(self, text: str) -> _UnitResult:
         """Phonemize and cut ``text``, then voice its first unit."""
         t0 = time.perf_counter()
-        self._units = split_units(self._voice.piper.phonemize(text), self._max_unit_phonemes)
+        piper = self._voice.piper
+        sentences = piper.phonemize(text)
+        cut = first_cut(text, self._first_unit)
+        parts = cut_phonemes(sentences, cut, piper.phonemize) if cut is not None else None
+        if cut is not None and parts is not None:
+            self.first_cut = cut.kind
+            head, rest = parts
+            self._units = [head, *split_units(rest, self._max_unit_phonemes)]
+        else:
+            self._units = split_units(sentences, self._max_unit_phonemes)
         return self.next_unit(time.perf_counter() - t0)
+
+    def _seam(self, audio: NDArray[np.float32], rate: int) -> NDArray[np.float32]:
+        """The opening's end and the rest's start at a first-unit cut: Piper closes every unit
+        with silence and opens the next with its pre-roll, a pause the whole sentence does not
+        have. The rest keeps :data:`SEAM_LEAD_MS` of its pre-roll; an opening cut without
+        punctuation keeps :data:`SEAM_TAIL_MS` of its closing silence (after a comma Piper's
+        own pause stays)."""
+        if self._next == 2:
+            return trim_leading_silence(audio, rate, SEAM_LEAD_MS)
+        if self.first_cut != "punctuation":
+            return trim_trailing_silence(audio, rate, SEAM_TAIL_MS)
+        return audio
 
     def next_unit(self, extra_seconds: float = 0.0) -> _UnitResult:
         t0 = time.perf_counter()
@@ -320,8 +357,11 @@ class _Pipeline:
             if self._config.volume != 1.0:
                 audio = audio * self._config.volume
             audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+            sr = self._voice.sample_rate
             if self._next == 1 and self._lead_in_ms is not None:
-                audio = trim_leading_silence(audio, self._voice.sample_rate, self._lead_in_ms)
+                audio = trim_leading_silence(audio, sr, self._lead_in_ms)
+            if self.first_cut is not None and self._next <= 2:
+                audio = self._seam(audio, sr)
         else:
             audio = np.zeros(0, dtype=np.float32)
         done = self._next >= len(self._units)
@@ -341,6 +381,14 @@ class _Pipeline:
             self._pending.clear()
         compute = time.perf_counter() - t0 + extra_seconds
         return _UnitResult(frames, done, audio_seconds, compute, t2 - t1)
+
+
+def trim_trailing_silence(
+    audio: NDArray[np.float32], sample_rate: int, tail_ms: int
+) -> NDArray[np.float32]:
+    """``audio`` without the silence after its last sound, keeping ``tail_ms`` of it (the
+    mirror of :func:`trim_leading_silence`)."""
+    return np.ascontiguousarray(trim_leading_silence(audio[::-1], sample_rate, tail_ms)[::-1])
 
 
 def trim_leading_silence(
@@ -389,6 +437,7 @@ class Synthesizer:
         max_ahead_seconds: float = 10.0,
         max_active: int = 64,
         lead_in_ms: int | None = DEFAULT_LEAD_IN_MS,
+        first_unit: FirstUnitPolicy | None = None,
         hooks: TTSHooks | None = None,
     ) -> None:
         if workers < 1:
@@ -413,6 +462,9 @@ class Synthesizer:
         self.max_active = max_active
         self.lead_in_ms = lead_in_ms
         """Leading silence kept before a synthesis's first sound (None: untrimmed)."""
+        self.first_unit = first_unit if first_unit is not None else FirstUnitPolicy()
+        """How a live uncached reply's first sentence is cut for fast first audio
+        (:mod:`.first_unit`); warm-up and text after a cached opening are voiced uncut."""
         self.prefixes = PrefixIndex()
         """Fixed openings of templated prompts (registered by :meth:`warm_up`)."""
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="piper")
@@ -558,6 +610,7 @@ class Synthesizer:
             "resample_quality": self.resample_quality,
             "max_unit_phonemes": self.max_unit_phonemes,
             "lead_in_ms": self.lead_in_ms,
+            **self.first_unit.settings(),
             "pipeline": PIPELINE_VERSION,
         }
         return cache_key(text, voice.name, voice.identity, rate, synthesis)
@@ -780,6 +833,7 @@ class Synthesizer:
                 self.max_unit_phonemes,
                 self.lead_in_ms,
                 carry,
+                OFF if background or head or carry else self.first_unit,
             )
             max_ahead = self._max_ahead_frames()
             collected: list[bytes] = []
@@ -794,10 +848,11 @@ class Synthesizer:
                         await req.space.wait()
                     prio = _PRIORITY_BACKGROUND if background else _PRIORITY_NEXT
                     result = await self._run(req, prio, pipeline.next_unit)
-                first = False
                 if result is None or req.cancelled:
                     return
                 self.stats.units += 1
+                if first and pipeline.first_cut is not None:
+                    self.stats.first_cuts += 1
                 self.stats.audio_seconds += result.audio_seconds
                 self.stats.compute_seconds += result.compute_seconds
                 self.stats.resample_seconds += result.resample_seconds
@@ -805,6 +860,7 @@ class Synthesizer:
                 collected.extend(result.frames)
                 req.frames_ahead += len(result.frames)
                 req.queue.put_nowait(result.frames)
+                first = False
                 if result.done:
                     break
             pcm = head + b"".join(collected)
@@ -834,4 +890,5 @@ __all__ = [
     "WarmUpReport",
     "is_fixed_prompt",
     "trim_leading_silence",
+    "trim_trailing_silence",
 ]
