@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hmac
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
@@ -83,7 +84,14 @@ def bearer_guard(token_file: Path | None) -> Callable[[Handler], Handler]:
 
     With no file the handlers are returned unchanged (no authentication).
     """
-    token = token_file.read_text().strip() if token_file else None
+    return require_bearer(token_file.read_text().strip() if token_file else None)
+
+
+def require_bearer(
+    token: str | None, refusal: str = "unauthorized"
+) -> Callable[[Handler], Handler]:
+    """Wrap handlers to require ``Authorization: Bearer <token>`` (compared in constant time);
+    otherwise 401 ``{"error": refusal}``. ``None``: the handlers are returned unchanged."""
 
     def guarded(handler: Handler) -> Handler:
         if token is None:
@@ -92,9 +100,36 @@ def bearer_guard(token_file: Path | None) -> Callable[[Handler], Handler]:
         async def check(request: web.Request) -> web.StreamResponse:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response({"error": "unauthorized"}, status=401)
+                return web.json_response({"error": refusal}, status=401)
             return await handler(request)
 
         return check
 
     return guarded
+
+
+def static_page(
+    package: str, folder: str, files: Mapping[str, str], headers: Mapping[str, str]
+) -> Handler:
+    """A handler serving a page's files (``files``: the ``{name}`` route part -> file name in
+    ``package``/``folder``), read once here rather than per request; 404 JSON for any other
+    name. The content type follows the file's suffix."""
+    root = resources.files(package) / folder
+    pages = {
+        name: ((root / file).read_bytes(), _CONTENT_TYPES[Path(file).suffix])
+        for name, file in files.items()
+    }
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        found = pages.get(request.match_info["name"])
+        if found is None:
+            return web.json_response({"error": "no such file"}, status=404)
+        body, content_type = found
+        return web.Response(
+            body=body, content_type=content_type, charset="utf-8", headers=dict(headers)
+        )
+
+    return serve
+
+
+_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}

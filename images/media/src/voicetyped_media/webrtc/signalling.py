@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +24,7 @@ from aiohttp import web
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voicetyped.service.config import ConfigError
+from voicetyped.service.http import require_bearer, static_page
 from voicetyped.service.logs import get_logger
 from voicetyped.v1 import runtime_pb2
 
@@ -40,7 +39,7 @@ from voicetyped_media.webrtc.tokens import CallTokens, TokenError, derive_key
 log = get_logger("voicetyped.media.webrtc")
 ENDED = runtime_pb2.CallEnded
 PAGE_FILES = {"": "index.html", "call.js": "call.js"}
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript"}
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def read_access_token(path: Path | None) -> str | None:
@@ -88,8 +87,16 @@ class WebRtcIngress:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/call", self._redirect),
-            web.get("/call/{name:[a-z.]*}", self._page),
-            web.post("/v1/webrtc/tokens", self._mint),
+            web.get(
+                "/call/{name:[a-z.]*}",
+                static_page("voicetyped_media.webrtc", "page", PAGE_FILES, PAGE_HEADERS),
+            ),
+            web.post(
+                "/v1/webrtc/tokens",
+                require_bearer(
+                    self._access, "a valid access token (Authorization: Bearer) is required"
+                )(self._mint),
+            ),
             web.post("/v1/webrtc/calls", self._place),
             web.delete("/v1/webrtc/calls/{session_id}", self._hang_up),
         ]
@@ -126,22 +133,8 @@ class WebRtcIngress:
     async def _redirect(self, _: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/call/")
 
-    async def _page(self, request: web.Request) -> web.StreamResponse:
-        name = PAGE_FILES.get(request.match_info["name"])
-        if name is None:
-            return _error(404, "no such file")
-        body = resources.files("voicetyped_media.webrtc").joinpath("page", name).read_bytes()
-        return web.Response(
-            body=body,
-            content_type=CONTENT_TYPES[Path(name).suffix],
-            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-        )
-
-    async def _mint(self, request: web.Request) -> web.Response:
-        if self._access is not None:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), self._access.encode()):
-                return _error(401, "a valid access token (Authorization: Bearer) is required")
+    async def _mint(self, _: web.Request) -> web.Response:
+        """A call token; behind the access token when there is one (see routes)."""
         token, expires_at = self.tokens.mint()
         return web.json_response({"token": token, "expires_at": expires_at})
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from importlib import resources
 
 from aiohttp import web
 from pydantic import JsonValue
-from voicetyped.service.http import bearer_guard
+from voicetyped.service.http import bearer_guard, static_page
 from voicetyped.service.logs import get_logger
 
 from voicetyped_runtime.calls import CallManager
@@ -40,10 +39,10 @@ HEARTBEAT_S = 15.0
 ELSEWHERE_MAX = 50
 """Calls of other replicas read from the store per listing (each is one store read)."""
 STATIC = {
-    "": ("index.html", "text/html"),
-    "index.html": ("index.html", "text/html"),
-    "console.js": ("console.js", "text/javascript"),
-    "console.css": ("console.css", "text/css"),
+    "": "index.html",
+    "index.html": "index.html",
+    "console.js": "console.js",
+    "console.css": "console.css",
 }
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -51,11 +50,6 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def _static_files() -> dict[str, tuple[bytes, str]]:
-    folder = resources.files("voicetyped_runtime.console") / "static"
-    return {name: ((folder / file).read_bytes(), ctype) for name, (file, ctype) in STATIC.items()}
 
 
 def console_off_routes() -> list[web.RouteDef]:
@@ -80,7 +74,7 @@ class ConsoleRoutes:
         self.feeds = feeds
         self.calls = calls
         self.registry = registry
-        self.static = _static_files()
+        self.page = static_page("voicetyped_runtime.console", "static", STATIC, _HEADERS)
         self._graphs: dict[str, JsonValue] = {}
 
     def routes(self) -> list[web.RouteDef]:
@@ -100,13 +94,6 @@ class ConsoleRoutes:
 
     async def to_page(self, _: web.Request) -> web.Response:
         raise web.HTTPFound("/console/")
-
-    async def page(self, request: web.Request) -> web.Response:
-        found = self.static.get(request.match_info["name"])
-        if found is None:
-            return web.json_response({"error": "no such console file"}, status=404)
-        body, ctype = found
-        return web.Response(body=body, content_type=ctype, charset="utf-8", headers=_HEADERS)
 
     async def unknown(self, _: web.Request) -> web.Response:
         return web.json_response({"error": "no such console resource"}, status=404)
