@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from playwright.async_api import Page
 from voicetyped_dev.caller.cli import backend_requests
+from voicetyped_dev.caller.match import says
 from voicetyped_dev.caller.run import Voices
 from voicetyped_dev.caller.stages import load_spans, session_trace
 from voicetyped_dev.stack import Stack, StackConfig
@@ -95,7 +96,7 @@ async def hear_until(
     """Transcribe reply after reply until ``words`` are heard; (all heard, where it ended)."""
     heard = ""
     deadline = time.monotonic() + timeout_s
-    while words not in heard.lower():
+    while not says(heard, words).matched:
         left = deadline - time.monotonic()
         assert left > 0, f"never heard {words!r}; heard {heard!r}"
         pcm, since = await next_reply(page, since, left)
@@ -142,11 +143,11 @@ async def test_a_browser_calls_the_order_status_dialog(
         session_id = (await info(page))["sessionId"]
         # The greeting, heard at the page.
         greeting, at = await hear_until(page, voices, 0, "thanks for calling")
-        assert "order number" in greeting.lower(), greeting
+        assert says(greeting, "order number").matched, greeting
         # The microphone opens now: the WAV says the order number.
         await page.click("#microphone")
         heard, at = await hear_until(page, voices, at, "has shipped")
-        assert "look up order" in heard.lower(), heard
+        assert says(heard, "look up order").matched, heard
         # A key on the page's keypad: 0 is "an agent" anywhere in the dialog; a browser call
         # cannot be transferred, so the dialog says the agents are busy and hangs up.
         await page.click('#keypad button[data-digit="0"]')

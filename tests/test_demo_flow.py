@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from voicetyped_dev.caller.heard import Heard
+from voicetyped_dev.caller.match import says
 from voicetyped_dev.caller.run import Voices, run_call
 from voicetyped_dev.caller.script import WALL_OFFSET, CallLog, Turn, load_script
 from voicetyped_dev.caller.stages import await_stages, call_trace, decided_states, load_spans
@@ -141,9 +142,8 @@ async def test_runtime_killed_mid_call_resumes_without_losing_a_turn(
 
             def on_event(kind: str, data: Any) -> None:
                 # Right after the bot asked for the order number: crash the runtime.
-                asked = (
-                    kind == "turn" and data.bot is not None and "number" in data.bot.text.lower()
-                )
+                bot = data.bot if kind == "turn" else None
+                asked = bot is not None and says(bot.text, "number").matched
                 if asked and not killed.is_set():
                     killed.set()
                     stack.kill("runtime")
@@ -188,7 +188,7 @@ async def test_every_service_exits_0_on_sigterm_in_the_middle_of_a_call(
     terminated = asyncio.Event()
 
     def on_event(kind: str, data: Any) -> None:
-        asked = kind == "turn" and data.bot is not None and "number" in data.bot.text.lower()
+        asked = kind == "turn" and data.bot is not None and says(data.bot.text, "number").matched
         if asked and not terminated.is_set():
             terminated.set()
             for name in SERVICES:

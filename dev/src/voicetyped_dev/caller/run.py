@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 import time
 import wave
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 
 from voicetyped_dev.caller.cutoff import find_cutoffs, starts, timeline
 from voicetyped_dev.caller.heard import Heard
+from voicetyped_dev.caller.match import says
 from voicetyped_dev.caller.pauses import Said, Spoken, join, wav_pauses
 from voicetyped_dev.caller.phone import Phone, PhoneCall
 from voicetyped_dev.caller.script import (
@@ -157,10 +157,6 @@ def wav_spoken(step: Wav) -> Spoken:
     return Spoken(pcm, pauses)
 
 
-def _normal(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 async def run_call(
     target: str,
     steps: list[Step],
@@ -252,10 +248,12 @@ async def run_call(
                 await asyncio.sleep(step.wait)
             elif isinstance(step, Expect):
                 said = [t.bot.text for t in log.turns if t.bot is not None]
-                if not said or _normal(step.expect) not in _normal(said[-1]):
+                match = says(said[-1], step.expect) if said else None
+                if match is None or not match.matched:
                     last = said[-1] if said else "(nothing)"
+                    closest = f" ({match.describe()})" if match and match.describe() else ""
                     log.failures.append(
-                        f"expected the bot to say {step.expect!r}; it said {last!r}"
+                        f"expected the bot to say {step.expect!r}; it said {last!r}{closest}"
                     )
             elif isinstance(step, Hangup):
                 break

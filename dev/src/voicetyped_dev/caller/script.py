@@ -7,7 +7,7 @@ A script is a YAML list of steps::
     - press: "48213#"
     - say: "agent please"
       barge_in_after_ms: 800         # talk over the bot's reply 0.8 s after it starts
-    - expect: "connecting you"       # the bot's last utterance must contain this
+    - expect: "connecting you"       # the bot's last utterance must say this (see caller.match)
     - say: "my order number is [pause 700ms] four eight [pause 1.2s] two one three"
     - wav: recordings/address.wav    # a recording (any rate; leading silence is cut)
       pauses_ms: [[1200, 1900]]      # where in the file the caller pauses mid-turn
