@@ -122,12 +122,13 @@ bench: install system-deps
 	$(PY) bench/integration_gateway.py --out bench/results/integration_gateway.json
 	$(PY) bench/runtime_engine.py --out bench/results/runtime_engine.json
 	$(PY) bench/speech.py --out bench/results/speech.json
+	$(PY) bench/asr_capacity.py --out bench/results/asr_capacity.json  # and asr_capacity.png
 	$(PY) bench/tts_first_audio.py --out bench/results/tts_first_audio.json  # and WAV pairs
 	$(PY) bench/numbers_round_trip.py --out bench/results/numbers_round_trip.json
 	$(PY) bench/biasing.py --out bench/results/biasing.json --models tiny.en,base
 	$(PY) bench/media.py --out bench/results/media.json
 	$(PY) bench/media_tls_srtp.py --out bench/results/media_tls_srtp.json
-	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json
+	$(PY) bench/turn_latency.py --out bench/results/turn_latency.json  # and turn_latency.png
 	$(PY) bench/webrtc_turns.py --out bench/results/webrtc_turns.json
 	$(PY) bench/sip_flood.py --out bench/results/sip_flood.json
 	$(PY) bench/turn_stalls.py --out bench/results/turn_stalls.json

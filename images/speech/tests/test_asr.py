@@ -23,6 +23,7 @@ from voicetyped_speech.asr.pool import Deadline, DecodeStats, Overloaded, Recogn
 from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
 from voicetyped_speech.vad import pcm16_to_float32
 from voicetyped_testkit.espeak import EspeakVoice, speak_16k
+from voicetyped_testkit.processes import eventually
 from voicetyped_testkit.speech import phone_speech, silence, telephone, word_errors
 
 if TYPE_CHECKING:
@@ -350,3 +351,66 @@ def test_whisper_cpp_loop_is_written_once(converted: ConversionResult, voice: Pi
     result = recognizer.transcribe(audio)
     assert result.cut == "repetition", result
     assert result.text.strip(".").lower() == "bye", result
+
+
+class _Threads:
+    """Records the compute threads each decode was given; works until released."""
+
+    name = "threads"
+
+    def __init__(self, release: threading.Event, seen: list[tuple[float, int | None]]) -> None:
+        self.release = release
+        self.seen = seen
+
+    def warm_up(self) -> None:
+        pass
+
+    def transcribe(
+        self, audio: Audio, abort: AbortCheck | None = None, options: DecodeOptions | None = None
+    ) -> Transcription:
+        self.seen.append((float(audio[0]), options.threads if options else None))
+        self.release.wait(5)
+        return Transcription("", 1.0, 0.0)
+
+
+async def test_running_decodes_share_the_pools_threads() -> None:
+    release, seen = threading.Event(), list[tuple[float, int | None]]()
+    pool = RecognitionPool(lambda: _Threads(release, seen), workers=2, shared_threads=2)
+    try:
+        first = asyncio.ensure_future(pool.final("a", _mark(1)))
+        await eventually(lambda: len(seen) == 1, 5, "decode 1 started")
+        second = asyncio.ensure_future(pool.final("b", _mark(2)))
+        await eventually(lambda: len(seen) == 2, 5, "decode 2 started")
+        release.set()
+        await first, await second
+        release.clear()
+        third = asyncio.ensure_future(pool.final("c", _mark(3)))
+        await eventually(lambda: len(seen) == 3, 5, "decode 3 started")
+        release.set()
+        await third
+        # Alone: both threads; beside a running decode: one; alone again: both.
+        assert seen == [(1.0, 2), (2.0, 1), (3.0, 2)]
+    finally:
+        release.set()
+        pool.close()
+    unshared = RecognitionPool(lambda: _Threads(release, seen), workers=1)
+    try:
+        await unshared.final("d", _mark(4))
+        assert seen[-1] == (4.0, None), "not shared: the recogniser's own threads"
+    finally:
+        unshared.close()
+    with pytest.raises(ValueError, match="shared_threads"):
+        RecognitionPool(lambda: _Threads(release, seen), shared_threads=-1)
+
+
+def test_whisper_cpp_decodes_with_the_threads_it_is_given(
+    converted: ConversionResult, voice: PiperVoice
+) -> None:
+    recognizer = WhisperCppRecognizer(converted.path, n_threads=2)
+    audio = phone_speech(voice, "I would like to check the status of my order.")
+    one = recognizer.transcribe(pcm16_to_float32(audio.tobytes()), options=DecodeOptions(threads=1))
+    assert "status of my order" in one.text.lower(), one.text
+    assert recognizer._model._params.n_threads == 1
+    both = recognizer.transcribe(pcm16_to_float32(audio.tobytes()))
+    assert recognizer._model._params.n_threads == 2, "its own threads again"
+    assert both.text == one.text

@@ -8,9 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+from voicetyped_speech.asr.factory import model_path, recognizer_setup
+from voicetyped_speech.config import AsrConfig
+from voicetyped_speech.models.ggml_converter import read_ggml_header
 from voicetyped_speech.models.prepare import (
     CONVERTER_VERSION,
     MANIFEST_NAME,
+    PREPARED_QUANTIZATIONS,
     PrepareResult,
     check_manifest,
     default_models_dir,
@@ -56,9 +61,19 @@ def test_prepare_converts_verifies_and_records(prepared: PrepareResult) -> None:
     assert normalize_words(check.transcript) == normalize_words(VERIFY_SENTENCE)
     assert Path(manifest.tts.model_path).is_file() and Path(manifest.tts.config_path).is_file()
     assert prepared.ggml_path.stat().st_mode & 0o777 == 0o644
-    # Nothing but the model, the manifest and the lock file is left behind.
+    # The q8_0 file beside it, verified on its own and about half the size.
+    assert list(asr.quantized) == list(PREPARED_QUANTIZATIONS) == ["q8_0"]
+    q8 = asr.quantized["q8_0"]
+    assert q8.file == "ggml-tiny.en-q8_0.bin"
+    assert prepared.quantized_path("q8_0") == prepared.models_dir / q8.file
+    assert q8.sha256 == sha256_file(prepared.quantized_path("q8_0"))
+    assert q8.size_bytes < 0.6 * asr.size_bytes
+    assert q8.verification.passed
+    assert normalize_words(q8.verification.transcript) == normalize_words(VERIFY_SENTENCE)
+    # Nothing but the models, the manifest and the lock file is left behind.
     assert sorted(p.name for p in prepared.models_dir.iterdir()) == [
         ".prepare.lock",
+        "ggml-tiny.en-q8_0.bin",
         "ggml-tiny.en.bin",
         MANIFEST_NAME,
     ]
@@ -105,6 +120,13 @@ def test_damaged_directory_is_detected_and_redone(prepared: PrepareResult, tmp_p
     assert redone.asr().created_at > prepared.asr().created_at
     assert check_manifest(models).valid
 
+    # A missing quantized file is noticed and written again, the same bytes.
+    q8 = models / "ggml-tiny.en-q8_0.bin"
+    q8.unlink()
+    assert "ggml-tiny.en-q8_0.bin" in check_manifest(models).reason
+    assert not prepare_models(models).skipped
+    assert sha256_file(q8) == prepared.asr().quantized["q8_0"].sha256
+
 
 def test_manifest_of_another_converter_or_source_is_stale(linked_models_dir: Path) -> None:
     manifest_path = linked_models_dir / MANIFEST_NAME
@@ -125,6 +147,10 @@ def test_manifest_of_another_converter_or_source_is_stale(linked_models_dir: Pat
     manifest_path.write_text(json.dumps(data | {"manifest_version": 1}))
     assert check_manifest(linked_models_dir).reason == "manifest unreadable"
 
+    # A manifest from before quantized files were prepared is prepared again.
+    manifest_path.write_text(with_tiny(quantized={}))
+    assert check_manifest(linked_models_dir).reason == "tiny.en q8_0 not prepared"
+
     manifest_path.write_text(json.dumps(data))
     assert check_manifest(linked_models_dir, ["base"]).reason == "base not prepared"
 
@@ -137,3 +163,15 @@ def test_manifest_of_another_converter_or_source_is_stale(linked_models_dir: Pat
     manifest_path.write_text(json.dumps(data))
     (linked_models_dir / "ggml-tiny.en.bin").unlink()
     assert check_manifest(linked_models_dir).reason == "ggml-tiny.en.bin is missing"
+
+
+def test_the_gateway_loads_the_configured_weights(prepared: PrepareResult) -> None:
+    default = AsrConfig(models_dir=prepared.models_dir)
+    assert default.quantization == "q8_0"
+    assert model_path(default) == prepared.quantized_path("q8_0")
+    f16 = AsrConfig(models_dir=prepared.models_dir, quantization="f16")
+    assert model_path(f16) == prepared.ggml_path
+    assert read_ggml_header(model_path(default)).ftype == 2007  # q8_0, format version 2
+    assert not recognizer_setup(default).languages.multilingual
+    with pytest.raises(ValidationError, match="quantization"):
+        AsrConfig(quantization="q5_1")  # written by the converter, never prepared (slower)

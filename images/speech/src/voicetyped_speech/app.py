@@ -87,6 +87,7 @@ class SpeechService:
                 s.asr.deadline_factor,
             ),
             lambda reason: self.metrics.partials_shed.labels(reason).inc(),
+            s.asr.threads if s.asr.share_threads and s.asr.backend == "whispercpp" else 0,
         )
         self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
         self.load = LoadMonitor(s.capacity.rule(), s.asr.workers)

@@ -40,6 +40,13 @@ class AsrConfig(_Group):
         "Default: model_name as prepared in models_dir (tiny.en for faster-whisper: the "
         "package's own directory).",
     )
+    quantization: Literal["f16", "q8_0"] = Field(
+        "q8_0",
+        description="whispercpp: which prepared weights of model_name to load: q8_0 (weight "
+        "matrices in 8-bit blocks; ~13-24 % more audio decoded per core than float16 at the "
+        "same WER, bench/asr_capacity.py) or f16. Ignored when `model` is set and by "
+        "faster-whisper (compute_type).",
+    )
     models_dir: Path | None = Field(
         None,
         description="Where `voicetyped models prepare` put the models (default: "
@@ -61,6 +68,13 @@ class AsrConfig(_Group):
         "; docs/decisions/2026-12-03-decode-bounds.md); each costs one more loaded model.",
     )
     threads: int = Field(2, ge=1, le=64, description="Compute threads per worker.")
+    share_threads: bool = Field(
+        True,
+        description="whispercpp: the running decodes share `threads` compute threads: a decode "
+        "alone uses them all, two running get half each (at least one). Under load this keeps "
+        "whisper.cpp's spinning threads from outnumbering the cores; false gives every decode "
+        "`threads` of its own (bench/asr_capacity.py).",
+    )
     max_waiting: int = Field(
         8, ge=1, description="Finals allowed to wait for a worker before new ones are refused."
     )

@@ -31,6 +31,10 @@ class DecodeOptions:
     context: RecognitionContext | None = None
     """What the dialog expects the caller to say (biases the decode: :mod:`.biasing`); None is
     plain recognition."""
+    threads: int | None = None
+    """Compute threads for this decode (whisper.cpp; the pool sets it when it shares its threads
+    between running decodes). None: the recogniser's own; faster-whisper fixes its threads when
+    the model loads and ignores this."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def model_path(cfg: AsrConfig) -> Path:
     models_dir = cfg.models_dir or default_models_dir()
     if cfg.backend == "faster-whisper":
         return src.ct2_dir(models_dir)
-    return models_dir / src.ggml_filename
+    return models_dir / src.ggml_file(cfg.quantization)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Literal
 
@@ -105,6 +105,8 @@ class Job:
     deadline: float = math.inf
     """perf_counter time the decode must be done by (set when a worker starts it)."""
     timed_out: bool = False
+    threads: int | None = None
+    """Compute threads the pool gave the decode when it started (None: the recogniser's)."""
     _pool: RecognitionPool | None = None
 
     def cancel(self) -> None:
@@ -145,9 +147,14 @@ class RecognitionPool:
         on_decode: Callable[[DecodeStats], None] | None = None,
         deadline: Deadline = Deadline(),
         on_shed: Callable[[str], None] | None = None,
+        shared_threads: int = 0,
     ) -> None:
         if workers < 1 or max_waiting < 1:
             raise ValueError("workers and max_waiting must be >= 1")
+        if shared_threads < 0:
+            raise ValueError("shared_threads must be >= 0 (0: each decode its recogniser's own)")
+        self.shared_threads = shared_threads
+        """Compute threads the running decodes share (0: not shared); see :meth:`_next`."""
         self._deadline = deadline
         self._typical_s = 0.0  # moving average of decode times (written by the workers)
         self._cond = threading.Condition()
@@ -311,6 +318,11 @@ class RecognitionPool:
             else:
                 _, job = self._partials.popitem(last=False)
             self._running.add(job)
+            if self.shared_threads:
+                # A decode alone gets every thread; beside others, its share: on a loaded
+                # machine whisper.cpp's spinning threads would otherwise outnumber the cores
+                # (bench/asr_capacity.py). Fixed for the decode once it starts.
+                job.threads = max(1, self.shared_threads // len(self._running))
             return job
 
     def _should_abort(self, job: Job) -> bool:
@@ -325,8 +337,11 @@ class RecognitionPool:
         started = time.perf_counter()
         budget = self._deadline.budget_s(len(job.audio) / SAMPLE_RATE, self._typical_s)
         job.deadline = started + budget
+        options = job.options
+        if job.threads is not None:
+            options = replace(options or DecodeOptions(), threads=job.threads)
         try:
-            result = recognizer.transcribe(job.audio, partial(self._should_abort, job), job.options)
+            result = recognizer.transcribe(job.audio, partial(self._should_abort, job), options)
         except Aborted:
             if job.cancelled or self._closed:
                 raise

@@ -109,6 +109,7 @@ class WhisperCppRecognizer(WhisperDecoder):
             temperature_inc=fallback_temperature,
         )
         self._language = language
+        self._threads = n_threads
         self._min_ctx = min_audio_ctx
         self._margin = ctx_margin
 
@@ -142,6 +143,7 @@ class WhisperCppRecognizer(WhisperDecoder):
             # prompt (it refuses None: "" is no prompt).
             language=options.language if options and options.language else self._language,
             initial_prompt=bias.prompt if bias is not None else "",
+            n_threads=options.threads if options and options.threads else self._threads,
         )
         if aborted:
             raise Aborted

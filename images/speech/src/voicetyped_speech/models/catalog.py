@@ -49,6 +49,12 @@ class WhisperSource:
     def ggml_filename(self) -> str:
         return f"ggml-{self.name}.bin"
 
+    def ggml_file(self, quantization: str = "f16") -> str:
+        """The ggml file name of these weights in float16 (``f16``) or quantized (``q8_0``)."""
+        return (
+            self.ggml_filename if quantization == "f16" else f"ggml-{self.name}-{quantization}.bin"
+        )
+
     @property
     def assembled_dirname(self) -> str:
         return f"ct2-{self.name}"

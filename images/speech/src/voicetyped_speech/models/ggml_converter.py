@@ -21,8 +21,10 @@ Everything is derived from the model itself, so any Whisper size in CTranslate2 
   suppress ids, language ids). ``model.bin`` does, as the int16 scalars ``encoder/num_heads`` and
   ``decoder/num_heads``. When a (very old) model lacks them the rule is head size 64, which holds
   for every released Whisper size (tiny 384/6 ... large 1280/20).
-* ``ftype``: always 1 (float16 matrices). float32, bfloat16 and quantized sources (int8/int16
-  with ``*_scale`` variables, dequantized first) are all written as float16. An all-float32 file
+* ``ftype``: 1 (float16 matrices), or with ``quantization`` every weight matrix in ggml's
+  q8_0 or q5_1 blocks (:mod:`.ggml_quantize`; header ftype 2007 / 2009, format version 2).
+  float32, bfloat16 and quantized sources (int8/int16 with ``*_scale`` variables, dequantized
+  first) are written as float16 (or quantized from those values). An all-float32 file
   (ftype 0) is valid for whisper.cpp's loader but aborts the process in the first encoder conv
   on the CPU backend of whisper.cpp 1.8.5 (``ggml_conv_1d`` builds an F16 im2col, which asserts an
   F16 kernel), so it is never written.
@@ -56,7 +58,7 @@ import re
 import struct
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,6 +71,14 @@ from voicetyped_speech.models.ctranslate2_reader import (
     CT2Variable,
     bfloat16_to_float32,
     read_ct2_model,
+)
+from voicetyped_speech.models.ggml_quantize import (
+    BLOCK,
+    BLOCK_BYTES,
+    TENSOR_TYPE,
+    Quantization,
+    header_ftype,
+    quantize,
 )
 
 GGML_MAGIC = 0x67676D6C
@@ -356,11 +366,22 @@ class _Tensor:
     source: _Source
     shape: tuple[int, ...]
     ggml_type: int
+    quantization: Quantization = "f16"
+    """A weight matrix's block format (f16: none; :mod:`.ggml_quantize`)."""
 
     @property
     def nbytes(self) -> int:
+        count = int(np.prod(self.shape, dtype=np.int64))
+        if self.quantization != "f16":
+            return count // BLOCK * BLOCK_BYTES[self.quantization]
         itemsize = 4 if self.ggml_type == GGML_TYPE_F32 else 2
-        return int(np.prod(self.shape, dtype=np.int64)) * itemsize
+        return count * itemsize
+
+    def encoded(self) -> bytes | memoryview:
+        """The tensor's bytes as the file holds them."""
+        if self.quantization != "f16":
+            return quantize(self.source.values().reshape(self.shape), self.quantization)
+        return self.array().data.cast("B")
 
     def header_size(self) -> int:
         return 12 + 4 * len(self.shape) + len(self.name.encode())
@@ -379,7 +400,7 @@ _F32_ALWAYS = {
 }
 
 
-def _plan(model: CT2Model, hp: WhisperHParams) -> list[_Tensor]:
+def _plan(model: CT2Model, hp: WhisperHParams, quantization: Quantization = "f16") -> list[_Tensor]:
     def src(name: str) -> _Source:
         if name not in model:
             raise ConversionError(f"{model.path}: missing variable {name}")
@@ -395,6 +416,16 @@ def _plan(model: CT2Model, hp: WhisperHParams) -> list[_Tensor]:
     def add(ggml_name: str, source: _Source, shape: tuple[int, ...] | None = None) -> None:
         shape = tuple(int(d) for d in (shape if shape is not None else source.data.shape))
         f32 = len(shape) < 2 or ggml_name in _F32_ALWAYS
+        if quantization != "f16" and not f32 and len(shape) == 2:
+            # whisper.cpp creates every weight matrix in the file's type (conv kernels, 3-D,
+            # stay float16): each must be quantized, so its rows must fill whole blocks.
+            if shape[-1] % BLOCK:
+                raise ConversionError(
+                    f"{ggml_name}: rows of {shape[-1]} cannot be quantized in blocks of {BLOCK}"
+                )
+            tensor_type = TENSOR_TYPE[quantization]
+            plan.append(_Tensor(ggml_name, source, shape, tensor_type, quantization))
+            return
         plan.append(_Tensor(ggml_name, source, shape, GGML_TYPE_F32 if f32 else GGML_TYPE_F16))
 
     def linear(ct2: str, ggml: str) -> None:
@@ -505,7 +536,7 @@ def _write_ggml(
         dims = tensor.shape[::-1]  # ggml lists the innermost dimension first
         out.write(struct.pack(f"<iii{len(dims)}i", len(dims), len(name), tensor.ggml_type, *dims))
         out.write(name)
-        out.write(tensor.array().data.cast("B"))
+        out.write(tensor.encoded())
         done += tensor.nbytes + tensor.header_size()
         if progress is not None:
             progress(done, total)
@@ -516,15 +547,17 @@ def convert_ct2_to_ggml(
     output: str | Path,
     *,
     progress: ProgressCallback | None = None,
+    quantization: Quantization = "f16",
 ) -> ConversionResult:
-    """Convert ``model_dir`` (model.bin + vocabulary) to the ggml file ``output``.
+    """Convert ``model_dir`` (model.bin + vocabulary) to the ggml file ``output``, its weight
+    matrices in float16 or quantized (``q8_0``, ``q5_1``: :mod:`.ggml_quantize`).
 
     The file appears atomically: it is written to a temporary file in the same directory,
     flushed to disk and renamed, so readers never see a partial model.
     """
     model_dir, output = Path(model_dir), Path(output)
     model = read_ct2_model(model_dir / "model.bin")
-    hp = derive_hparams(model)
+    hp = replace(derive_hparams(model), ftype=header_ftype(quantization))
     tokens = load_vocabulary(model_dir)
     check_special_tokens(tokens, hp)
     vocab = regular_tokens(tokens)
@@ -532,7 +565,7 @@ def convert_ct2_to_ggml(
         raise ConversionError(
             f"{model_dir}: {len(vocab)} regular tokens do not fit a vocabulary of {hp.n_vocab}"
         )
-    tensors = _plan(model, hp)
+    tensors = _plan(model, hp, quantization)
     filters = mel_filters(hp.n_mels)
 
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,16 @@ result works (Piper speaks a known sentence, whisper.cpp must hear the same word
 in ``manifest.json``::
 
     <models dir>/
-        ggml-tiny.en.bin    whisper.cpp model
-        ct2-base/           base reassembled: model.bin, config.json, tokenizer.json, vocabulary.txt
-        ggml-base.bin       whisper.cpp model
-        manifest.json       per model: source package versions, sha256 of its files, verification
+        ggml-tiny.en.bin        whisper.cpp model (float16 weights)
+        ggml-tiny.en-q8_0.bin   the same, weight matrices in ggml's q8_0 blocks (the default)
+        ct2-base/               base reassembled: model.bin, config.json, tokenizer.json, ...
+        ggml-base.bin, ggml-base-q8_0.bin
+        manifest.json           per model: source package versions, sha256 of its files,
+                                verification
+
+Each model is written in float16 and in :data:`PREPARED_QUANTIZATIONS` (q8_0: ~13-24 % more audio
+decoded per core at the same WER, bench/asr_capacity.py; the speech gateway's
+``asr.quantization`` picks one); each file is verified on its own.
 
 A second run finds each model recorded for the same sources and converter, its files with the
 recorded sha256, and returns without doing anything; models not asked for are left as they are.
@@ -50,11 +56,13 @@ from voicetyped_speech.models.catalog import (
     source,
 )
 from voicetyped_speech.models.ggml_converter import (
+    ConversionResult,
     ProgressCallback,
     convert_ct2_to_ggml,
     is_multilingual,
 )
-from voicetyped_speech.models.verify import VERIFY_SENTENCE, verify_ggml
+from voicetyped_speech.models.ggml_quantize import Quantization
+from voicetyped_speech.models.verify import VERIFY_SENTENCE, Verification, verify_ggml
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Final = 2
@@ -70,6 +78,10 @@ TOOL_PACKAGES = (
     "ctranslate2",
     "faster-whisper",
 )
+
+PREPARED_QUANTIZATIONS: Final[tuple[Quantization, ...]] = ("q8_0",)
+"""Quantized files written beside every float16 one (q5_1 decodes slower than float16 on x86:
+bench/asr_capacity.py)."""
 
 Stage = Literal["check", "assemble", "convert", "verify", "done"]
 
@@ -141,6 +153,14 @@ class VerificationEntry(_Frozen):
     transcribe_seconds: float
 
 
+class QuantizedEntry(_Frozen):
+    file: str
+    """The ggml file, relative to the models directory."""
+    sha256: str
+    size_bytes: int
+    verification: VerificationEntry
+
+
 class AsrEntry(_Frozen):
     name: str
     format: Literal["ggml"] = "ggml"
@@ -160,6 +180,8 @@ class AsrEntry(_Frozen):
     packages: dict[str, str | None]
     """Versions of the source packages and of the tools that converted and verified."""
     verification: VerificationEntry
+    quantized: dict[str, QuantizedEntry] = {}
+    """The same weights quantized, by kind (``q8_0``)."""
 
 
 class TtsEntry(_Frozen):
@@ -222,14 +244,18 @@ def _entry_problem(
         return "bundled model changed"
     if not entry.verification.passed:
         return "verification failed"
-    problem = file_problem(
-        models_dir / entry.file,
-        entry.file,
-        entry.size_bytes,
-        entry.sha256,
-        verify_hash=verify_hash,
-    )
-    return problem or assembled_problem(src, models_dir, verify_hash=verify_hash)
+    files: list[tuple[str, int, str]] = [(entry.file, entry.size_bytes, entry.sha256)]
+    for quantization in PREPARED_QUANTIZATIONS:
+        quantized = entry.quantized.get(quantization)
+        if quantized is None or quantized.file != src.ggml_file(quantization):
+            return f"{src.name} {quantization} not prepared"
+        if not quantized.verification.passed:
+            return f"verification of {src.name} {quantization} failed"
+        files.append((quantized.file, quantized.size_bytes, quantized.sha256))
+    for file, size, sha256 in files:
+        if problem := file_problem(models_dir / file, file, size, sha256, verify_hash=verify_hash):
+            return problem
+    return assembled_problem(src, models_dir, verify_hash=verify_hash)
 
 
 def check_manifest(
@@ -271,8 +297,12 @@ class PrepareResult:
 
     @property
     def ggml_path(self) -> Path:
-        """The ggml file of the first model asked for."""
+        """The float16 ggml file of the first model asked for."""
         return self.models_dir / self.asr().file
+
+    def quantized_path(self, quantization: Quantization, name: str | None = None) -> Path:
+        """A quantized ggml file of ``name`` (default: the first model asked for)."""
+        return self.models_dir / self.asr(name).quantized[quantization].file
 
 
 @contextmanager
@@ -364,23 +394,20 @@ def _prepare_one(
         ct2_sha256 = src.split.sha256
     else:
         ct2_dir = src.ct2_dir(models_dir)
-    final = models_dir / src.ggml_filename
-    # Convert next to the final file, verify, then rename: the final name only ever holds a
-    # verified model (or the previous one).
-    staging = models_dir / f".staging-{src.ggml_filename}"
-    stage("convert", f"converting Whisper {src.name} to ggml")
-    try:
-        result = convert_ct2_to_ggml(ct2_dir, staging, progress=on_convert_progress)
-        stage("verify", f"verifying Whisper {src.name} with Piper {bundled.voice_name}")
-        check = verify_ggml(staging, bundled.voice_model, bundled.voice_config)
-        if not check.passed:
-            raise PrepareError(
-                f"verification of {src.name} failed: Piper said {check.sentence!r}, "
-                f"whisper.cpp heard {check.transcript!r}"
-            )
-        staging.replace(final)
-    finally:
-        staging.unlink(missing_ok=True)
+    final, result, check = _convert_verified(
+        models_dir, ct2_dir, src, bundled, "f16", stage, on_convert_progress
+    )
+    quantized: dict[str, QuantizedEntry] = {}
+    for quantization in PREPARED_QUANTIZATIONS:
+        q_final, q_result, q_check = _convert_verified(
+            models_dir, ct2_dir, src, bundled, quantization, stage, on_convert_progress
+        )
+        quantized[quantization] = QuantizedEntry(
+            file=q_final.name,
+            sha256=q_result.sha256,
+            size_bytes=q_result.size_bytes,
+            verification=_verification(q_check),
+        )
     return AsrEntry(
         name=src.name,
         file=final.name,
@@ -393,23 +420,62 @@ def _prepare_one(
         converter_version=CONVERTER_VERSION,
         created_at=datetime.now(UTC),
         packages={p: _package_version(p) for p in (*src.packages, *TOOL_PACKAGES)},
-        verification=VerificationEntry(
-            sentence=check.sentence,
-            transcript=check.transcript,
-            passed=check.passed,
-            audio_seconds=round(check.audio_seconds, 3),
-            transcribe_seconds=round(check.transcribe_seconds, 3),
-        ),
+        verification=_verification(check),
+        quantized=quantized,
     )
 
 
+def _verification(check: Verification) -> VerificationEntry:
+    return VerificationEntry(
+        sentence=check.sentence,
+        transcript=check.transcript,
+        passed=check.passed,
+        audio_seconds=round(check.audio_seconds, 3),
+        transcribe_seconds=round(check.transcribe_seconds, 3),
+    )
+
+
+def _convert_verified(
+    models_dir: Path,
+    ct2_dir: Path,
+    src: WhisperSource,
+    bundled: BundledModels,
+    quantization: Quantization,
+    stage: Callable[[Stage, str], None],
+    on_convert_progress: ProgressCallback | None,
+) -> tuple[Path, ConversionResult, Verification]:
+    """Convert next to the final file, verify, then rename: the final name only ever holds a
+    verified model (or the previous one)."""
+    name = src.ggml_file(quantization)
+    final, staging = models_dir / name, models_dir / f".staging-{name}"
+    kind = "" if quantization == "f16" else f" ({quantization})"
+    stage("convert", f"converting Whisper {src.name} to ggml{kind}")
+    try:
+        result = convert_ct2_to_ggml(
+            ct2_dir, staging, progress=on_convert_progress, quantization=quantization
+        )
+        stage("verify", f"verifying Whisper {src.name}{kind} with Piper {bundled.voice_name}")
+        check = verify_ggml(staging, bundled.voice_model, bundled.voice_config)
+        if not check.passed:
+            raise PrepareError(
+                f"verification of {src.name}{kind} failed: Piper said {check.sentence!r}, "
+                f"whisper.cpp heard {check.transcript!r}"
+            )
+        staging.replace(final)
+    finally:
+        staging.unlink(missing_ok=True)
+    return final, result, check
+
+
 __all__ = [
+    "PREPARED_QUANTIZATIONS",
     "VERIFY_SENTENCE",
     "AsrEntry",
     "BundledModels",
     "Manifest",
     "PrepareError",
     "PrepareResult",
+    "QuantizedEntry",
     "check_manifest",
     "default_models_dir",
     "locate_bundled",
