@@ -383,6 +383,8 @@ async def test_running_decodes_share_the_pools_threads() -> None:
         await eventually(lambda: len(seen) == 2, 5, "decode 2 started")
         release.set()
         await first, await second
+        # A worker hands back the result before it leaves the running set: wait for both.
+        await eventually(lambda: pool.busy_workers == 0, 5, "both workers idle")
         release.clear()
         third = asyncio.ensure_future(pool.final("c", _mark(3)))
         await eventually(lambda: len(seen) == 3, 5, "decode 3 started")
