@@ -50,6 +50,15 @@ class ServiceSettings(BaseSettings):
         description="Host other services use to reach this replica directly (the pod IP in "
         "Kubernetes); empty means the grpc_host, or 127.0.0.1 when that is a wildcard.",
     )
+    grpc_max_connection_age_s: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="Each client connection is asked to move (HTTP/2 GOAWAY) after about "
+        "this long; its running streams (calls) continue on it to their end. Clients then "
+        "reconnect and resolve the target again, so replicas added by scaling get new work. "
+        "0: connections are kept for ever.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     shutdown_grace_s: float = Field(

@@ -28,6 +28,23 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 
+# A GOAWAY after max connection age never cuts a running stream: calls last minutes.
+_NO_GRACE_LIMIT_MS = 2**31 - 1
+
+
+def server_options(max_connection_age_s: float = 0.0) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS plus, when ``max_connection_age_s`` > 0, a maximum connection age:
+    gRPC clients hold one long-lived connection per address, so without it a client keeps
+    every new stream on the replicas it first found (a Kubernetes ClusterIP picks a pod per
+    connection; a headless Service's DNS is resolved again only when a connection ends)."""
+    if max_connection_age_s <= 0:
+        return list(SERVER_OPTIONS)
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.max_connection_age_ms", round(max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", _NO_GRACE_LIMIT_MS),
+    ]
+
 
 class GrpcServer:
     """A grpc.aio server plus its health servicer.
@@ -41,8 +58,11 @@ class GrpcServer:
         host: str,
         port: int,
         interceptors: Sequence[_ServerInterceptor] = (),
+        max_connection_age_s: float = 0.0,
     ) -> None:
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(
+            interceptors=list(interceptors), options=server_options(max_connection_age_s)
+        )
         # grpc-stubs predates the asyncio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

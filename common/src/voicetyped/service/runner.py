@@ -58,7 +58,10 @@ class ServiceRunner:
         for hook in self.app.on_startup:
             await hook()
         self.grpc = GrpcServer(
-            s.grpc_host, s.grpc_port, interceptors=[ServerMetricsInterceptor(self.metrics)]
+            s.grpc_host,
+            s.grpc_port,
+            interceptors=[ServerMetricsInterceptor(self.metrics)],
+            max_connection_age_s=s.grpc_max_connection_age_s,
         )
         for register in self.app.grpc_registrations:
             for name in register(self.grpc.server):
