@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from lightkube.resources.core_v1 import Service
 from pydantic import ValidationError
 from voicetyped.service.config import ServiceSettings
 from voicetyped_integration.config import IntegrationSettings
@@ -23,6 +24,7 @@ from voicetyped_operator.render import (
     RenderError,
     ServedDialog,
     ServedIntegration,
+    possible_children,
     render,
 )
 from voicetyped_operator.settings import OperatorSettings
@@ -70,7 +72,7 @@ def test_children_of_the_example(vd_spec: dict[str, Any]) -> None:
     assert kinds == {
         "ServiceAccount": 5,
         "ConfigMap": 4,
-        "Service": 5,
+        "Service": 6,
         "Deployment": 5,
         "PodDisruptionBudget": 4,
         "HorizontalPodAutoscaler": 1,
@@ -93,6 +95,56 @@ def test_children_of_the_example(vd_spec: dict[str, Any]) -> None:
     media = _pod(objects, "media")
     assert media["spec"]["containers"][0]["image"] == "registry.local/voicetyped/media:1.2.3"
     assert media["metadata"]["labels"][naming.VERSION] == "1.2.3"
+
+
+def test_media_reaches_every_ready_speech_pod_by_a_headless_service(
+    vd_spec: dict[str, Any],
+) -> None:
+    objects = _render(vd_spec)
+    headless = objects[("Service", "order-status-speech-pods")]["spec"]
+    speech = objects[("Service", "order-status-speech")]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert "publishNotReadyAddresses" not in headless  # a draining or loading pod is left out
+    assert (
+        headless["selector"]
+        == speech["selector"]
+        == naming.selector_labels("order-status", "speech")
+    )
+    assert headless["ports"] == [
+        {
+            "name": "grpc",
+            "port": 50062,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        }
+    ]
+    assert "clusterIP" not in speech  # the ClusterIP Service stays as it was
+    config = yaml.safe_load(objects[("ConfigMap", "order-status-media")]["data"]["config.yaml"])
+    assert config["speech_target"] == "dns:///order-status-speech-pods:50062"
+    assert (Service, "order-status-speech-pods") in possible_children(OWNER)
+
+
+@pytest.mark.parametrize("quantization", [None, "f16", "q8_0"])
+def test_whispercpp_weights_follow_the_spec(
+    vd_spec: dict[str, Any], tmp_path: Path, quantization: str | None
+) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["speech"] = {"backend": "whispercpp"}
+    if quantization is not None:
+        spec["speech"]["quantization"] = quantization
+    text = _render(spec)[("ConfigMap", "order-status-speech")]["data"]["config.yaml"]
+    settings = _load(SpeechSettings, text, tmp_path)
+    assert settings.asr.quantization == (quantization or "q8_0")
+    gpu = _render(vd_spec)[("ConfigMap", "order-status-speech")]["data"]["config.yaml"]
+    assert "quantization" not in yaml.safe_load(gpu)["asr"]  # faster-whisper: compute_type
+
+
+def test_an_unknown_quantization_is_rejected_with_its_field(vd_spec: dict[str, Any]) -> None:
+    spec = copy.deepcopy(vd_spec)
+    spec["speech"] = {"backend": "whispercpp", "quantization": "q4_0"}
+    with pytest.raises(ValidationError, match=r"speech\.quantization"):
+        VoiceDeploymentSpec.model_validate(spec)
 
 
 def test_speech_on_gpu(vd_spec: dict[str, Any]) -> None:
@@ -206,7 +258,7 @@ def test_rendered_settings_load_in_the_services(
     settings = _load(settings_cls, text, tmp_path)
     assert settings.log_format == "json"
     if component == "media":
-        assert settings.speech_target == "order-status-speech:50062"
+        assert settings.speech_target == "dns:///order-status-speech-pods:50062"
         assert settings.runtime_target == "order-status-runtime:50063"
         assert settings.allowed_cidrs == ["10.0.0.0/8", "192.0.2.0/24"]
         assert settings.shutdown_grace_s == 300

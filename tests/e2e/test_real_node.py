@@ -36,7 +36,7 @@ import pytest
 import yaml
 from voicetyped_dev.caller.phone import Phone
 from voicetyped_dev.caller.run import Event, Voices, run_call
-from voicetyped_dev.caller.script import CallLog, Expect, Step, load_script
+from voicetyped_dev.caller.script import CallLog, Expect, Listen, ListenStep, Step, load_script
 
 if TYPE_CHECKING:
     from tests.e2e.kube import ClusterInfo, Kube
@@ -372,6 +372,42 @@ def test_the_speech_pod_deleted_mid_call(kube: Kube, deployed: Deployed, voices:
     assert metric(media, "voicetyped_media_speech_restores_total") == 0  # never broke
     assert metric(media, "voicetyped_media_calls_ended_total") >= 1
     kube.wait_running(ns, "app.kubernetes.io/component=speech", 2, timeout_s=240)
+
+
+def test_new_calls_are_spread_over_the_speech_replicas(
+    kube: Kube, deployed: Deployed, voices: Voices
+) -> None:
+    """With two ready speech replicas, new calls reach both: the media gateway resolves the
+    headless ``<name>-speech-pods`` Service and opens each call's stream on the next replica
+    (round-robin). The replica started by the previous test became ready after the media pod
+    last resolved the name; the media pod finds it when the other replica moves its connection
+    (``grpc_max_connection_age_s``, 30 s) and gRPC resolves the name again (at most every
+    30 s). So short calls (the greeting, then hang up) are placed until one has reached each
+    replica, within 180 s; through the ClusterIP Service every call reached the same one."""
+    ns = deployed.namespace
+    pods = kube.wait_running(ns, "app.kubernetes.io/component=speech", 2, timeout_s=240)
+    replicas = {p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+    assert len(replicas) == 2, replicas
+    headless = kube.get("service", f"{VD}-speech-pods", "-n", ns)
+    assert headless["spec"]["clusterIP"] == "None"
+    target = media_target(kube, deployed)
+    greeting_only: list[Step] = [ListenStep(listen=Listen())]
+    reached: list[str] = []
+
+    def a_call_reached_each() -> set[str] | None:
+        log = asyncio.run(place_call(target, deployed.node_ip, voices, steps=greeting_only))
+        assert not log.failures, log.failures
+        (media,) = media_pods(kube, ns)
+        answered = [r for r in json_log(kube, ns, media["metadata"]["name"])
+                    if r.get("event") == "call answered"]  # fmt: skip
+        reached.append(answered[-1]["speech"].rsplit(":", 1)[0])
+        return replicas if replicas <= set(reached) else None
+
+    try:
+        kube.wait("new calls to reach both speech replicas", a_call_reached_each, timeout_s=180)
+    except AssertionError as err:
+        why = f"{err}: replicas {sorted(replicas)}, calls reached {reached}"
+        raise AssertionError(why) from None
 
 
 def patch_vd_part(kube: Kube, namespace: str, part: str, values: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Per service (media, speech, runtime, integration): a ServiceAccount, a settings ConfigMap
 (``config.yaml``, read through ``VOICETYPED_CONFIG_FILE``), a Deployment, a Service, a
-PodDisruptionBudget, a NetworkPolicy and, with autoscaling, an HPA; plus a Redis
+PodDisruptionBudget, a NetworkPolicy and, with autoscaling, an HPA; for speech also the
+headless ``<name>-speech-pods`` Service the media gateway spreads calls over; plus a Redis
 Deployment/Service for the operator-managed state store.
 
 Rollout rules:

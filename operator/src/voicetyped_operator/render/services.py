@@ -45,6 +45,7 @@ from voicetyped_operator.render.common import (
     secret_files,
 )
 from voicetyped_operator.render.console import add_console, add_webrtc
+from voicetyped_operator.render.service import speech_target
 from voicetyped_operator.render.sip_edge import add_sip_edge
 
 
@@ -73,7 +74,7 @@ def media_pod(owner: Owner, spec: VoiceDeploymentSpec, deps: Dependencies) -> Po
             "allowed_cidrs": list(media.allowed_source_cidrs),
             "dialog": spec.default_dialog(),
             "dialog_routes": dict(media.dialog_routes),
-            "speech_target": f"{naming.child_name(vd, 'speech')}:{GRPC_PORT['speech']}",
+            "speech_target": speech_target(vd),
             "runtime_target": f"{naming.child_name(vd, 'runtime')}:{GRPC_PORT['runtime']}",
         }
     )
@@ -142,6 +143,8 @@ def speech_pod(spec: VoiceDeploymentSpec, deps: Dependencies) -> PodPlan:
     }
     if speech.model:
         asr["model"] = speech.model
+    if speech.backend == "whispercpp":
+        asr["quantization"] = speech.quantization
     config = _common_config("speech", speech, 20.0)
     capacity = {
         "max_streams": speech.capacity.max_calls,

@@ -29,7 +29,7 @@ from voicetyped_operator.render.deployment import deployment_for
 from voicetyped_operator.render.hpa import hpa_for
 from voicetyped_operator.render.network_policy import network_policies_for
 from voicetyped_operator.render.redis import redis_children
-from voicetyped_operator.render.service import service_for
+from voicetyped_operator.render.service import SPEECH_PODS, service_for, speech_pods_service
 from voicetyped_operator.render.services import integration_pod, media_pod, runtime_pod, speech_pod
 from voicetyped_operator.settings import OperatorSettings
 
@@ -61,6 +61,7 @@ def possible_children(owner: Owner) -> list[tuple[ChildKind, str]]:
         name = naming.child_name(owner.name, component)
         out.extend((kind, name) for kind in CHILD_KINDS)
     out.append((Service, naming.child_name(owner.name, WEBRTC)))
+    out.append((Service, naming.child_name(owner.name, SPEECH_PODS)))
     return out
 
 
@@ -82,6 +83,8 @@ def _service_children(
     children: list[Child] = [account, config_map, deployment, service_for(owner, spec, pod, labels)]
     if component == "media" and spec.webrtc.enabled:
         children.append(webrtc_service(owner, spec, labels))
+    if component == "speech":
+        children.append(speech_pods_service(owner, labels))
     children.append(
         PodDisruptionBudget(
             metadata=object_meta(owner, name, labels),

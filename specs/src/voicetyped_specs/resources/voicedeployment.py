@@ -585,6 +585,12 @@ class SpeechSpec(Workload):
         description="Recognition language of calls whose Dialog names none (a Dialog's "
         "settings.language does).",
     )
+    quantization: Literal["q8_0", "f16"] = Field(
+        "q8_0",
+        description="whispercpp: which of the image's prepared weights of modelName to load: "
+        "q8_0 (8-bit weight blocks: more audio decoded per core at the same accuracy; "
+        "bench/asr_capacity.py) or f16. Ignored with model and by faster-whisper.",
+    )
     workers: int = Field(1, ge=1, le=64, description="Recognition workers per pod.")
     gpu: Gpu = Field(default_factory=Gpu)
     capacity: SpeechCapacity = Field(default_factory=SpeechCapacity)
