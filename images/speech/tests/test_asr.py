@@ -179,7 +179,13 @@ class _Abortable:
 
 async def test_a_running_partial_yields_to_a_final() -> None:
     release, log, shed = threading.Event(), list[str](), list[str]()
-    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1, on_shed=shed.append)
+    abandoned: list[str] = []
+    pool = RecognitionPool(
+        lambda: _Abortable(release, log),
+        workers=1,
+        on_shed=shed.append,
+        on_abandon=lambda kind, seconds: abandoned.append(kind),
+    )
     try:
         partial = asyncio.ensure_future(pool.partial("a", _mark(1)))
         await asyncio.sleep(0.05)
@@ -189,6 +195,7 @@ async def test_a_running_partial_yields_to_a_final() -> None:
         assert (await final).text == "2"
         assert log == ["aborted 1", "done 2"]
         assert shed == ["aborted"]
+        assert abandoned == ["partial"]
     finally:
         release.set()
         pool.close()
@@ -219,7 +226,13 @@ async def test_a_promoted_partial_becomes_a_final_and_is_not_aborted() -> None:
 
 async def test_cancelled_jobs_are_dropped_or_stopped() -> None:
     release, log = threading.Event(), list[str]()
-    pool = RecognitionPool(lambda: _Abortable(release, log), workers=1, max_waiting=1)
+    abandoned: list[tuple[str, float]] = []
+    pool = RecognitionPool(
+        lambda: _Abortable(release, log),
+        workers=1,
+        max_waiting=1,
+        on_abandon=lambda kind, seconds: abandoned.append((kind, seconds)),
+    )
     try:
         running = pool.submit("a", _mark(1), "final")
         await asyncio.sleep(0.05)
@@ -232,6 +245,9 @@ async def test_cancelled_jobs_are_dropped_or_stopped() -> None:
         assert await waiting.result() is None
         assert log == ["aborted 1"]
         assert pool.queue_depth == 0
+        # The stopped decode's compute time is reported (the dropped one never ran).
+        assert [kind for kind, _ in abandoned] == ["final"]
+        assert abandoned[0][1] >= 0.04
     finally:
         release.set()
         pool.close()

@@ -616,6 +616,9 @@ async def test_a_loaded_replica_refuses_new_calls_until_the_load_has_passed(
             await later.open()
             await later.close()
         assert metric(gw, "voicetyped_speech_streams_refused_total", 'reason="load"') == 1
+        # The call's final decode is counted in compute seconds.
+        done = 'kind="final",outcome="done"'
+        assert metric(gw, "voicetyped_speech_asr_compute_seconds_total", done) > 0
     finally:
         gw.process.stop()
 

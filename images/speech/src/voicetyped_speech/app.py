@@ -88,6 +88,7 @@ class SpeechService:
             ),
             lambda reason: self.metrics.partials_shed.labels(reason).inc(),
             s.asr.threads if s.asr.share_threads and s.asr.backend == "whispercpp" else 0,
+            self._on_abandon,
         )
         self.metrics.track_queue_depth(lambda: self.pool.queue_depth if self.pool else 0)
         self.load = LoadMonitor(s.capacity.rule(), s.asr.workers)
@@ -185,6 +186,7 @@ class SpeechService:
         # Called from a worker thread: prometheus-client metrics are thread-safe.
         if self.load is not None:
             self.load.decoded(stats.kind, stats.compute_s)
+        self.metrics.asr_compute.labels(stats.kind, "done").inc(stats.compute_s)
         if stats.audio_s > 0:
             self.metrics.asr_rtf.labels(self._backend, stats.kind).observe(
                 stats.compute_s / stats.audio_s
@@ -192,6 +194,13 @@ class SpeechService:
         self.metrics.asr_wait.labels(stats.kind).observe(stats.waited_s)
         if stats.cut:
             self.metrics.asr_cut.labels(stats.kind, stats.cut).inc()
+
+    def _on_abandon(self, kind: str, compute_s: float) -> None:
+        # A worker thread. An abandoned speculative final held a worker as a final does: the
+        # load counts it.
+        if self.load is not None:
+            self.load.decoded(kind, compute_s)
+        self.metrics.asr_compute.labels(kind, "abandoned").inc(compute_s)
 
     def new_call(
         self, start: speech_pb2.AudioStreamStart, trace_context: tracing.Context | None = None

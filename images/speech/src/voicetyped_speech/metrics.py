@@ -141,6 +141,14 @@ class SpeechMetrics:
             ["reason"],
             registry=registry,
         )
+        self.asr_compute = Counter(
+            "voicetyped_speech_asr_compute_seconds",
+            "Compute seconds of decodes by kind and outcome: done, or abandoned (stopped while "
+            "it ran: a speculative final decoded at a pause when the caller went on, a partial "
+            "that gave way)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         self.streams = Gauge(
             "voicetyped_speech_active_streams", "Calls with an open audio stream", registry=registry
         )

@@ -148,6 +148,7 @@ class RecognitionPool:
         deadline: Deadline = Deadline(),
         on_shed: Callable[[str], None] | None = None,
         shared_threads: int = 0,
+        on_abandon: Callable[[str, float], None] | None = None,
     ) -> None:
         if workers < 1 or max_waiting < 1:
             raise ValueError("workers and max_waiting must be >= 1")
@@ -165,6 +166,9 @@ class RecognitionPool:
         self._max_waiting = max_waiting
         self._on_decode = on_decode
         self._on_shed = on_shed
+        self._on_abandon = on_abandon
+        """Called (kind, compute seconds) for a decode stopped while it ran: cancelled by its
+        owner (a speculative final when the caller went on) or a partial giving way."""
         self._closed = False
         self._threads: list[threading.Thread] = []
         self.workers = workers
@@ -343,12 +347,14 @@ class RecognitionPool:
         try:
             result = recognizer.transcribe(job.audio, partial(self._should_abort, job), options)
         except Aborted:
-            if job.cancelled or self._closed:
+            if self._closed:
                 raise
-            if job.timed_out:
+            if job.timed_out and not job.cancelled:
                 return Transcription("", 0.0, time.perf_counter() - started, cut="deadline")
-            if job.kind == "partial":
+            if not job.cancelled and job.kind == "partial":
                 self._shed("aborted")  # it gave way to a final
+            if self._on_abandon is not None:
+                self._on_abandon(job.kind, time.perf_counter() - started)
             raise
         self._observe(result.compute_s)
         return result
