@@ -15,9 +15,9 @@ end is declared, Whisper's full window, no speculation).
 Targets on 2 cores: p50 <= 450 ms, p95 <= 700 ms. Also: how many concurrent calls keep p95 < 1 s,
 and how many calls of each level the speech gateway refused at capacity (503; docs/autoscaling.md).
 The concurrency curve (calls -> p50/p95, CPU seconds per call of each service) is measured for
-today's speech settings and, in the same run, for the previous thread layout (every decode its
-own two threads, ``VOICETYPED_ASR__SHARE_THREADS=false``); both are plotted beside the JSON
-(``.png``).
+today's speech settings and, in the same run, for the previous design (float16 weights, every
+decode its own two threads: ``VOICETYPED_ASR__QUANTIZATION=f16``,
+``VOICETYPED_ASR__SHARE_THREADS=false``); both are plotted beside the JSON (``.png``).
 
     python bench/turn_latency.py --out bench/results/turn_latency.json [--quick]
 """
@@ -141,7 +141,7 @@ async def concurrency(stack: Stack, voices: Voices, quick: bool) -> tuple[list[A
     sustainable = 0
     # The caller (Piper + RTP for every simulated phone) runs on the same two cores, so this
     # is a conservative figure for the stack.
-    for n in [2] if quick else [2, 4, 6, 8, 12, 16]:
+    for n in [2] if quick else [2, 4, 6, 8, 12, 16, 20]:
         print(f"{n} concurrent calls", flush=True)
         not_answered: list[str] = []
         before = service_cpu(stack)
@@ -159,6 +159,28 @@ async def concurrency(stack: Stack, voices: Voices, quick: bool) -> tuple[list[A
             break
         sustainable = n
     return levels, sustainable
+
+
+def level_ratios(today: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
+    """Per concurrency level both designs reached: today's p50, p95 and CPU per call over the
+    previous design's."""
+    old = {lv["calls"]: lv for lv in previous}
+    out = []
+    for lv in today:
+        was = old.get(lv["calls"])
+        if was is None or "p95_ms" not in lv or "p95_ms" not in was:
+            continue
+        out.append(
+            {
+                "calls": lv["calls"],
+                "p50": round(lv["p50_ms"] / was["p50_ms"], 3),
+                "p95": round(lv["p95_ms"] / was["p95_ms"], 3),
+                "cpu_per_call": round(
+                    lv["cpu_s_per_call"]["all"] / max(was["cpu_s_per_call"]["all"], 1e-9), 3
+                ),
+            }
+        )
+    return out
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -220,16 +242,19 @@ async def run(tmp: Path, quick: bool) -> dict[str, Any]:
     finally:
         await stack.stop()
 
-    print("previous thread layout: every decode its own two threads", flush=True)
-    unshared = {"speech": {"VOICETYPED_ASR__SHARE_THREADS": "false"}}
-    old_stack = Stack(config(tmp, "unshared", unshared))
+    print("previous design: float16 weights, every decode its own two threads", flush=True)
+    previous = {
+        "speech": {"VOICETYPED_ASR__QUANTIZATION": "f16", "VOICETYPED_ASR__SHARE_THREADS": "false"}
+    }
+    old_stack = Stack(config(tmp, "previous", previous))
     await old_stack.start()
     try:
         old_levels, old_sustainable = await concurrency(old_stack, voices, quick)
     finally:
         await old_stack.stop()
-    result["concurrency_previous_threads"] = old_levels
-    result["sustainable_calls_previous_threads"] = old_sustainable
+    result["concurrency_previous_design"] = old_levels
+    result["sustainable_calls_previous_design"] = old_sustainable
+    result["ratio_vs_previous_design"] = level_ratios(levels, old_levels)
 
     print("baseline: decode at the end, full window, no speculation", flush=True)
     naive = {
@@ -268,7 +293,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     curves = {
         "today": result["concurrency"],
-        "previous threads": result["concurrency_previous_threads"],
+        "previous design (f16, own threads)": result["concurrency_previous_design"],
     }
     plot(curves, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in result.items() if k != "sequential"}, indent=2))
