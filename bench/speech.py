@@ -47,7 +47,7 @@ from voicetyped_speech.asr.whispercpp import WhisperCppRecognizer
 from voicetyped_speech.models.prepare import default_models_dir, locate_bundled, prepare_models
 from voicetyped_speech.models.verify import load_voice
 from voicetyped_speech.vad import pcm16_to_float32
-from voicetyped_testkit.processes import ServiceProcess, free_port
+from voicetyped_testkit.processes import ServiceProcess, cpu_seconds, free_port
 from voicetyped_testkit.speech import Pcm, phone_speech, silence, word_errors
 from voicetyped_testkit.speech_client import MediaSide, RuntimeSide
 from voicetyped_testkit.stats import summary_ms
@@ -228,8 +228,7 @@ async def concurrency(
 
 def process_cpu(process: ServiceProcess) -> float:
     assert process.proc is not None
-    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(process.proc.pid)
 
 
 def audio_of(request_id: str, m: speech_pb2.AudioDownlink) -> bool:

@@ -39,6 +39,7 @@ from voicetyped_dev.caller.run import Voices, run_call, transcribe_turns
 from voicetyped_dev.caller.script import CallLog, Listen, ListenStep, Say, Step, Turn
 from voicetyped_dev.caller.stages import await_stages
 from voicetyped_dev.stack import Stack, StackConfig
+from voicetyped_testkit.processes import cpu_seconds
 from voicetyped_testkit.stats import pct
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,13 +127,11 @@ def config(tmp: Path, name: str, env: dict[str, dict[str, str]] | None = None) -
 
 def service_cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds each service process has used so far (user + system)."""
-    out: dict[str, float] = {}
-    for name, service in stack.services.items():
-        if service.proc is None:
-            continue
-        stat = Path(f"/proc/{service.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out[name] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    return {
+        name: cpu_seconds(service.proc.pid)
+        for name, service in stack.services.items()
+        if service.proc is not None
+    }
 
 
 async def concurrency(stack: Stack, voices: Voices, quick: bool) -> tuple[list[Any], int]:

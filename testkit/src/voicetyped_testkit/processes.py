@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,12 @@ import port_for
 MEDIA_RTP_PORTS = range(20000, 21000)
 """The media gateway's default RTP ports (``VOICETYPED_RTP_PORT_MIN``/``MAX``): never handed out."""
 _handed_out: set[int] = set()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds process ``pid`` has used so far (user + system, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

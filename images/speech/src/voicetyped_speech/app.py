@@ -184,9 +184,7 @@ class SpeechService:
 
     def _on_decode(self, stats: DecodeStats) -> None:
         # Called from a worker thread: prometheus-client metrics are thread-safe.
-        if self.load is not None:
-            self.load.decoded(stats.kind, stats.compute_s)
-        self.metrics.asr_compute.labels(stats.kind, "done").inc(stats.compute_s)
+        self._worker_time(stats.kind, stats.compute_s, "done")
         if stats.audio_s > 0:
             self.metrics.asr_rtf.labels(self._backend, stats.kind).observe(
                 stats.compute_s / stats.audio_s
@@ -196,11 +194,14 @@ class SpeechService:
             self.metrics.asr_cut.labels(stats.kind, stats.cut).inc()
 
     def _on_abandon(self, kind: str, compute_s: float) -> None:
-        # A worker thread. An abandoned speculative final held a worker as a final does: the
-        # load counts it.
+        # A worker thread. An abandoned speculative final held a worker as a final does.
+        self._worker_time(kind, compute_s, "abandoned")
+
+    def _worker_time(self, kind: str, compute_s: float, outcome: str) -> None:
+        """A decode's compute time, done or abandoned: the load and the metric count both."""
         if self.load is not None:
             self.load.decoded(kind, compute_s)
-        self.metrics.asr_compute.labels(kind, "abandoned").inc(compute_s)
+        self.metrics.asr_compute.labels(kind, outcome).inc(compute_s)
 
     def new_call(
         self, start: speech_pb2.AudioStreamStart, trace_context: tracing.Context | None = None

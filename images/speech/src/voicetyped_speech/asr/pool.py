@@ -385,26 +385,31 @@ class RecognitionPool:
             ready.append(None)
             self._cond.notify_all()
         while (job := self._next()) is not None:
+            outcome: Transcription | BaseException | None = None
+            waited = 0.0
             try:
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                waited = time.perf_counter() - job.submitted
-                try:
-                    result = self._decode(recognizer, job)
-                except BaseException as exc:
-                    job.future.set_exception(exc)
-                    continue
-                job.future.set_result(result)
+                if job.future.set_running_or_notify_cancel():
+                    waited = time.perf_counter() - job.submitted
+                    try:
+                        outcome = self._decode(recognizer, job)
+                    except BaseException as exc:
+                        outcome = exc
+            finally:
+                # Leave the running set before the result is handed back: its owner may start
+                # the next decode at once, which must see this worker free (its thread share).
+                with self._cond:
+                    self._running.discard(job)
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            elif outcome is not None:
+                job.future.set_result(outcome)
                 if self._on_decode is not None:
                     self._on_decode(
                         DecodeStats(
                             job.kind,
                             len(job.audio) / SAMPLE_RATE,
-                            result.compute_s,
+                            outcome.compute_s,
                             waited,
-                            result.cut,
+                            outcome.cut,
                         )
                     )
-            finally:
-                with self._cond:
-                    self._running.discard(job)

@@ -10,6 +10,7 @@ import importlib
 import re
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,15 @@ class Verification:
     transcribe_seconds: float
 
 
+@cache
+def spoken(voice_model: Path, voice_config: Path, sentence: str) -> NDArray[np.float32]:
+    """``sentence`` in the Piper voice at 16 kHz, read-only. Synthesized once per process:
+    ``models prepare`` checks every file it writes (float16 and q8_0) against the same words."""
+    audio = synthesize_16k(load_voice(voice_model, voice_config), sentence)
+    audio.setflags(write=False)
+    return audio
+
+
 def verify_ggml(
     ggml_path: Path,
     voice_model: Path,
@@ -105,8 +115,7 @@ def verify_ggml(
     sentence: str = VERIFY_SENTENCE,
 ) -> Verification:
     """Synthesize ``sentence``, transcribe it with ``ggml_path``; pass if the words match."""
-    voice = load_voice(voice_model, voice_config)
-    audio = synthesize_16k(voice, sentence)
+    audio = spoken(voice_model, voice_config, sentence)
     model = load_whisper_cpp(ggml_path)
     started = time.perf_counter()
     transcript = transcribe(model, audio)
